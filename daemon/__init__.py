@@ -1,0 +1,1 @@
+"""reverser's service: folders, queues, schedules and signals around the unet package."""

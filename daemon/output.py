@@ -1,0 +1,97 @@
+"""Writing results: names, formats, and the temp-then-rename that hides half-written files."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import secrets
+from pathlib import Path
+
+from PIL import Image
+
+from unet.images import Plain
+
+# Suffix -> Pillow format, for inputs we read and outputs we write.
+EXT_FORMAT = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".tif": "TIFF",
+              ".tiff": "TIFF", ".bmp": "BMP", ".gif": "GIF"}
+FORMAT_EXT = {"jpeg": ".jpg", "png": ".png", "webp": ".webp", "tiff": ".tif"}
+# Formats we read but do not write: a GIF result would be palette-quantized.
+WRITE_INSTEAD = {".gif": ".png"}
+TEMP_PREFIX = ".reverser-"
+_BEFORE = re.compile(r"_before$", re.IGNORECASE)
+
+
+def output_name(input_name: str, fmt: str = "same") -> str:
+    """NAME_before.EXT -> NAME_after.EXT; NAME.EXT -> NAME_after.EXT; fmt other than same picks the EXT."""
+    path = Path(input_name)
+    stem = _BEFORE.sub("", path.stem)
+    ext = path.suffix.lower() if fmt == "same" else FORMAT_EXT[fmt]
+    ext = WRITE_INSTEAD.get(ext, ext) if ext in EXT_FORMAT else ".png"
+    if fmt == "same" and path.suffix and path.suffix.lower() == ext:
+        ext = path.suffix  # keep the user's spelling: .JPG stays .JPG
+    return f"{stem}_after{ext}"
+
+
+def encode(image: Image.Image, ext: str, quality: int, source: Plain | None = None) -> bytes:
+    """The image encoded for its extension, with the source's color profile and EXIF where they fit."""
+    fmt = EXT_FORMAT[ext.lower()]
+    if fmt in ("JPEG", "BMP") and image.mode in ("RGBA", "LA"):
+        image = image.convert(image.mode[:-1] if image.mode == "RGBA" else "L")
+    kwargs = {}
+    if fmt in ("JPEG", "WEBP"):
+        kwargs["quality"] = quality
+    if fmt == "TIFF":
+        kwargs["compression"] = "tiff_deflate"
+    if source is not None:
+        icc = source.icc_profile
+        # An ICC profile describes one color space: a gray profile on an RGB result would be wrong.
+        if icc and len(icc) > 20 and _icc_fits(icc[16:20], image.mode):
+            kwargs["icc_profile"] = icc
+        if source.exif and fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
+            kwargs["exif"] = source.exif
+    buf = io.BytesIO()
+    image.save(buf, format=fmt, **kwargs)
+    return buf.getvalue()
+
+
+def _icc_fits(space: bytes, mode: str) -> bool:
+    return (space == b"RGB " and mode in ("RGB", "RGBA")) or (space == b"GRAY" and mode in ("L", "LA"))
+
+
+def write_atomic(folder: Path, name: str, data: bytes, on_exists: str = "number") -> Path:
+    """Write data as folder/name so no reader ever sees a partial file; return the final path.
+
+    on_exists="number" never replaces a file: NAME_after.jpg taken gives
+    NAME_after-1.jpg, and so on. The final name is claimed with link(), which
+    fails when the name exists, so two writers cannot both take it.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f"{TEMP_PREFIX}{secrets.token_hex(6)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if on_exists == "replace":
+            final = folder / name
+            os.replace(tmp, final)
+            return final
+        stem, ext = os.path.splitext(name)
+        for n in range(0, 100_000):
+            final = folder / (name if n == 0 else f"{stem}-{n}{ext}")
+            try:
+                os.link(tmp, final)
+                return final
+            except FileExistsError:
+                continue
+            except OSError:
+                # Filesystems without hard links (some network shares): check, then rename.
+                if final.exists():
+                    continue
+                os.replace(tmp, final)
+                return final
+        raise FileExistsError(f"{folder}: no free name for {name}")
+    finally:
+        tmp.unlink(missing_ok=True)

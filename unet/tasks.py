@@ -1,0 +1,225 @@
+"""The two tasks: how an image becomes a model input, and a model output an image.
+
+Both tasks run the network at a small working size and carry its answer back
+to the input's full size in a way that keeps the input's own detail:
+
+- colorize: the network sees luminance and predicts chroma; the output is the
+  input's full-resolution luminance merged with upsampled chroma.
+- translate: the network sees RGB and predicts a local affine color transform
+  (a 3x4 or 1x4 matrix per pixel, smooth across the image); the transform is
+  upsampled and applied to the full-resolution input. Any pixelwise color
+  mapping (color to gray as the pairs show it, toning, white balance) keeps
+  full sharpness this way, whatever the working size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .color import ChromaBins, rgb_to_ycc
+from .images import Plain, luminance, with_alpha
+
+LUMA = (0.299, 0.587, 0.114)
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    name: str = "colorize"         # colorize | translate
+    work_long: int = 192           # long side of the working size, pixels; the short side keeps the aspect
+    # colorize
+    head: str = "bins"             # bins: class logits over chroma bins | regression: Cb/Cr directly
+    bins_per_axis: int = 16        # chroma grid is bins_per_axis^2 classes
+    bins_extent: float = 0.32      # grid covers Cb, Cr in [-extent, extent] (full scale is 0.5)
+    temperature: float = 0.5       # annealed-mean decoding: lower is more vivid, higher is safer
+    # translate
+    out_channels: int = 3          # 1: gray output, 3: RGB output
+
+    def __post_init__(self):
+        if self.name not in TASKS:
+            raise ValueError(f"unknown task {self.name!r}; expected one of {sorted(TASKS)}")
+        if self.work_long < 16:
+            raise ValueError(f"work_long must be at least 16 pixels, got {self.work_long}")
+        if self.head not in ("bins", "regression"):
+            raise ValueError(f"head must be bins or regression, got {self.head!r}")
+        if self.out_channels not in (1, 3):
+            raise ValueError(f"out_channels must be 1 or 3, got {self.out_channels}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be positive, got {self.temperature}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TaskConfig":
+        return cls(**d)
+
+
+def work_shape(width: int, height: int, work_long: int, multiple: int) -> tuple[int, int]:
+    """The (h, w) the network sees for an image: long side work_long, aspect kept, sides a multiple."""
+    scale = work_long / max(width, height)
+
+    def side(n):
+        return max(multiple, int(round(n * scale / multiple)) * multiple)
+
+    return side(height), side(width)
+
+
+@dataclass
+class Prepared:
+    """One image ready for the network; key groups images that can share a batch."""
+
+    x: torch.Tensor          # (C, h, w) float32 network input
+    key: tuple[int, int]     # (h, w): the working-size bucket
+    ctx: Any                 # what finish() needs: the full-size image, alpha
+
+
+class Task:
+    """Shared plumbing; subclasses define the channels and the two conversions."""
+
+    name: str
+    in_channels: int
+    out_channels: int
+
+    def __init__(self, cfg: TaskConfig, multiple: int):
+        self.cfg = cfg
+        self.multiple = multiple
+
+    def shape_for(self, size: tuple[int, int]) -> tuple[int, int]:
+        return work_shape(size[0], size[1], self.cfg.work_long, self.multiple)
+
+    def _resize(self, im: Image.Image, key: tuple[int, int]) -> Image.Image:
+        h, w = key
+        return im.resize((w, h), Image.Resampling.BILINEAR, reducing_gap=2.0)
+
+    def prepare(self, p: Plain) -> Prepared:
+        raise NotImplementedError
+
+    def finish(self, y: torch.Tensor, ctx) -> Image.Image:
+        raise NotImplementedError
+
+
+def _to_float(im: Image.Image) -> torch.Tensor:
+    """L or RGB image -> (C, H, W) float32 in [0, 1]."""
+    a = torch.from_numpy(np.array(im, dtype=np.uint8))
+    a = a[None] if a.ndim == 2 else a.permute(2, 0, 1)
+    return a.float().div_(255.0)
+
+
+class Colorize(Task):
+    name = "colorize"
+    in_channels = 1
+
+    def __init__(self, cfg: TaskConfig, multiple: int):
+        super().__init__(cfg, multiple)
+        self.bins = ChromaBins(cfg.bins_per_axis, cfg.bins_extent)
+        self.out_channels = self.bins.count if cfg.head == "bins" else 2
+
+    def prepare(self, p: Plain) -> Prepared:
+        gray = luminance(p.image)
+        key = self.shape_for(gray.size)
+        x = _to_float(self._resize(gray, key)).sub_(0.5).div_(0.25)
+        return Prepared(x, key, (gray, p.alpha))
+
+    def chroma(self, y: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
+        """(B, out, h, w) network output -> (B, 2, h, w) Cb/Cr."""
+        if self.cfg.head == "regression":
+            return 0.5 * torch.tanh(y.float())
+        return self.bins.decode(y, temperature or self.cfg.temperature)
+
+    def finish(self, y: torch.Tensor, ctx, temperature: float | None = None) -> Image.Image:
+        """One output (out, h, w) -> full-size RGB: the input's luminance, upsampled chroma."""
+        gray, alpha = ctx
+        c = self.chroma(y[None], temperature)[0]
+        c = (c * 255.0 + 128.0).round_().clamp_(0, 255).to(torch.uint8).numpy()
+        cb, cr = (Image.fromarray(ch, "L").resize(gray.size, Image.Resampling.BICUBIC) for ch in c)
+        rgb = Image.merge("YCbCr", (gray, cb, cr)).convert("RGB")
+        return with_alpha(rgb, alpha)
+
+    def target(self, after: torch.Tensor) -> torch.Tensor:
+        """(B, 3, h, w) RGB truth -> (B, 2, h, w) chroma truth."""
+        return rgb_to_ycc(after)[:, 1:]
+
+    def as_input(self, before: torch.Tensor) -> torch.Tensor:
+        """(B, 1|3, h, w) before image in [0, 1] -> network input."""
+        if before.shape[1] == 3:
+            before = rgb_to_ycc(before)[:, :1]
+        return (before - 0.5) / 0.25
+
+
+class Translate(Task):
+    name = "translate"
+    in_channels = 3
+
+    def __init__(self, cfg: TaskConfig, multiple: int):
+        super().__init__(cfg, multiple)
+        self.out_channels = cfg.out_channels * 4  # a row of 3 weights and a bias per output channel
+        base = torch.eye(3) if cfg.out_channels == 3 else torch.tensor([LUMA])
+        # The identity (or luma) transform the network's output is added to, so
+        # an untrained head already gives a sensible image.
+        self.base = torch.cat([base, torch.zeros(cfg.out_channels, 1)], dim=1)  # (out, 4)
+
+    def prepare(self, p: Plain) -> Prepared:
+        rgb = p.image.convert("RGB")
+        key = self.shape_for(rgb.size)
+        x = _to_float(self._resize(rgb, key))
+        return Prepared(x.sub(0.5).div_(0.25), key, (rgb, p.alpha))
+
+    def as_input(self, before: torch.Tensor) -> torch.Tensor:
+        if before.shape[1] == 1:
+            before = before.expand(-1, 3, -1, -1)
+        return (before - 0.5) / 0.25
+
+    def coefficients(self, y: torch.Tensor) -> torch.Tensor:
+        """(B, out*4, h, w) -> (B, out, 4, h, w) affine coefficients."""
+        b, _, h, w = y.shape
+        return y.float().view(b, self.cfg.out_channels, 4, h, w) + self.base.to(y.device)[None, :, :, None, None]
+
+    def apply(self, y: torch.Tensor, rgb: torch.Tensor) -> torch.Tensor:
+        """Apply coefficients (B, out*4, h, w) to RGB (B, 3, H, W) in [0, 1]; upsampled when H, W differ."""
+        coef = self.coefficients(y)
+        b, o, _, h, w = coef.shape
+        if rgb.shape[-2:] != (h, w):
+            coef = F.interpolate(coef.flatten(1, 2), size=rgb.shape[-2:], mode="bilinear",
+                                 align_corners=False).view(b, o, 4, *rgb.shape[-2:])
+        return (coef[:, :, :3] * rgb[:, None]).sum(2) + coef[:, :, 3]
+
+    def finish(self, y: torch.Tensor, ctx, rows_per_strip: int = 512) -> Image.Image:
+        """Apply the upsampled transform to the full-size input, a strip of rows at a time."""
+        rgb, alpha = ctx
+        W, H = rgb.size
+        full = np.asarray(rgb, dtype=np.uint8)
+        out = np.empty((H, W, self.cfg.out_channels), dtype=np.uint8)
+        coef = self.coefficients(y[None])[0].flatten(0, 1)[None]  # (1, out*4, h, w)
+        h, w = coef.shape[-2:]
+        xs = (torch.arange(W, dtype=torch.float32) + 0.5) / W * 2 - 1
+        for r0 in range(0, H, rows_per_strip):
+            r1 = min(H, r0 + rows_per_strip)
+            ys = (torch.arange(r0, r1, dtype=torch.float32) + 0.5) / H * 2 - 1
+            grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij")[::-1], dim=-1)[None]  # (1, rows, W, 2)
+            c = F.grid_sample(coef, grid, mode="bilinear", padding_mode="border", align_corners=False)
+            c = c.view(self.cfg.out_channels, 4, r1 - r0, W)
+            px = torch.from_numpy(full[r0:r1]).float().div_(255.0).permute(2, 0, 1)  # (3, rows, W)
+            o = (c[:, :3] * px[None]).sum(1) + c[:, 3]
+            out[r0:r1] = (o * 255.0).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+        mode = "L" if self.cfg.out_channels == 1 else "RGB"
+        return with_alpha(Image.fromarray(out[..., 0] if mode == "L" else out, mode), alpha)
+
+    def target(self, after: torch.Tensor) -> torch.Tensor:
+        if self.cfg.out_channels == 1 and after.shape[1] == 3:
+            return rgb_to_ycc(after)[:, :1]
+        if self.cfg.out_channels == 3 and after.shape[1] == 1:
+            return after.expand(-1, 3, -1, -1)
+        return after
+
+
+TASKS = {"colorize": Colorize, "translate": Translate}
+
+
+def make_task(cfg: TaskConfig, multiple: int) -> Task:
+    return TASKS[cfg.name](cfg, multiple)

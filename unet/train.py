@@ -1,0 +1,325 @@
+"""Training: the loop, the losses, model selection, temperature calibration, evaluation."""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from .checkpoint import Model
+from .color import rgb_to_ycc, ycc_to_rgb
+from .data import PairRef, PairSet, load_pair
+from .images import plain
+from .metrics import colorfulness, mean, psnr, tint
+from .predictor import Predictor
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on: no data, or the loss stopped being a number."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    minutes: float | None = None   # wall-clock budget; training stops at whichever of minutes/epochs comes first
+    epochs: int | None = None      # epoch budget
+    batch_size: int = 16
+    lr: float = 2e-3               # AdamW peak learning rate (fine-tuning from a model uses a fifth of it)
+    weight_decay: float = 1e-4
+    warmup: float = 0.03           # share of the budget spent warming the learning rate up
+    seed: int = 0
+    rebalance: float = 0.5         # colorize bins: class weights 1/((1-r)p + r/Q), r=1 is no rebalancing
+    mean_loss: float = 1.0         # colorize bins: weight of the L1 loss on the decoded mean chroma
+    vividness: float = 0.65        # colorize bins: calibrate temperature to reach this share of the truth's colorfulness
+    eval_every_s: float = 60.0     # evaluate on validation pairs at most this often (and at the end)
+    threads: int | None = None     # torch CPU threads; None leaves torch's default
+
+    def __post_init__(self):
+        if self.minutes is None and self.epochs is None:
+            raise ValueError("give a budget: minutes, epochs or both")
+
+
+@dataclass
+class TrainResult:
+    model: Model
+    history: list[dict] = field(default_factory=list)   # one entry per evaluation
+    metrics: dict = field(default_factory=dict)          # final scores on the validation pairs
+    stopped: str = ""                                    # why training ended
+
+
+class _Budget:
+    def __init__(self, cfg: TrainConfig, steps_per_epoch: int):
+        self.cfg, self.spe = cfg, max(1, steps_per_epoch)
+        self.start = time.monotonic()
+
+    def fraction(self, step: int) -> float:
+        parts = []
+        if self.cfg.minutes is not None:
+            parts.append((time.monotonic() - self.start) / (60 * self.cfg.minutes))
+        if self.cfg.epochs is not None:
+            parts.append(step / (self.cfg.epochs * self.spe))
+        return min(1.0, max(parts))
+
+
+def _lr_factor(frac: float, warmup: float) -> float:
+    if frac < warmup:
+        return (frac + 1e-3) / warmup
+    return 0.5 * (1 + math.cos(math.pi * (frac - warmup) / (1 - warmup)))
+
+
+class Objective:
+    """The loss and a cheap working-size PSNR for one task."""
+
+    def __init__(self, model: Model, train_set: PairSet, cfg: TrainConfig):
+        self.task = model.task
+        self.cfg = cfg
+        self.weights = None
+        if self.task.name == "colorize" and self.task.cfg.head == "bins":
+            self.weights = self._class_weights(train_set, cfg.rebalance)
+
+    def _class_weights(self, data: PairSet, r: float) -> torch.Tensor:
+        bins = self.task.bins
+        counts = torch.zeros(bins.count)
+        for _, after, key in data.items:
+            t = self.task.target(after[None].float() / 255.0)
+            idx, w = bins.soft_encode(t)
+            counts.index_add_(0, idx.flatten(), w.flatten())
+        p = counts / counts.sum().clamp(min=1)
+        w = 1.0 / ((1 - r) * p + r / bins.count)
+        return w / (p * w).sum()  # expected weight 1 under the data's own distribution
+
+    def loss(self, y: torch.Tensor, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+        task = self.task
+        if task.name == "translate":
+            rgb = before if before.shape[1] == 3 else before.expand(-1, 3, -1, -1)
+            return F.l1_loss(task.apply(y, rgb), task.target(after))
+        target = _fit(task.target(after), y)
+        if task.cfg.head == "regression":
+            return F.smooth_l1_loss(task.chroma(y), target, beta=0.02) * 10
+        idx, w = task.bins.soft_encode(target)
+        logp = F.log_softmax(y.float(), dim=1)
+        ce = -(logp.gather(1, idx) * w).sum(1)                       # (B, h, w)
+        rw = (self.weights[idx] * w).sum(1)                          # per-pixel rebalancing
+        loss = (rw * ce).mean()
+        if self.cfg.mean_loss:
+            loss = loss + self.cfg.mean_loss * 10 * F.l1_loss(task.bins.decode(y, 1.0), target)
+        return loss
+
+    def render(self, y: torch.Tensor, before: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
+        """Network output -> (B, C, h, w) result at working size in [0, 1]."""
+        task = self.task
+        if task.name == "translate":
+            rgb = before if before.shape[1] == 3 else before.expand(-1, 3, -1, -1)
+            return task.apply(y, rgb).clamp(0, 1)
+        luma = before if before.shape[1] == 1 else rgb_to_ycc(before)[:, :1]
+        chroma = F.interpolate(task.chroma(y, temperature), size=luma.shape[-2:], mode="bilinear",
+                               align_corners=False)
+        return ycc_to_rgb(torch.cat([luma, chroma], dim=1))
+
+
+def _fit(target: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Area-downsample a target to the network output's size (out_stride 2)."""
+    if target.shape[-2:] == y.shape[-2:]:
+        return target
+    return F.interpolate(target, size=y.shape[-2:], mode="area")
+
+
+def _forward_all(net, task, data: PairSet, batch_size: int):
+    """Yield (y, before, after) over a PairSet without augmentation."""
+    with torch.inference_mode():
+        for before, after in data.batches(batch_size, random.Random(0), augment=False):
+            yield net(task.as_input(before)), before, after
+
+
+def _working_scores(objective: Objective, net, data: PairSet, batch_size: int,
+                    temperatures=(None,)) -> dict:
+    """Mean loss, and mean PSNR and colorfulness at working size per temperature."""
+    task = objective.task
+    losses, psnrs, colors = [], {t: [] for t in temperatures}, {t: [] for t in temperatures}
+    truth_colors = []
+    for y, before, after in _forward_all(net, task, data, batch_size):
+        losses.append(objective.loss(y, before, after).item())
+        truth = task.target(after).clamp(0, 1) if task.name == "translate" else after
+        for t in temperatures:
+            out = objective.render(y, before, t)
+            mse = ((out - truth) ** 2).flatten(1).mean(1).clamp(min=1e-10)
+            psnrs[t] += (-10 * torch.log10(mse)).tolist()
+            if task.name == "colorize":
+                colors[t] += [_colorfulness_t(o) for o in out]
+        if task.name == "colorize":
+            truth_colors += [_colorfulness_t(a) for a in after]
+    return {"loss": mean(losses), "psnr": {t: mean(v) for t, v in psnrs.items()},
+            "colorfulness": {t: mean(v) for t, v in colors.items()}, "truth_colorfulness": mean(truth_colors)}
+
+
+def _colorfulness_t(rgb: torch.Tensor) -> float:
+    r, g, b = (rgb * 255).double().unbind(0)
+    rg, yb = r - g, 0.5 * (r + g) - b
+    return float(torch.hypot(rg.std(unbiased=False), yb.std(unbiased=False))
+                 + 0.3 * torch.hypot(rg.mean(), yb.mean()))
+
+
+def calibrate_temperature(objective: Objective, net, val: PairSet, cfg: TrainConfig, log=print) -> float:
+    """The safest (highest) temperature whose output reaches vividness x the truth's colorfulness.
+
+    Chosen on the training run's own validation pairs, never on a test set.
+    """
+    grid = [round(0.15 + 0.05 * i, 2) for i in range(18)]  # 0.15 .. 1.0
+    s = _working_scores(objective, net, val, cfg.batch_size, grid)
+    goal = cfg.vividness * s["truth_colorfulness"]
+    reaching = [t for t in grid if s["colorfulness"][t] >= goal]
+    best = max(reaching) if reaching else max(grid, key=lambda t: s["colorfulness"][t])
+    log(f"temperature {best} (colorfulness {s['colorfulness'][best]:.1f}, goal {goal:.1f}; "
+        f"working-size PSNR {s['psnr'][best]:.2f} dB)")
+    return best
+
+
+def train(model: Model, train_pairs: list[PairRef], val_pairs: list[PairRef], cfg: TrainConfig,
+          log=print, progress: bool | None = None, should_stop=lambda: False) -> TrainResult:
+    """Train model in place on train_pairs, keep the best state by validation PSNR, return it scored."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    task, net = model.task, model.net
+    train_set = PairSet(train_pairs, task.shape_for, task.in_channels, log=log)
+    val_set = PairSet(val_pairs, task.shape_for, task.in_channels, log=log)
+    if len(train_set) == 0:
+        raise TrainingError("no usable training pairs")
+    if len(val_set) == 0:
+        raise TrainingError("no usable validation pairs; add pairs or raise the validation share")
+    log(f"training {task.name} on {len(train_set)} pairs, validating on {len(val_set)}")
+    objective = Objective(model, train_set, cfg)
+    fine_tune = bool(model.meta.get("version") or model.meta.get("metrics"))
+    lr = cfg.lr / 5 if fine_tune else cfg.lr
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = sum(1 for _ in train_set.batches(cfg.batch_size, random.Random(0), augment=False))
+    budget = _Budget(cfg, steps_per_epoch)
+    bar = _progress_bar(progress, cfg, steps_per_epoch)
+
+    net.eval()
+    first = _working_scores(objective, net, val_set, cfg.batch_size)
+    best = (first["psnr"][None], copy.deepcopy(net.state_dict()))
+    history = [{"step": 0, "epoch": 0, "seconds": 0.0, "train_loss": None,
+                "val_loss": first["loss"], "val_psnr": first["psnr"][None]}]
+    log(f"start: val loss {first['loss']:.4f}, val PSNR {first['psnr'][None]:.2f} dB (working size)")
+    step, epoch, last_eval, stopped = 0, 0, time.monotonic(), "budget"
+    running = []
+    while budget.fraction(step) < 1.0 and stopped == "budget":
+        net.train()
+        for before, after in train_set.batches(cfg.batch_size, rng):
+            frac = budget.fraction(step)
+            if frac >= 1.0:
+                break
+            if should_stop():
+                stopped = "stopped"
+                break
+            for g in opt.param_groups:
+                g["lr"] = lr * _lr_factor(frac, cfg.warmup)
+            loss = objective.loss(net(task.as_input(before)), before, after)
+            if not torch.isfinite(loss):
+                raise TrainingError(f"loss became {loss.item()} at step {step}; the model was not changed")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+            opt.step()
+            step += 1
+            running.append(loss.item())
+            bar.update(step, budget.fraction(step), loss.item())
+        else:
+            epoch += 1
+        done = budget.fraction(step) >= 1.0 or stopped != "budget"
+        if done or time.monotonic() - last_eval >= cfg.eval_every_s:
+            net.eval()
+            s = _working_scores(objective, net, val_set, cfg.batch_size)
+            last_eval = time.monotonic()
+            entry = {"step": step, "epoch": epoch, "seconds": round(time.monotonic() - budget.start, 1),
+                     "train_loss": mean(running), "val_loss": s["loss"], "val_psnr": s["psnr"][None]}
+            history.append(entry)
+            running = []
+            bar.write(f"epoch {epoch} step {step}: train loss {entry['train_loss']:.4f}, "
+                      f"val loss {s['loss']:.4f}, val PSNR {s['psnr'][None]:.2f} dB", log)
+            if s["psnr"][None] > best[0]:
+                best = (s["psnr"][None], copy.deepcopy(net.state_dict()))
+    bar.close()
+    net.load_state_dict(best[1])
+    net.eval()
+    if task.name == "colorize" and task.cfg.head == "bins":
+        from dataclasses import replace
+
+        from .tasks import make_task
+        t = calibrate_temperature(objective, net, val_set, cfg, log)
+        model.task_cfg = replace(model.task_cfg, temperature=t)
+        model.task = make_task(model.task_cfg, net.cfg.multiple)
+    metrics = evaluate(model, val_pairs, mean_chroma=mean_chroma(train_set))
+    log("validation: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items() if isinstance(v, float)))
+    return TrainResult(model, history, metrics, stopped)
+
+
+def mean_chroma(data: PairSet) -> tuple[float, float]:
+    """Mean (Cb, Cr) offsets of the training afters on 0..255: the mean-tint baseline's color."""
+    total, n = torch.zeros(2), 0
+    for _, after, _ in data.items:
+        c = rgb_to_ycc(after[None].float() / 255.0)[0, 1:]
+        total += c.sum(dim=(1, 2))
+        n += c[0].numel()
+    return tuple((total / max(n, 1) * 255).tolist())
+
+
+def evaluate(model: Model, pairs: list[PairRef], mean_chroma: tuple[float, float] | None = None,
+             device: str = "cpu") -> dict:
+    """Full-resolution scores over pairs: the model, and the baselines beside it."""
+    pred = Predictor(model, device=device, max_batch=8)
+    scores = {"psnr": [], "colorfulness": [], "truth_colorfulness": [], "gray_psnr": [], "tint_psnr": []}
+    tint_chroma = mean_chroma or tuple(model.meta.get("train_mean_chroma") or (0.0, 0.0))
+    for p in pairs:
+        before, after = load_pair(p)
+        out = pred.predict([plain(before)])[0]
+        truth = after if model.task.name == "colorize" or model.task.cfg.out_channels == 3 else after.convert("L")
+        scores["psnr"].append(psnr(out, truth))
+        scores["colorfulness"].append(colorfulness(out))
+        scores["truth_colorfulness"].append(colorfulness(truth))
+        gray = before.convert("L")
+        scores["gray_psnr"].append(psnr(gray.convert("RGB") if truth.mode == "RGB" else gray, truth))
+        if model.task.name == "colorize":
+            scores["tint_psnr"].append(psnr(tint(gray, *tint_chroma), truth))
+    out = {k: mean(v) for k, v in scores.items() if v}
+    out["pairs"] = len(pairs)
+    if model.task.name == "colorize":
+        out["train_mean_chroma"] = list(tint_chroma)
+    return out
+
+
+class _progress_bar:
+    """tqdm on a terminal, nothing otherwise (logs carry the evaluations)."""
+
+    def __init__(self, enabled: bool | None, cfg: TrainConfig, steps_per_epoch: int):
+        if enabled is None:
+            enabled = sys.stderr.isatty()
+        self.bar = None
+        if enabled:
+            from tqdm import tqdm
+            self.bar = tqdm(total=1000, unit="‰", bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}")
+        self.pos = 0
+
+    def update(self, step: int, frac: float, loss: float):
+        if self.bar is not None:
+            target = int(frac * 1000)
+            self.bar.update(target - self.pos)
+            self.pos = target
+            self.bar.set_postfix_str(f"step {step} loss {loss:.4f}", refresh=False)
+
+    def write(self, msg: str, log):
+        if self.bar is not None:
+            self.bar.write(msg)
+        else:
+            log(msg)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
