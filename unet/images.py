@@ -59,15 +59,12 @@ def open_image(path: str | Path, max_pixels: int | None = None) -> Plain:
 def plain(im: Image.Image) -> Plain:
     """Normalise an already opened image (see module docstring)."""
     source_mode, fmt, icc = im.mode, im.format, im.info.get("icc_profile")
-    exif = None
+    im = ImageOps.exif_transpose(im)  # a new image whose EXIF no longer carries the rotation
     try:
         ex = im.getexif()
-        if ex:
-            ex[0x0112] = 1  # Orientation: we rotate the pixels instead
-            exif = ex.tobytes()
+        exif = ex.tobytes() if ex else None
     except Exception:  # a broken EXIF block must not cost the image
         exif = None
-    im = ImageOps.exif_transpose(im)
     alpha = None
     if im.mode == "P":
         im = im.convert("RGBA" if "transparency" in im.info else "RGB")

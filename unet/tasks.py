@@ -193,7 +193,7 @@ class Translate(Task):
         """Apply the upsampled transform to the full-size input, a strip of rows at a time."""
         rgb, alpha = ctx
         W, H = rgb.size
-        full = np.asarray(rgb, dtype=np.uint8)
+        full = np.array(rgb, dtype=np.uint8)  # a writable copy: torch wants one
         out = np.empty((H, W, self.cfg.out_channels), dtype=np.uint8)
         coef = self.coefficients(y[None])[0].flatten(0, 1)[None]  # (1, out*4, h, w)
         h, w = coef.shape[-2:]

@@ -1,0 +1,103 @@
+"""Reading images of every common kind: modes, formats, orientation, limits."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import make_image
+from unet.images import ImageError, open_image
+
+
+@pytest.mark.parametrize("mode,ext,expect,alpha", [
+    ("L", "png", "L", False), ("LA", "png", "L", True), ("RGB", "jpg", "RGB", False),
+    ("RGBA", "png", "RGB", True), ("P", "png", "RGB", False), ("1", "png", "L", False),
+    ("CMYK", "jpg", "RGB", False), ("RGB", "webp", "RGB", False), ("RGB", "tif", "RGB", False),
+    ("RGB", "bmp", "RGB", False), ("P", "gif", "RGB", False),
+])
+def test_every_mode_becomes_l_or_rgb(tmp_path, mode, ext, expect, alpha):
+    path = make_image(tmp_path / f"x.{ext}", (37, 21), mode)
+    if alpha:  # make the alpha band non-trivial
+        im = Image.open(path)
+        a = Image.linear_gradient("L").resize(im.size)
+        im.putalpha(a)
+        im.save(path)
+    p = open_image(path)
+    assert p.image.mode == expect and p.image.size == (37, 21)
+    assert (p.alpha is not None) == alpha
+
+
+def test_sixteen_bit_gray_is_scaled_not_clipped(tmp_path):
+    a = np.linspace(0, 65535, 64 * 16).reshape(16, 64).astype(np.uint16)
+    Image.fromarray(a).save(tmp_path / "deep.png")
+    p = open_image(tmp_path / "deep.png")
+    out = np.asarray(p.image)
+    assert p.image.mode == "L"
+    assert out.min() == 0 and out.max() == 255
+    assert 100 < out.mean() < 155  # a clip at 255 would give nearly all white
+
+
+def test_palette_with_transparency_keeps_its_alpha(tmp_path):
+    im = Image.new("P", (10, 10), 1)
+    im.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    im.info["transparency"] = 0
+    im.putpixel((0, 0), 0)
+    im.save(tmp_path / "t.png", transparency=0)
+    p = open_image(tmp_path / "t.png")
+    assert p.alpha is not None and p.alpha.getpixel((0, 0)) == 0 and p.alpha.getpixel((5, 5)) == 255
+
+
+def test_exif_rotation_is_applied(tmp_path):
+    im = Image.new("RGB", (40, 20), (200, 10, 10))
+    exif = im.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    im.save(tmp_path / "rot.jpg", exif=exif.tobytes())
+    p = open_image(tmp_path / "rot.jpg")
+    assert p.image.size == (20, 40)
+    assert Image.open(tmp_path / "rot.jpg").size == (40, 20)
+    kept = Image.Exif()
+    kept.load(p.exif)
+    assert kept.get(0x0112, 1) == 1  # the pixels are upright: no rotation left to apply
+
+
+def test_animated_gif_gives_its_first_frame(tmp_path):
+    frames = [Image.new("RGB", (16, 16), c) for c in ((250, 0, 0), (0, 0, 250))]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    p = open_image(tmp_path / "anim.gif")
+    r, g, b = p.image.getpixel((8, 8))
+    assert r > 200 and b < 50
+
+
+def test_too_many_pixels_refused_before_decoding(tmp_path):
+    path = make_image(tmp_path / "big.png", (300, 200))
+    with pytest.raises(ImageError, match="megapixels"):
+        open_image(path, max_pixels=300 * 200 - 1)
+
+
+def test_header_that_lies_about_size_is_refused_unread(tmp_path):
+    # A PNG header claiming 50000 x 50000: the check reads only the header.
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", 50000, 50000, 8, 2, 0, 0, 0)
+    (tmp_path / "bomb.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+    with pytest.raises(ImageError, match="megapixels"):
+        open_image(tmp_path / "bomb.png", max_pixels=100_000_000)
+
+
+@pytest.mark.parametrize("content", [b"", b"hello, not an image", b"<html></html>", b"\x7fELF\x02\x01\x01"])
+def test_non_images_give_a_clear_error(tmp_path, content):
+    (tmp_path / "x.jpg").write_bytes(content)
+    with pytest.raises(ImageError, match="cannot decode"):
+        open_image(tmp_path / "x.jpg")
+
+
+def test_truncated_files_give_a_clear_error(tmp_path):
+    for ext in ("jpg", "png"):
+        path = make_image(tmp_path / f"t.{ext}", (200, 150))
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+        with pytest.raises(ImageError):
+            open_image(path)

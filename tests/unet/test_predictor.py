@@ -1,0 +1,96 @@
+"""The Predictor: images of any size and mode in, images of the same size out."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import make_image
+from unet import Predictor, load_model, open_image
+from unet.images import plain
+
+
+@pytest.fixture(scope="module")
+def colorizer(tiny_models):
+    return Predictor(tiny_models["colorize"], device="cpu", max_batch=4)
+
+
+@pytest.fixture(scope="module")
+def reverser(tiny_models):
+    return Predictor(tiny_models["reverse"], device="cpu", max_batch=4)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (3, 200), (200, 3), (97, 61), (640, 480)])
+def test_output_has_the_input_size(colorizer, reverser, size):
+    im = Image.new("L", size, 128)
+    assert colorizer.predict([im])[0].size == size
+    assert reverser.predict([im.convert("RGB")])[0].size == size
+
+
+def test_colorize_keeps_the_inputs_own_luminance(colorizer, tmp_path):
+    gray = make_image(tmp_path / "g.png", (301, 157), "L")
+    im = Image.open(gray)
+    out = colorizer.predict([im])[0]
+    assert out.mode == "RGB"
+    diff = np.abs(np.asarray(out.convert("L"), dtype=float) - np.asarray(im, dtype=float))
+    assert diff.mean() < 2.0
+
+
+def test_reverse_gives_gray_of_the_same_size(reverser, tmp_path):
+    im = Image.open(make_image(tmp_path / "c.jpg", (123, 45)))
+    out = reverser.predict([im])[0]
+    assert out.mode == "L" and out.size == (123, 45)
+
+
+def test_mixed_sizes_and_modes_in_one_call(colorizer, tmp_path):
+    ims = [Image.open(make_image(tmp_path / f"{i}.png", s, m))
+           for i, (s, m) in enumerate([((64, 64), "L"), ((80, 30), "RGB"), ((64, 64), "RGBA"), ((10, 90), "P")])]
+    outs = colorizer.predict(ims)
+    assert [o.size for o in outs] == [im.size for im in ims]
+
+
+def test_alpha_survives(colorizer, tmp_path):
+    im = Image.new("LA", (40, 30), (100, 255))
+    im.putpixel((0, 0), (100, 0))
+    out = colorizer.predict([plain(im)])[0]
+    assert out.mode == "RGBA" and out.getpixel((0, 0))[3] == 0 and out.getpixel((20, 20))[3] == 255
+
+
+def test_batched_and_single_runs_agree(colorizer, tmp_path):
+    ims = [Image.open(make_image(tmp_path / f"{i}.png", (64, 48), "L", seed=i)) for i in range(5)]
+    together = colorizer.predict(ims)
+    alone = [colorizer.predict([im])[0] for im in ims]
+    for a, b in zip(together, alone):
+        assert np.abs(np.asarray(a, dtype=int) - np.asarray(b, dtype=int)).max() <= 1
+
+
+def test_run_refuses_items_of_different_working_sizes(colorizer):
+    a = colorizer.prepare(Image.new("L", (64, 64)))
+    b = colorizer.prepare(Image.new("L", (64, 16)))
+    with pytest.raises(ValueError, match="one working size"):
+        colorizer.run([a, b])
+
+
+def test_every_input_mode_converts(colorizer, reverser, tmp_path):
+    for mode, ext in (("L", "png"), ("LA", "png"), ("RGB", "jpg"), ("RGBA", "png"), ("P", "png"),
+                      ("CMYK", "jpg"), ("1", "bmp")):
+        p = open_image(make_image(tmp_path / f"m_{mode}.{ext}", (50, 70), mode))
+        for pred in (colorizer, reverser):
+            assert pred.predict([p])[0].size == (50, 70)
+    a = (np.arange(50 * 70).reshape(70, 50) * 13 % 65536).astype(np.uint16)
+    Image.fromarray(a).save(tmp_path / "deep.png")
+    assert colorizer.predict([open_image(tmp_path / "deep.png")])[0].size == (50, 70)
+
+
+def test_predictor_loads_from_a_folder_and_knows_its_version(tiny_models):
+    p = Predictor(tiny_models["colorize"], device="cpu")
+    assert p.version == 1 and p.device.type == "cpu"
+    assert load_model(tiny_models["colorize"]).task.name == "colorize"
+
+
+def test_asking_for_cuda_without_it_says_so(tiny_models):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        Predictor(tiny_models["colorize"], device="cuda")

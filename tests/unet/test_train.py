@@ -1,0 +1,73 @@
+"""Training: the loss goes down, NaN stops it cleanly, the result is scored."""
+
+import math
+import random
+
+import pytest
+import torch
+
+from tests.conftest import make_image
+from unet import TaskConfig, UNetConfig, new_model
+from unet.data import find_pairs
+from unet.train import TrainConfig, TrainingError, train
+
+
+def _pairs(folder, n=12, task="colorize"):
+    """Pairs learnable in seconds: colors that follow the picture's pattern (colorize), or the
+    black-and-white a red filter gives (translate: not the plain luminance the model starts from)."""
+    from PIL import Image
+
+    for i in range(n):
+        color = make_image(folder / f"p{i}_{'after' if task == 'colorize' else 'before'}.png", (48, 32), seed=i)
+        if task == "colorize":
+            Image.open(color).convert("L").save(folder / f"p{i}_before.png")
+        else:
+            Image.open(color).getchannel("R").save(folder / f"p{i}_after.png")
+    pairs = find_pairs([folder])
+    return pairs[: n - 3], pairs[n - 3:]
+
+
+@pytest.mark.parametrize("task", [
+    TaskConfig("colorize", work_long=32, bins_per_axis=6),
+    TaskConfig("colorize", work_long=32, head="regression"),
+    TaskConfig("translate", work_long=32, out_channels=1),
+])
+def test_a_short_run_lowers_the_loss(tmp_path, task):
+    train_pairs, val_pairs = _pairs(tmp_path, task=task.name)
+    torch.manual_seed(0)
+    model = new_model(task, UNetConfig(widths=(8, 16), middle_blocks=1))
+    logs = []
+    result = train(model, train_pairs, val_pairs, TrainConfig(epochs=15, batch_size=4, lr=5e-3, threads=1,
+                                                              eval_every_s=0), log=logs.append, progress=False)
+    first, last = result.history[1], result.history[-1]
+    assert last["train_loss"] < first["train_loss"]
+    assert result.history[-1]["val_loss"] < result.history[0]["val_loss"]
+    assert math.isfinite(result.metrics["psnr"]) and result.metrics["pairs"] == 3
+    if task.name == "colorize":
+        assert {"colorfulness", "gray_psnr", "tint_psnr"} <= set(result.metrics)
+    if task.head == "bins" and task.name == "colorize":
+        assert any("temperature" in line for line in logs)
+
+
+def test_a_nan_loss_stops_training_with_a_clear_error(tmp_path):
+    train_pairs, val_pairs = _pairs(tmp_path, 6)
+    model = new_model(TaskConfig("translate", work_long=32), UNetConfig(widths=(8, 16)))
+    with torch.no_grad():
+        model.net.head.bias.fill_(float("nan"))
+    with pytest.raises(TrainingError, match="loss became nan"):
+        train(model, train_pairs, val_pairs, TrainConfig(epochs=1, batch_size=2, threads=1), log=lambda s: None,
+              progress=False)
+
+
+def test_no_pairs_is_a_clear_error(tmp_path):
+    model = new_model(TaskConfig("translate", work_long=32), UNetConfig(widths=(8, 16)))
+    with pytest.raises(TrainingError, match="no usable training pairs"):
+        train(model, [], [], TrainConfig(epochs=1), log=lambda s: None, progress=False)
+
+
+def test_training_can_be_stopped(tmp_path):
+    train_pairs, val_pairs = _pairs(tmp_path, 6)
+    model = new_model(TaskConfig("translate", work_long=32), UNetConfig(widths=(8, 16)))
+    result = train(model, train_pairs, val_pairs, TrainConfig(epochs=1000, batch_size=2, threads=1),
+                   log=lambda s: None, progress=False, should_stop=lambda: True)
+    assert result.stopped == "stopped"
