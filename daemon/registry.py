@@ -1,14 +1,339 @@
-"""The model registry: numbered versions per queue and a champion pointer (being built)."""
+"""The model registry: numbered versions of a queue's model, a champion pointer, a history.
+
+    <state>/models/<queue>/
+        v0001/ v0002/ ...  model folders (model.safetensors, config.json, meta.json); meta.json
+                           says the parent version, the data, the scores, and the status:
+                           champion | rejected | retired (a former champion)
+        champion.json      {"version": N}: the version that serves, replaced atomically
+        history.jsonl      one JSON line per change: when, who, action, from, to, why (append-only)
+
+Readers never lock and never see a half-state: a version is written under a
+dot-name and renamed into place whole, and the pointer is swapped with
+os.replace. Writers (the service's training job, `reverser train`, `reverser
+models`) take an flock on .lock, so two of them cannot hand out one number.
+The shipped model becomes version 1 the first time a registry is opened.
+"""
 
 from __future__ import annotations
 
+import fcntl
+import getpass
+import json
+import os
+import re
+import shutil
+import secrets
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+
+from .output import write_atomic
+
+POINTER, HISTORY, LOCK = "champion.json", "history.jsonl", ".lock"
+CHAMPION, REJECTED, RETIRED = "champion", "rejected", "retired"
+_VERSION_DIR = re.compile(r"^v(\d{4,})$")
+
+
+class RegistryError(Exception):
+    """A registry request that cannot be done; the message says why and what to do."""
+
+
+def now_iso() -> str:
+    """Local time with its offset, to the second: what a person reading history.jsonl wants."""
+    return datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def version_name(n: int) -> str:
+    return f"v{n:04d}"
+
+
+def write_json(path: Path, obj) -> None:
+    """Write a JSON file whole: temp name in the same folder, fsync, rename."""
+    write_atomic(path.parent, path.name, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode(), "replace")
+
+
+@dataclass(frozen=True)
+class Version:
+    number: int
+    path: Path
+    meta: dict
+
+    @property
+    def status(self) -> str:
+        return self.meta.get("status", "?")
 
 
 class Registry:
-    def __init__(self, root: Path):
+    """One queue's versions. Cheap to construct; nothing is read until asked."""
+
+    def __init__(self, root: Path, keep_rejected: int = 5):
         self.root = Path(root)
+        self.keep_rejected = keep_rejected
+
+    # -- reading (lock-free; the service polls these between batches) --
+
+    def champion_version(self) -> int | None:
+        """The champion's version number, or None when the registry is empty. One small file read."""
+        try:
+            return int(json.loads((self.root / POINTER).read_text())["version"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
 
     def champion_dir(self) -> Path | None:
         """The champion version's folder, or None when the registry is empty."""
-        return None
+        n = self.champion_version()
+        if n is None:
+            return None
+        path = self.root / version_name(n)
+        return path if path.is_dir() else None
+
+    def versions(self) -> list[Version]:
+        """Every version present, oldest first."""
+        if not self.root.is_dir():
+            return []
+        found = []
+        for path in self.root.iterdir():
+            m = _VERSION_DIR.match(path.name)
+            if m and path.is_dir():
+                found.append(Version(int(m[1]), path, _read_meta(path)))
+        return sorted(found, key=lambda v: v.number)
+
+    def version(self, n: int) -> Version:
+        path = self.root / version_name(n)
+        if not path.is_dir():
+            have = ", ".join(str(v.number) for v in self.versions()) or "none"
+            raise RegistryError(f"there is no version {n} in {self.root} (versions: {have}); "
+                                f"see `reverser models --queue QUEUE list`")
+        return Version(n, path, _read_meta(path))
+
+    def history(self) -> list[dict]:
+        try:
+            lines = (self.root / HISTORY).read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        out = []
+        for line in lines:
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a torn last line after a power cut: the rest still counts
+        return out
+
+    # -- changing (under the lock) --
+
+    @contextmanager
+    def locked(self):
+        """Hold the registry's write lock (blocks while another process changes it)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / LOCK, "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def import_shipped(self, folder: Path, who: str = "service") -> int | None:
+        """Make the shipped model version 1 if the registry is empty; return the champion's version.
+
+        Returns None (and changes nothing) when the registry is empty and the
+        shipped folder does not exist yet.
+        """
+        if self.champion_version() is not None:
+            return self.champion_version()
+        with self.locked():
+            if self.champion_version() is not None or self.versions():
+                return self.champion_version()
+            folder = Path(folder)
+            if not folder.is_dir():
+                return None
+            from unet.checkpoint import load_model  # torch only when a model is really imported
+
+            load_model(folder)  # refuse a broken shipped model here, with the checkpoint's own message
+            stage = self.staging()
+            for item in folder.iterdir():
+                if item.is_file() and not item.name.startswith("."):
+                    shutil.copy2(item, stage / item.name)
+            meta = _read_meta(stage)
+            meta.update(version=1, parent=None, status=CHAMPION, imported_from=str(folder),
+                        registered=now_iso(), why="the shipped model")
+            write_json(stage / "meta.json", meta)
+            os.rename(stage, self.root / version_name(1))
+            self._point(1)
+            self.record("import", who, f"shipped model {folder} became version 1", version=1, frm=None, to=1)
+        return 1
+
+    def staging(self) -> Path:
+        """A fresh hidden folder inside the registry to write a new version into, before add()."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / f".staging-{secrets.token_hex(4)}"
+        path.mkdir()
+        return path
+
+    def add(self, staged: Path, promote: bool, who: str, why: str, **meta) -> int:
+        """Register a staged model folder as the next version, champion or rejected; return its number."""
+        with self.locked():
+            n = self._next_number()
+            before = self.champion_version()
+            record = _read_meta(staged)
+            record.update(meta, version=n, status=CHAMPION if promote else REJECTED,
+                          registered=now_iso(), why=why)
+            write_json(staged / "meta.json", record)
+            os.rename(staged, self.root / version_name(n))
+            if promote:
+                self._swap_champion(n, why)
+                self.record("promote", who, why, version=n, frm=before, to=n)
+            else:
+                self.record("reject", who, why, version=n, frm=before, to=before)
+            self._prune(who)
+        return n
+
+    def promote(self, n: int, who: str, why: str) -> None:
+        """Make version n the champion; the old one is retired (kept, never pruned)."""
+        with self.locked():
+            self.version(n)  # raises when missing
+            before = self.champion_version()
+            if before == n:
+                raise RegistryError(f"version {n} is already the champion")
+            self._swap_champion(n, why)
+            self.record("promote", who, why, version=n, frm=before, to=n)
+
+    def rollback(self, who: str, why: str = "rolled back") -> int:
+        """Make the champion's parent the champion again; the rolled-back one becomes rejected."""
+        with self.locked():
+            current = self.champion_version()
+            if current is None:
+                raise RegistryError(f"{self.root}: no champion yet, nothing to roll back")
+            parent = self.version(current).meta.get("parent")
+            if parent is None:
+                raise RegistryError(f"version {current} is the first of its line (no parent); "
+                                    f"use `promote VERSION` to pick another version")
+            self.version(parent)
+            self._swap_champion(parent, why, old_status=REJECTED)
+            self.record("rollback", who, why, version=parent, frm=current, to=parent)
+            return parent
+
+    def record(self, action: str, who: str, why: str, version: int | None = None,
+               frm: int | None = None, to: int | None = None, **extra) -> None:
+        """Append one line to history.jsonl (also used for runs that produced no version)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        entry = {"time": now_iso(), "who": who, "action": action, "version": version,
+                 "from": frm, "to": to, "why": why, **extra}
+        with open(self.root / HISTORY, "a", encoding="utf-8") as f:
+            f.write(json.dumps(entry, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def clean_staging(self) -> None:
+        """Remove what a killed writer left half-made (call while no job is running)."""
+        if self.root.is_dir():
+            for path in self.root.glob(".staging-*"):
+                shutil.rmtree(path, ignore_errors=True)
+
+    # -- internals, called with the lock held --
+
+    def _next_number(self) -> int:
+        # Pruned versions leave their number in the history: a number is never handed out twice.
+        used = [v.number for v in self.versions()]
+        used += [e["version"] for e in self.history() if isinstance(e.get("version"), int)]
+        return max(used, default=0) + 1
+
+    def _point(self, n: int) -> None:
+        write_json(self.root / POINTER, {"version": n, "since": now_iso()})
+
+    def _swap_champion(self, n: int, why: str, old_status: str = RETIRED) -> None:
+        old = self.champion_version()
+        _update_meta(self.root / version_name(n), status=CHAMPION, why=why)
+        self._point(n)  # the moment the service sees the new champion
+        if old is not None and old != n and (self.root / version_name(old)).is_dir():
+            _update_meta(self.root / version_name(old), status=old_status)
+
+    def _prune(self, who: str) -> None:
+        """Remove the oldest rejected versions beyond keep_rejected; never the champion or its parent."""
+        champion = self.champion_version()
+        keep = {champion}
+        if champion is not None and (self.root / version_name(champion)).is_dir():
+            keep.add(self.version(champion).meta.get("parent"))
+        rejected = [v for v in self.versions() if v.status == REJECTED and v.number not in keep]
+        excess = rejected[:max(0, len(rejected) - self.keep_rejected)]
+        for v in excess:
+            # Rename first, so a reader sees the version whole or not at all.
+            trash = self.root / f".staging-pruned-{v.path.name}"
+            os.rename(v.path, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+            self.record("prune", who, f"more than keep_rejected = {self.keep_rejected} rejected versions",
+                        version=v.number, frm=champion, to=champion)
+
+
+def _read_meta(folder: Path) -> dict:
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        return meta if isinstance(meta, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _update_meta(folder: Path, **changes) -> None:
+    meta = _read_meta(folder)
+    meta.update(changes)
+    write_json(folder / "meta.json", meta)
+
+
+def open_registry(cfg, queue: str, who: str = "service") -> Registry:
+    """The queue's registry with the shipped model imported as version 1 (when it exists)."""
+    reg = Registry(cfg.state_dir("models", queue), cfg.retrain.keep_rejected)
+    reg.import_shipped(cfg.queues[queue].model, who)
+    return reg
+
+
+# -- reverser models --queue Q list | promote V | rollback --
+
+def _fmt(x, spec=".2f") -> str:
+    return format(x, spec) if isinstance(x, (int, float)) else "-"
+
+
+def format_versions(reg: Registry) -> str:
+    """A table a person can read: one line per version, the champion marked with *."""
+    champion = reg.champion_version()
+    rows = [("", "version", "status", "registered", "parent", "pairs", "PSNR", "colorful", "champion's", "why")]
+    for v in reg.versions():
+        m = v.meta
+        scores = m.get("metrics") or {}
+        theirs = (m.get("champion_metrics") or {}).get("psnr")
+        rows.append(("*" if v.number == champion else "", str(v.number), v.status,
+                     str(m.get("registered", m.get("created", "")))[:16].replace("T", " "),
+                     _fmt(m.get("parent"), "d"), _fmt(m.get("pairs"), "d"), _fmt(scores.get("psnr")),
+                     _fmt(scores.get("colorfulness"), ".1f"), _fmt(theirs), str(m.get("why", ""))))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def main(args) -> int:
+    from .cli import EX_DATAERR, EX_OK, UsageError
+    from .config import load_config
+
+    cfg = load_config(args.config)
+    if args.queue not in cfg.queues:
+        raise UsageError(f"no queue {args.queue!r} in {cfg.file}; queues: {', '.join(cfg.queues)}")
+    who = f"reverser models ({getpass.getuser()})"
+    reg = open_registry(cfg, args.queue, who)
+    try:
+        if args.action == "list":
+            if not reg.versions():
+                print(f"{args.queue}: no versions yet (no shipped model at {cfg.queues[args.queue].model})")
+            else:
+                print(format_versions(reg))
+        elif args.action == "promote":
+            reg.promote(args.version, who, f"promoted by hand from version {reg.champion_version()}")
+            print(f"{args.queue}: version {args.version} is the champion; a running service swaps it in "
+                  f"between batches")
+        else:
+            old = reg.champion_version()
+            new = reg.rollback(who, f"rolled back by hand from version {old}")
+            print(f"{args.queue}: rolled back from version {old} to version {new}")
+    except RegistryError as e:
+        print(f"reverser models: {e}", file=sys.stderr)
+        return EX_DATAERR
+    return EX_OK
