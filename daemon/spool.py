@@ -1,0 +1,254 @@
+"""The claim protocol: inputs move between folders by atomic rename, as in Maildir and Postfix.
+
+    inbox/<q>/NAME --claim--> <state>/work/<q>/<ticket>@NAME --done--> <state>/done/<q>/NAME (or deleted)
+                                                             --fail--> outbox/<q>/failed/NAME + NAME.reason.txt
+
+A rename either happens or not, so of two services sharing an inbox exactly
+one wins each file; the loser sees the file gone. The ticket names the service
+instance that claimed the file, and every instance holds a lock while it runs:
+at start-up, files in work/ whose instance holds no lock (it crashed or was
+killed) go back through the pipeline. Locks, not pids, decide, so a reused pid
+(after a reboot, or pid 1 in two containers) cannot hide a crashed instance's files.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import itertools
+import os
+import secrets
+import shutil
+import stat
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from loguru import logger
+
+from .config import Config
+from .output import TEMP_PREFIX, write_atomic
+
+REASON_SUFFIX = ".reason.txt"
+FALLBACK_WORK = ".reverser-work"  # used when the inbox and <state> are on different filesystems
+
+
+class Lost(Exception):
+    """The file was gone when we tried to claim it: another service took it, or its owner moved it away."""
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A file this service owns, in work/."""
+
+    queue: str
+    path: Path      # where it is now: work/<q>/<ticket>@NAME
+    name: str       # the name it was dropped under
+
+
+class Owner:
+    """This process's identity in tickets, and the lock that tells other instances it is alive."""
+
+    def __init__(self, work_root: Path):
+        self.id = f"{os.getpid()}x{secrets.token_hex(3)}"
+        self.dir = work_root / ".owners"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self.dir / f"{self.id}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._seq = itertools.count()
+        self._lock = threading.Lock()
+
+    def ticket(self) -> str:
+        with self._lock:
+            return f"{self.id}-{next(self._seq)}"
+
+    def is_alive(self, owner_id: str) -> bool:
+        """Whether the instance that wrote a ticket still runs (holds its lock)."""
+        if owner_id == self.id:
+            return True
+        path = self.dir / f"{owner_id}.lock"
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # also releases the lock we may just have taken
+        path.unlink(missing_ok=True)  # a dead instance's lock file: tidy it away
+        return False
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            (self.dir / f"{self.id}.lock").unlink(missing_ok=True)
+            self._fd = -1
+
+
+class Spool:
+    """One queue's claim, done, quarantine and recovery."""
+
+    def __init__(self, cfg: Config, queue: str, owner: Owner):
+        self.queue, self.owner = queue, owner
+        self.inbox = cfg.inbox(queue)
+        self.done_dir = cfg.state_dir("done", queue)
+        self.failed_dir = cfg.failed(queue)
+        self.keep_inputs = cfg.output.keep_inputs
+        for d in (self.inbox, cfg.state_dir("work", queue)):
+            d.mkdir(parents=True, exist_ok=True)
+        # A claim must be a rename, and a rename cannot cross filesystems: when the
+        # inbox is elsewhere (a network share), claimed files wait in a hidden
+        # folder inside the inbox instead.
+        self.work_dirs = [cfg.state_dir("work", queue), self.inbox / FALLBACK_WORK]
+        if os.stat(self.inbox).st_dev == os.stat(self.work_dirs[0]).st_dev:
+            self.work = self.work_dirs[0]
+        else:
+            self.work = self.work_dirs[1]
+            self.work.mkdir(exist_ok=True)
+            logger.info("queue {}: the inbox is on another filesystem than the state folder; "
+                        "claimed files wait in {}", queue, self.work)
+
+    def claim(self, path: Path) -> Claimed:
+        """Take path out of the inbox by one atomic rename; raise Lost when it is already gone."""
+        target = self.work / f"{self.owner.ticket()}@{path.name}"
+        try:
+            os.rename(path, target)
+        except FileNotFoundError:
+            raise Lost(path) from None
+        return Claimed(self.queue, target, path.name)
+
+    def done(self, item: Claimed) -> Path | None:
+        """The input succeeded: keep it in done/ (never replacing an older one) or delete it."""
+        if not self.keep_inputs:
+            item.path.unlink(missing_ok=True)
+            return None
+        return move_into(item.path, self.done_dir, item.name)
+
+    def quarantine(self, item: Claimed, problem: str, hint: str = "") -> Path:
+        """Move a failed input to outbox/<q>/failed/ with NAME.reason.txt beside it; return its new path."""
+        final = move_into(item.path, self.failed_dir, item.name)
+        write_atomic(self.failed_dir, final.name + REASON_SUFFIX,
+                     reason_text(final.name, self.queue, self.inbox, problem, hint).encode("utf-8"),
+                     on_exists="replace")
+        return final
+
+    def recover(self, include_own: bool = False) -> list[Claimed]:
+        """Files in work/ whose claimant is gone (a crash), oldest first; with include_own, ours as well."""
+        found = []
+        for folder in self.work_dirs:
+            try:
+                entries = list(os.scandir(folder))
+            except FileNotFoundError:
+                continue
+            for e in entries:
+                if e.name.startswith(TEMP_PREFIX) or e.is_dir(follow_symlinks=False):
+                    continue
+                ticket, sep, name = e.name.partition("@")
+                owner_id = ticket.rpartition("-")[0] if sep else ""
+                if sep and owner_id == self.owner.id and not include_own:
+                    continue
+                if sep and owner_id != self.owner.id and self.owner.is_alive(owner_id):
+                    continue  # another running service's work in progress
+                found.append((e.stat(follow_symlinks=False).st_mtime_ns,
+                              Claimed(self.queue, Path(e.path), name if sep else e.name)))
+        return [c for _, c in sorted(found, key=lambda t: t[0])]
+
+
+def sweep_temp(folder: Path, older_than: float = 600.0) -> int:
+    """Remove our temporary files (TEMP_PREFIX) that a killed process left in folder; return how many.
+
+    Only old ones: a live service sharing the folder may be writing a fresh one.
+    """
+    removed, now = 0, time.time()
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    for e in entries:
+        try:
+            if e.name.startswith(TEMP_PREFIX) and now - e.stat(follow_symlinks=False).st_mtime > older_than:
+                os.unlink(e.path)
+                removed += 1
+        except OSError:
+            pass
+    return removed
+
+
+def reason_text(name: str, queue: str, inbox: Path, problem: str, hint: str = "") -> str:
+    """The plain-text note left beside a quarantined input: what went wrong, when, what to do."""
+    when = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %z")
+    hint = hint or ("check that it is a complete JPEG, PNG, WebP, TIFF, BMP or GIF image "
+                    "(open it in a viewer; copy or export it again if it is cut short)")
+    return (f"reverser could not convert {name}.\n\n"
+            f"what went wrong: {problem}\n"
+            f"when:            {when}\n"
+            f"queue:           {queue}\n"
+            f"what to do:      {hint}.\n\n"
+            f"To try again, move the file back into the queue's inbox folder ({inbox}),\n"
+            f"and delete this note.\n")
+
+
+def move_into(src: Path, folder: Path, name: str) -> Path:
+    """Move src to folder/name without ever replacing a file there (NAME-1.EXT, ...); return the new path.
+
+    On one filesystem this is link-then-unlink, so the name appears whole or not
+    at all; across filesystems the file is copied to a temporary name first.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    st = os.lstat(src)
+    staged = src
+    if st.st_dev != os.stat(folder).st_dev:
+        staged = folder / f"{TEMP_PREFIX}{secrets.token_hex(6)}.tmp"
+        _copy(src, staged, st)
+    try:
+        final = _place(staged, folder, name)
+    except BaseException:
+        if staged != src:
+            staged.unlink(missing_ok=True)
+        raise
+    if staged != src:
+        src.unlink(missing_ok=True)
+    return final
+
+
+def _copy(src: Path, dst: Path, st: os.stat_result) -> None:
+    if stat.S_ISLNK(st.st_mode):
+        os.symlink(os.readlink(src), dst)
+    elif stat.S_ISREG(st.st_mode):
+        with open(src, "rb") as fi, open(dst, "xb") as fo:
+            shutil.copyfileobj(fi, fo, 1 << 20)
+            fo.flush()
+            os.fsync(fo.fileno())
+    else:  # a FIFO or device cannot be copied without opening it; keep an empty stand-in
+        dst.touch()
+
+
+def _place(staged: Path, folder: Path, name: str) -> Path:
+    stem, ext = _split(name)
+    for n in range(100_000):
+        final = folder / (name if n == 0 else f"{stem}-{n}{ext}")
+        try:
+            os.link(staged, final, follow_symlinks=False)
+        except FileExistsError:
+            continue
+        except OSError as e:
+            if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EMLINK, errno.EOPNOTSUPP):
+                raise
+            # No hard links here (some network filesystems): check, then rename.
+            if os.path.lexists(final):
+                continue
+            os.rename(staged, final)
+            return final
+        os.unlink(staged)
+        return final
+    raise FileExistsError(f"{folder}: no free name for {name}")
+
+
+def _split(name: str) -> tuple[str, str]:
+    """'a_before.jpg' -> ('a_before', '.jpg'); 'a.tar.gz' keeps its last suffix only, which is enough here."""
+    stem, ext = os.path.splitext(name)
+    return (stem, ext) if stem else (name, "")

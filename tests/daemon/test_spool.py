@@ -1,0 +1,155 @@
+"""The claim protocol on real folders: claim, done, quarantine with a reason, recovery after a crash."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from daemon.config import parse_config
+from daemon.spool import Lost, Owner, Spool, move_into, sweep_temp
+from tests.conftest import PYTHON
+from tests.daemon.service_helpers import names
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    return parse_config({"queues": {"colorize": {"task": "colorize", "model": "m"}}}, base=tmp_path)
+
+
+@pytest.fixture
+def owner(cfg):
+    o = Owner(cfg.state_dir("work"))
+    yield o
+    o.close()
+
+
+def drop(cfg, name: str, data: bytes = b"image bytes") -> Path:
+    path = cfg.inbox("colorize") / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def test_a_claim_moves_the_file_into_work_and_keeps_its_name(cfg, owner):
+    spool = Spool(cfg, "colorize", owner)
+    item = spool.claim(drop(cfg, "a b_before.jpg"))
+    assert item.path.parent == cfg.state_dir("work", "colorize") and item.path.read_bytes() == b"image bytes"
+    assert item.name == "a b_before.jpg" and names(cfg.inbox("colorize")) == []
+    with pytest.raises(Lost):
+        spool.claim(cfg.inbox("colorize") / "a b_before.jpg")
+
+
+def test_of_two_claimants_exactly_one_wins_each_file(cfg, owner):
+    other = Owner(cfg.state_dir("work"))
+    spools = [Spool(cfg, "colorize", owner), Spool(cfg, "colorize", other)]
+    paths = [drop(cfg, f"f{i}_before.jpg") for i in range(200)]
+    wins = [[], []]
+
+    def race(k):
+        for p in paths:
+            try:
+                wins[k].append(spools[k].claim(p).name)
+            except Lost:
+                pass
+
+    threads = [threading.Thread(target=race, args=(k,)) for k in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    other.close()
+    assert sorted(wins[0] + wins[1]) == sorted(p.name for p in paths)
+    assert len(names(cfg.state_dir("work", "colorize"))) == 200
+
+
+def test_done_keeps_inputs_without_replacing_older_ones(cfg, owner):
+    spool = Spool(cfg, "colorize", owner)
+    for data in (b"first", b"second"):
+        spool.done(spool.claim(drop(cfg, "same_before.jpg", data)))
+    done = cfg.state_dir("done", "colorize")
+    assert names(done) == ["same_before-1.jpg", "same_before.jpg"]
+    assert (done / "same_before.jpg").read_bytes() == b"first"
+    assert names(cfg.state_dir("work", "colorize")) == []
+
+
+def test_done_deletes_inputs_when_told_not_to_keep_them(tmp_path, owner):
+    cfg = parse_config({"output": {"keep_inputs": False},
+                        "queues": {"colorize": {"task": "colorize", "model": "m"}}}, base=tmp_path)
+    spool = Spool(cfg, "colorize", owner)
+    assert spool.done(spool.claim(drop(cfg, "gone_before.jpg"))) is None
+    assert names(cfg.state_dir("done", "colorize")) == [] and names(cfg.state_dir("work", "colorize")) == []
+
+
+def test_quarantine_puts_the_input_beside_the_outputs_with_a_reason(cfg, owner):
+    spool = Spool(cfg, "colorize", owner)
+    dest = spool.quarantine(spool.claim(drop(cfg, "bad_before.jpg", b"junk")), "cannot decode image: truncated")
+    assert dest == cfg.failed("colorize") / "bad_before.jpg" and dest.read_bytes() == b"junk"
+    reason = (cfg.failed("colorize") / "bad_before.jpg.reason.txt").read_text()
+    assert "cannot decode image: truncated" in reason          # what went wrong
+    assert time.strftime("%Y-%m-%d") in reason                 # when
+    assert "what to do" in reason and str(cfg.inbox("colorize")) in reason
+    # A second failure of the same name never replaces the first one or its reason.
+    spool.quarantine(spool.claim(drop(cfg, "bad_before.jpg", b"junk2")), "another problem", "do this")
+    assert names(cfg.failed("colorize")) == ["bad_before-1.jpg", "bad_before-1.jpg.reason.txt",
+                                             "bad_before.jpg", "bad_before.jpg.reason.txt"]
+    assert "do this" in (cfg.failed("colorize") / "bad_before-1.jpg.reason.txt").read_text()
+
+
+def test_recovery_takes_back_a_dead_services_files_but_not_a_live_ones(cfg, owner):
+    work = cfg.state_dir("work", "colorize")
+    work.mkdir(parents=True)
+    (work / "123xdead00-0@old_before.jpg").write_bytes(b"a")   # its owner holds no lock: it crashed
+    time.sleep(0.01)
+    (work / "123xdead00-1@new_before.jpg").write_bytes(b"b")
+    live = Owner(cfg.state_dir("work"))
+    Spool(cfg, "colorize", live).claim(drop(cfg, "busy_before.jpg"))
+    spool = Spool(cfg, "colorize", owner)
+    mine = spool.claim(drop(cfg, "mine_before.jpg"))
+    got = spool.recover()
+    assert [c.name for c in got] == ["old_before.jpg", "new_before.jpg"]   # oldest first, names restored
+    assert [c.name for c in spool.recover(include_own=True)] == ["old_before.jpg", "new_before.jpg", mine.name]
+    live.close()  # now that service is gone too
+    assert "busy_before.jpg" in [c.name for c in spool.recover()]
+
+
+def test_a_lock_held_by_another_process_counts_as_alive(cfg, owner):
+    # A real second process holds a lock as Owner does; when it is killed, the kernel drops the lock.
+    script = ("import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT);"
+              "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)")
+    lock = owner.dir / "999xother-lock.lock"
+    proc = subprocess.Popen([PYTHON, "-c", script, str(lock)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        assert owner.is_alive("999xother-lock")
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not owner.is_alive("999xother-lock") and not lock.exists()
+
+
+def test_move_into_copies_across_filesystems(tmp_path):
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("needs a second filesystem")
+    src = shm / f"reverser-test-{os.getpid()}_before.jpg"
+    src.write_bytes(b"across")
+    try:
+        dest = move_into(src, tmp_path / "failed", "x_before.jpg")
+    finally:
+        src.unlink(missing_ok=True)
+    assert dest.read_bytes() == b"across" and not src.exists() and names(tmp_path / "failed") == ["x_before.jpg"]
+
+
+def test_sweep_removes_only_old_temporary_files(tmp_path):
+    old, fresh, other = (tmp_path / ".reverser-aaa.tmp", tmp_path / ".reverser-bbb.tmp", tmp_path / "keep.jpg")
+    for p in (old, fresh, other):
+        p.write_bytes(b"x")
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    os.utime(other, (time.time() - 3600, time.time() - 3600))
+    assert sweep_temp(tmp_path) == 1
+    assert names(tmp_path) == [".reverser-bbb.tmp", "keep.jpg"]
