@@ -1,0 +1,145 @@
+"""The retraining job with real child processes and a real registry: promote, reject, survive a kill."""
+
+import json
+import math
+import os
+import signal
+import threading
+import time
+
+import pytest
+from PIL import Image
+
+from daemon.config import load_config
+from daemon.intake import PairIntake, read_counts
+from daemon.models import model_dir
+from daemon.registry import Registry
+from daemon.retrain import Retrainer, decide
+from tests.conftest import write_config
+from tests.daemon.synthetic_pairs import scene, tiny_champion, write_pairs
+from unet import Predictor
+from unet.metrics import colorfulness
+
+EPOCHS = 20   # a few seconds of one CPU thread; enough for the rule in synthetic_pairs
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    shipped = tiny_champion(tmp_path / "shipped" / "colorize")
+    return load_config(write_config(tmp_path, {"colorize": shipped},
+                                    "[retrain]\nmin_new_pairs = 20\nthreads = 1\nnice = 5\nmax_minutes = 2\n"))
+
+
+def _drop_pairs(cfg, n=40, scramble=False):
+    """Pairs dropped into the train inbox and taken in by the intake, as in the running service."""
+    write_pairs(cfg.train_inbox("colorize"), n, scramble=scramble)
+    PairIntake(cfg, "colorize").scan()
+    assert read_counts(cfg.state_dir("pairs", "colorize"))["new"] == n
+
+
+def _colorizes(cfg) -> float:
+    """Colorfulness of what the serving model makes of a gray picture."""
+    gray = Image.fromarray(scene(999).astype("uint8"), "L")
+    return colorfulness(Predictor(model_dir(cfg, "colorize"), device="cpu").predict([gray])[0])
+
+
+def _report(outcome) -> dict:
+    return json.loads((outcome.report / "report.json").read_text())
+
+
+def test_a_challenger_trained_on_good_pairs_is_promoted_and_serves(cfg):
+    _drop_pairs(cfg)
+    before = _colorizes(cfg)
+    outcome = Retrainer(cfg).run("colorize", epochs=EPOCHS)
+
+    assert outcome.decision == "promoted", outcome.why
+    reg = Registry(cfg.state_dir("models", "colorize"))
+    assert reg.champion_version() == 2 and model_dir(cfg, "colorize") == reg.root / "v0002"
+    meta = reg.version(2).meta
+    assert meta["parent"] == 1 and meta["pairs"] == 40 and meta["status"] == "champion"
+    assert meta["metrics"]["psnr"] > meta["champion_metrics"]["psnr"] + cfg.retrain.margin
+    assert meta["data_fingerprint"] and meta["code_version"] and meta["started"] and meta["finished"]
+    assert reg.version(1).status == "retired"
+    assert reg.history()[-1]["action"] == "promote" and reg.history()[-1]["who"] == "retrain (scheduled)"
+    assert _colorizes(cfg) > before + 10, "the new champion colors a gray picture; the untrained one did not"
+
+    report = _report(outcome)
+    assert report["decision"] == "promoted" and report["val_pairs"] >= 1 and len(report["history"]) >= 2
+    png = Image.open(outcome.report / "report.png")
+    assert png.width >= 700 and png.height >= 600           # curves plus a contact sheet of held-out pairs
+    assert read_counts(cfg.state_dir("pairs", "colorize"))["new"] == 0
+    assert "training colorize" in (outcome.report / "train.log").read_text()  # the child's own log
+
+
+def test_a_challenger_trained_on_scrambled_pairs_is_rejected_and_the_champion_keeps_serving(cfg):
+    _drop_pairs(cfg, scramble=True)
+    outcome = Retrainer(cfg).run("colorize", epochs=EPOCHS)
+
+    assert outcome.decision == "rejected", outcome.why
+    reg = Registry(cfg.state_dir("models", "colorize"))
+    assert reg.champion_version() == 1 and model_dir(cfg, "colorize") == reg.root / "v0001"
+    rejected = reg.version(2)
+    assert rejected.status == "rejected" and rejected.meta["why"] == outcome.why
+    assert math.isfinite(rejected.meta["metrics"]["psnr"]) and rejected.meta["champion_metrics"]
+    assert reg.history()[-1]["action"] == "reject" and reg.history()[-1]["to"] == 1
+    assert _report(outcome)["decision"] == "rejected" and (outcome.report / "report.png").exists()
+
+
+def test_a_training_child_killed_mid_run_leaves_the_champion_serving_and_a_record(cfg):
+    _drop_pairs(cfg)
+    retrainer, result = Retrainer(cfg), {}
+    worker = threading.Thread(target=lambda: result.update(outcome=retrainer.run("colorize", minutes=1)))
+    worker.start()
+    deadline = time.monotonic() + 60
+    child = None
+    while time.monotonic() < deadline:
+        child = retrainer.child
+        logs = list(cfg.state_dir("reports", "colorize").glob("*/train.log"))
+        if child and logs and "training colorize on" in logs[0].read_text():
+            break
+        time.sleep(0.1)
+    assert child is not None, "the training child never started"
+    os.kill(child.pid, signal.SIGKILL)       # what the out-of-memory killer does
+    worker.join(30)
+
+    outcome = result["outcome"]
+    assert outcome.decision == "failed" and "SIGKILL" in outcome.why
+    reg = Registry(cfg.state_dir("models", "colorize"))
+    assert reg.champion_version() == 1 and [v.number for v in reg.versions()] == [1]
+    assert not list(reg.root.glob(".staging-*")), "the half-trained challenger is cleaned away"
+    entry = reg.history()[-1]
+    assert entry["action"] == "failed" and "SIGKILL" in entry["why"] and entry["to"] == 1
+    assert _report(outcome)["decision"] == "failed"
+    assert read_counts(cfg.state_dir("pairs", "colorize"))["new"] == 40, "the pairs stay new for the next run"
+    assert _colorizes(cfg) >= 0  # and the champion still loads and converts
+
+
+def test_too_few_pairs_fail_with_a_message_that_says_what_to_do(cfg):
+    write_pairs(cfg.state_dir("pairs", "colorize"), 2)
+    outcome = Retrainer(cfg).run("colorize", check_new=False, epochs=1)
+    assert outcome.decision == "failed" and "too few" in outcome.why and "add pairs" in outcome.why
+    assert Registry(cfg.state_dir("models", "colorize")).champion_version() == 1
+
+
+CHAMP = {"psnr": 22.0, "colorfulness": 20.0, "gray_psnr": 20.0, "tint_psnr": 20.5}
+
+
+@pytest.mark.parametrize("challenger, promoted, words", [
+    ({"psnr": 22.5, "colorfulness": 21.0, "gray_psnr": 20.0, "tint_psnr": 20.5}, True, "22.00 -> 22.50"),
+    ({"psnr": 22.01, "colorfulness": 21.0, "gray_psnr": 20.0, "tint_psnr": 20.5}, False, "short of the margin"),
+    ({"psnr": 22.5, "colorfulness": 15.0, "gray_psnr": 20.0, "tint_psnr": 20.5}, False, "less colorful"),
+    ({"psnr": 22.5, "colorfulness": 21.0, "gray_psnr": 20.0, "tint_psnr": 22.6}, False, "mean-tint baseline"),
+    ({"psnr": float("nan"), "colorfulness": 21.0, "gray_psnr": 20.0, "tint_psnr": 20.5}, False, "not a number"),
+])
+def test_the_promotion_rule(challenger, promoted, words):
+    ok, why = decide("colorize", challenger, CHAMP, margin=0.05)
+    assert ok is promoted and words in why
+
+
+def test_force_and_no_promote_override_the_rule_and_say_so():
+    worse = {"psnr": 21.0, "colorfulness": 21.0, "gray_psnr": 20.0, "tint_psnr": 20.5}
+    better = {"psnr": 23.0, "colorfulness": 21.0, "gray_psnr": 20.0, "tint_psnr": 20.5}
+    ok, why = decide("colorize", worse, CHAMP, 0.05, force=True)
+    assert ok and "forced" in why and "short of the margin" in why
+    ok, why = decide("colorize", better, CHAMP, 0.05, no_promote=True)
+    assert not ok and "--no-promote" in why

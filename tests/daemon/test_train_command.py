@@ -1,0 +1,116 @@
+"""reverser train: the job in the foreground; --out writes a model and touches no registry."""
+
+import json
+import os
+import subprocess
+
+import pytest
+import torch
+
+from daemon.cli import main as cli
+from daemon.config import load_config
+from daemon.registry import Registry
+from daemon.retrain import training_lock
+from tests.conftest import PYTHON, write_config
+from tests.daemon.synthetic_pairs import tiny_champion, write_pairs
+from unet import load_model
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # The foreground command trains with torch's default threads; keep the test suite to one.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def setup(tmp_path):
+    shipped = tiny_champion(tmp_path / "shipped" / "colorize")
+    config = write_config(tmp_path, {"colorize": shipped}, "[retrain]\nmax_minutes = 1\n")
+    pairs = write_pairs(tmp_path / "plates", 40)
+    return config, load_config(config), pairs
+
+
+def test_out_writes_a_new_model_folder_and_touches_no_registry(setup, tmp_path, capsys):
+    config, cfg, pairs = setup
+    out = tmp_path / "models" / "colorize"
+    code = cli(["train", "--config", str(config), "--queue", "colorize", "--pairs", str(pairs),
+                "--epochs", "3", "--out", str(out), "--from-scratch"])
+    assert code == 0, capsys.readouterr()
+    model = load_model(out)                                       # a complete, loadable model folder
+    assert model.meta["pairs"] == 40 and model.meta["metrics"]["psnr"] > 0
+    assert model.net.cfg == load_model(cfg.queues["colorize"].model).net.cfg, "the shipped architecture"
+    assert not cfg.state_dir("models").exists() or not any(cfg.state_dir("models", "colorize").glob("v*"))
+    assert not list(out.parent.glob(".*")), "no temporary folders left beside it"
+    printed = capsys.readouterr().out
+    assert "model written" in printed and "report.png" in printed
+    [report] = cfg.state_dir("reports", "colorize").glob("*/report.json")
+    assert json.loads(report.read_text())["decision"] == "written"
+
+
+def test_a_new_network_without_a_shipped_model_has_the_recipe_defaults(tmp_path):
+    # How the shipped models are first made: no model folder yet, so nothing to copy the shape from.
+    from daemon.challenger import TrainJob, _starting_model
+    from unet import TaskConfig, UNetConfig
+
+    job = TrainJob(queue="colorize", task="colorize", pairs=(), out=str(tmp_path), report=str(tmp_path))
+    said = []
+    model = _starting_model(job, said.append)
+    assert model.task_cfg == TaskConfig(name="colorize")
+    assert model.net.cfg.widths == UNetConfig().widths and model.meta == {}  # {}: trained at the full rate
+    assert "recipe's default architecture" in said[0]
+
+
+def test_the_command_runs_as_a_program(setup, tmp_path):
+    config, cfg, pairs = setup
+    run = subprocess.run([PYTHON, "-m", "daemon", "train", "--config", str(config), "--queue", "colorize",
+                          "--pairs", str(pairs), "--epochs", "1", "--out", str(tmp_path / "m")],
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0, run.stderr
+    assert load_model(tmp_path / "m").meta["trained_from"], "without --from-scratch it fine-tunes the serving model"
+    assert "model written" in run.stdout
+
+
+def test_no_promote_registers_a_better_model_without_promoting_it(setup, capsys):
+    config, cfg, pairs = setup
+    code = cli(["train", "--config", str(config), "--queue", "colorize", "--pairs", str(pairs),
+                "--epochs", "20", "--no-promote"])
+    assert code == 0
+    reg = Registry(cfg.state_dir("models", "colorize"))
+    assert reg.champion_version() == 1 and reg.version(2).status == "rejected"
+    assert "--no-promote" in reg.version(2).meta["why"] and "passes the rule" in reg.version(2).meta["why"]
+    assert reg.history()[-1]["who"].startswith("reverser train")
+    assert "stays champion" in capsys.readouterr().out
+
+
+def test_force_promotes_whatever_the_scores(setup, tmp_path):
+    config, cfg, _ = setup
+    bad = write_pairs(tmp_path / "scrambled", 40, scramble=True)
+    assert cli(["train", "--config", str(config), "--queue", "colorize", "--pairs", str(bad),
+                "--epochs", "2", "--force"]) == 0
+    reg = Registry(cfg.state_dir("models", "colorize"))
+    assert reg.champion_version() == 2 and reg.version(2).meta["why"].startswith("forced (--force)")
+
+
+def test_arguments_that_cannot_work_are_refused_before_training(setup, tmp_path, capsys):
+    config, cfg, pairs = setup
+    base = ["train", "--config", str(config), "--queue", "colorize", "--pairs", str(pairs)]
+    assert cli(base + ["--force", "--no-promote"]) == 64
+    assert "contradict" in capsys.readouterr().err
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("keep me")
+    assert cli(base + ["--out", str(tmp_path / "notes")]) == 64
+    assert "not a model folder" in capsys.readouterr().err and (tmp_path / "notes" / "todo.txt").exists()
+    assert cli(["train", "--config", str(config), "--queue", "colorize", "--pairs", str(tmp_path / "nope")]) == 64
+    assert "not found" in capsys.readouterr().err
+
+
+def test_a_second_training_run_for_the_same_queue_waits_its_turn(setup, capsys):
+    config, cfg, pairs = setup
+    with training_lock(cfg.state_dir("models", "colorize")):
+        assert cli(["train", "--config", str(config), "--queue", "colorize", "--pairs", str(pairs),
+                    "--epochs", "1"]) == 75
+    assert "in progress" in capsys.readouterr().err
+    assert Registry(cfg.state_dir("models", "colorize")).champion_version() == 1  # nothing registered
