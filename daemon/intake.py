@@ -46,6 +46,12 @@ _HALF = re.compile(r"^(?P<name>.+)_(?P<half>before|after)$", re.IGNORECASE)
 PARTIAL_SUFFIXES = (".part", ".tmp", ".crdownload", ".partial", "~")
 
 
+def accepts(name: str) -> bool:
+    """The name filter for the watcher: an image file name, not hidden, not a partial download."""
+    return (not name.startswith(".") and not name.lower().endswith(PARTIAL_SUFFIXES)
+            and Path(name).suffix.lower() in IMAGE_EXTS)
+
+
 def read_counts(pairs_dir: Path) -> dict:
     """{"pairs": N, "new": M, "last_training": time or None}: what `reverser status` shows."""
     try:
@@ -117,16 +123,11 @@ class PairIntake:
         self._hashes: dict[str, str] | None = None                    # sha256 -> pair name, loaded lazily
         self._lock = threading.Lock()
 
-    def accepts(self, name: str) -> bool:
-        """The name filter for the watcher: an image file name, not hidden, not a partial download."""
-        return (not name.startswith(".") and not name.lower().endswith(PARTIAL_SUFFIXES)
-                and Path(name).suffix.lower() in IMAGE_EXTS)
-
     def scan(self) -> None:
         """Handle every file in the training inbox as complete (start-up, or without a watcher)."""
         self.inbox.mkdir(parents=True, exist_ok=True)
         for path in sorted(self.inbox.iterdir()):
-            if path.is_file() and self.accepts(path.name):
+            if path.is_file() and accepts(path.name):
                 self.handle(path)
 
     def handle(self, arrival) -> str:
@@ -141,7 +142,7 @@ class PairIntake:
 
     def _handle(self, path: Path) -> str:
         with self._lock:
-            if not self.accepts(path.name) or not path.is_file() or path.is_symlink():
+            if not accepts(path.name) or not path.is_file() or path.is_symlink():
                 return "ignored"
             m = _HALF.match(path.stem)
             if m is None:

@@ -166,3 +166,36 @@ def test_new_pairs_stop_counting_as_new_after_a_training_run(setup):
     intake.scan()                              # arrived while a run that used the first 3 trained
     counts = mark_trained(pairs_dir, True, used_new=3)
     assert counts["pairs"] == 4 and counts["new"] == 1 and counts["last_training"]
+
+
+def test_behind_the_real_watcher_halves_pair_up_and_a_lone_half_times_out(tmp_path, tiny_models):
+    # The wiring the service uses: a Watcher on inbox/<queue>/train/ handing complete files to handle().
+    import time
+
+    from daemon.intake import accepts
+    from daemon.watcher import Watcher
+
+    cfg = load_config(write_config(tmp_path, tiny_models, "[retrain]\npair_timeout_minutes = 0.06\n"))
+    intake = PairIntake(cfg, "colorize")
+    inbox = cfg.train_inbox("colorize")
+    watcher = Watcher({inbox: intake.handle}, accept=accepts, settle=0.2, rescan=0.3, label="pairs")
+    watcher.start()
+    try:
+        outside = tmp_path / "outside"
+        before, after = _pair(outside, "owl", seed=40)
+        _pair(outside, "lonely", seed=41)
+        inbox.mkdir(parents=True, exist_ok=True)
+        shutil.move(before, inbox / before.name)
+        shutil.move(outside / "lonely_before.png", inbox / "lonely_before.png")
+        time.sleep(1.0)                                  # the after comes a little later
+        shutil.move(after, inbox / after.name)
+        pairs_dir = cfg.state_dir("pairs", "colorize")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not (
+                (pairs_dir / "owl_after.png").exists() and (cfg.failed("colorize") / "lonely_before.png").exists()):
+            time.sleep(0.1)
+    finally:
+        watcher.stop()
+    assert (pairs_dir / "owl_before.png").exists() and (pairs_dir / "owl_after.png").exists()
+    assert "lonely_after" in _reason(cfg, "lonely_before.png")
+    assert sorted(p.name for p in inbox.iterdir()) == []
