@@ -155,7 +155,8 @@ def conclude(cfg: Config, queue: str, job: TrainJob, result: dict | None, *, who
     else:
         _replace_folder(Path(job.out), out)
         version, after, decision = None, None, "written"
-        why = f"written to {out} (the registry is untouched); {why if champion else _summary(challenger, None)}"
+        why = f"written to {out}; the registry is untouched. " + (
+            f"Against the model it started from: {why}" if champion else _summary(challenger, None))
         log.info("train {}: model written to {}: {}", queue, out, _summary(challenger, champion))
     outcome = Outcome(queue, decision, why, version, after, report)
     _finish_report(report, data, outcome, result, task)
