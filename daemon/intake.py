@@ -127,7 +127,7 @@ class PairIntake:
         """Handle every file in the training inbox as complete (start-up, or without a watcher)."""
         self.inbox.mkdir(parents=True, exist_ok=True)
         for path in sorted(self.inbox.iterdir()):
-            if path.is_file() and accepts(path.name):
+            if accepts(path.name):
                 self.handle(path)
 
     def handle(self, arrival) -> str:
@@ -142,8 +142,12 @@ class PairIntake:
 
     def _handle(self, path: Path) -> str:
         with self._lock:
-            if not accepts(path.name) or not path.is_file() or path.is_symlink():
+            if not accepts(path.name) or not os.path.lexists(path):
                 return "ignored"
+            if path.is_symlink() or not path.is_file():
+                self._quarantine([path], f"{path.name} is not a regular file (a link, a pipe or a device); "
+                                         f"drop the image file itself")
+                return "refused"
             m = _HALF.match(path.stem)
             if m is None:
                 if not self.lone_color:
@@ -303,7 +307,7 @@ class PairIntake:
         """Move files into the queue's failed folder, each with NAME.EXT.reason.txt beside it."""
         self.failed.mkdir(parents=True, exist_ok=True)
         for path in paths:
-            if not path.exists():
+            if not os.path.lexists(path):
                 continue
             dst = _free_path(self.failed / path.name)
             _move(path, dst)
@@ -315,7 +319,7 @@ class PairIntake:
 def _free_path(path: Path) -> Path:
     n = 0
     candidate = path
-    while candidate.exists():
+    while os.path.lexists(candidate):
         n += 1
         candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
     return candidate

@@ -147,6 +147,11 @@ def conclude(cfg: Config, queue: str, job: TrainJob, result: dict | None, *, who
 
     challenger, champion = result["metrics"], result.get("champion_metrics")
     promote, why = decide(task, challenger, champion, cfg.retrain.margin, force, no_promote)
+    if registry is not None and promote and not force and before != job.parent:
+        # Someone promoted or rolled back by hand while this trained: the scores compare with a model
+        # that no longer serves, and a person's choice wins over a stale comparison.
+        promote, why = False, (f"the champion changed from version {job.parent} to {before} while this trained; "
+                               f"not promoted (it scored: {why})")
     if registry is not None:
         version = registry.add(Path(job.out), promote, who, why, report=str(report))
         after = registry.champion_version()

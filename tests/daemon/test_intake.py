@@ -131,6 +131,18 @@ def test_a_corrupt_half_sends_both_halves_back_with_a_reason_naming_it(setup):
     assert "after half dog_after.jpg" in reason and "cannot be used" in reason
 
 
+def test_a_link_in_the_train_inbox_is_refused_and_its_target_left_alone(setup, tmp_path):
+    cfg, clock, intake = setup
+    inbox = cfg.train_inbox("colorize")
+    inbox.mkdir(parents=True)
+    target = make_image(tmp_path / "private" / "secret.png", (64, 48), seed=13)
+    (inbox / "secret.png").symlink_to(target)
+    intake.scan()
+    assert target.exists() and not list(cfg.state_dir("pairs", "colorize").glob("*.png"))
+    assert (cfg.failed("colorize") / "secret.png").is_symlink()
+    assert "not a regular file" in _reason(cfg, "secret.png")
+
+
 def test_sizes_that_differ_are_filed_with_a_note_and_other_pictures_are_refused(setup):
     cfg, clock, intake = setup
     inbox = cfg.train_inbox("colorize")

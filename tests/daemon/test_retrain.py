@@ -143,3 +143,26 @@ def test_force_and_no_promote_override_the_rule_and_say_so():
     assert ok and "forced" in why and "short of the margin" in why
     ok, why = decide("colorize", better, CHAMP, 0.05, no_promote=True)
     assert not ok and "--no-promote" in why
+
+
+def test_a_champion_chosen_by_hand_during_training_is_not_overruled(cfg, tmp_path):
+    import shutil
+
+    from daemon.challenger import TrainJob
+    from daemon.registry import open_registry
+    from daemon.report import new_report_dir
+    from daemon.retrain import conclude
+
+    reg = open_registry(cfg, "colorize")
+    shutil.copytree(reg.root / "v0001", stage := reg.staging(), dirs_exist_ok=True)
+    reg.add(stage, promote=False, who="t", why="kept aside", parent=1)          # version 2
+    shutil.copytree(reg.root / "v0001", stage := reg.staging(), dirs_exist_ok=True)
+    job = TrainJob(queue="colorize", task="colorize", pairs=(), out=str(stage), parent=1,
+                   report=str(new_report_dir(cfg.state_dir("reports", "colorize"))))
+    reg.promote(2, "someone", "by hand")                                         # while version 3 trained
+    better = {"psnr": 25.0, "colorfulness": 30.0, "truth_colorfulness": 40.0, "gray_psnr": 20.0, "tint_psnr": 20.5}
+    worse = {**better, "psnr": 21.0}
+    outcome = conclude(cfg, "colorize", job, {"metrics": better, "champion_metrics": worse}, who="t",
+                       started="", registry=reg)
+    assert outcome.decision == "rejected" and "changed from version 1 to 2" in outcome.why
+    assert reg.champion_version() == 2
