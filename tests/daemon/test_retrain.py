@@ -85,24 +85,29 @@ def test_a_challenger_trained_on_scrambled_pairs_is_rejected_and_the_champion_ke
     assert _report(outcome)["decision"] == "rejected" and (outcome.report / "report.png").exists()
 
 
-def test_a_training_child_killed_mid_run_leaves_the_champion_serving_and_a_record(cfg):
-    _drop_pairs(cfg)
-    retrainer, result = Retrainer(cfg), {}
-    worker = threading.Thread(target=lambda: result.update(outcome=retrainer.run("colorize", minutes=1)))
+def _start_and_wait_for_training(retrainer, cfg, target):
+    """Run target in a thread; return (thread, result dict, child) once the child is training."""
+    result = {}
+    worker = threading.Thread(target=lambda: result.update(out=target()))
     worker.start()
     deadline = time.monotonic() + 60
-    child = None
     while time.monotonic() < deadline:
         child = retrainer.child
         logs = list(cfg.state_dir("reports", "colorize").glob("*/train.log"))
         if child and logs and "training colorize on" in logs[0].read_text():
-            break
+            return worker, result, child
         time.sleep(0.1)
-    assert child is not None, "the training child never started"
+    raise AssertionError("the training child never started training")
+
+
+def test_a_training_child_killed_mid_run_leaves_the_champion_serving_and_a_record(cfg):
+    _drop_pairs(cfg)
+    retrainer = Retrainer(cfg)
+    worker, result, child = _start_and_wait_for_training(retrainer, cfg, lambda: retrainer.run("colorize", minutes=1))
     os.kill(child.pid, signal.SIGKILL)       # what the out-of-memory killer does
     worker.join(30)
 
-    outcome = result["outcome"]
+    outcome = result["out"]
     assert outcome.decision == "failed" and "SIGKILL" in outcome.why
     reg = Registry(cfg.state_dir("models", "colorize"))
     assert reg.champion_version() == 1 and [v.number for v in reg.versions()] == [1]
@@ -112,6 +117,18 @@ def test_a_training_child_killed_mid_run_leaves_the_champion_serving_and_a_recor
     assert _report(outcome)["decision"] == "failed"
     assert read_counts(cfg.state_dir("pairs", "colorize"))["new"] == 40, "the pairs stay new for the next run"
     assert _colorizes(cfg) >= 0  # and the champion still loads and converts
+
+
+def test_stopping_the_service_stops_the_child_and_the_night_is_not_counted(cfg):
+    _drop_pairs(cfg)
+    retrainer = Retrainer(cfg)
+    worker, result, child = _start_and_wait_for_training(retrainer, cfg, retrainer.run_due)
+    retrainer.stop()
+    worker.join(30)
+    assert result["out"] is False, "run_due tells the scheduler the night did not complete"
+    assert child.poll() is not None
+    entry = Registry(cfg.state_dir("models", "colorize")).history()[-1]
+    assert entry["action"] == "failed" and "stopping" in entry["why"]
 
 
 def test_too_few_pairs_fail_with_a_message_that_says_what_to_do(cfg):
