@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import threading
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Callable
 
 from apscheduler.schedulers.background import BackgroundScheduler
