@@ -6,6 +6,8 @@ import os
 import signal
 import threading
 import time
+from contextlib import contextmanager
+from functools import partial
 
 import pytest
 from PIL import Image
@@ -13,7 +15,7 @@ from PIL import Image
 from daemon.config import load_config
 from daemon.intake import PairIntake, read_counts
 from daemon.models import model_dir
-from daemon.registry import Registry
+from daemon.registry import Registry, open_registry
 from daemon.retrain import Retrainer, decide
 from tests.conftest import write_config
 from tests.daemon.synthetic_pairs import scene, tiny_champion, write_pairs
@@ -43,6 +45,22 @@ def _colorizes(cfg) -> float:
     return colorfulness(Predictor(model_dir(cfg, "colorize"), device="cpu").predict([gray])[0])
 
 
+@contextmanager
+def serving(cfg):
+    """A real conversion pipeline on the queue's champion, with the service's champion watch beside it."""
+    from daemon.hotswap import ChampionWatch
+    from daemon.pipeline import Pipeline, PipelineSettings
+
+    open_registry(cfg, "colorize")   # as the service does at start: the shipped model is version 1
+    pipe = Pipeline({"colorize": Predictor(model_dir(cfg, "colorize"), device="cpu")}, {"colorize": 1},
+                    PipelineSettings.from_config(cfg))
+    watch = ChampionWatch(pipe, ["colorize"], partial(model_dir, cfg), lambda f: Predictor(f, device="cpu"))
+    try:
+        yield pipe, watch
+    finally:
+        pipe.close(time.monotonic() + 5)
+
+
 def _report(outcome) -> dict:
     return json.loads((outcome.report / "report.json").read_text())
 
@@ -50,7 +68,10 @@ def _report(outcome) -> dict:
 def test_a_challenger_trained_on_good_pairs_is_promoted_and_serves(cfg):
     _drop_pairs(cfg)
     before = _colorizes(cfg)
-    outcome = Retrainer(cfg).run("colorize", epochs=EPOCHS)
+    with serving(cfg) as (pipe, watch):
+        outcome = Retrainer(cfg).run("colorize", epochs=EPOCHS)
+        assert watch.check("colorize"), "the service's champion watch swaps the new champion in"
+        assert pipe.predictor("colorize").version == 2
 
     assert outcome.decision == "promoted", outcome.why
     reg = Registry(cfg.state_dir("models", "colorize"))
@@ -73,7 +94,9 @@ def test_a_challenger_trained_on_good_pairs_is_promoted_and_serves(cfg):
 
 def test_a_challenger_trained_on_scrambled_pairs_is_rejected_and_the_champion_keeps_serving(cfg):
     _drop_pairs(cfg, scramble=True)
-    outcome = Retrainer(cfg).run("colorize", epochs=EPOCHS)
+    with serving(cfg) as (pipe, watch):
+        outcome = Retrainer(cfg).run("colorize", epochs=EPOCHS)
+        assert not watch.check("colorize") and pipe.predictor("colorize").version == 1
 
     assert outcome.decision == "rejected", outcome.why
     reg = Registry(cfg.state_dir("models", "colorize"))
