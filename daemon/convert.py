@@ -1,22 +1,25 @@
-"""reverser convert: files or folders, once, with a progress bar and a per-file verdict."""
+"""reverser convert: files or folders, once, through the service's pipeline; a progress bar and a verdict per file."""
 
 from __future__ import annotations
 
 import sys
+import threading
 import time
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
-from loguru import logger
-
-from unet import ImageError, Predictor, open_image
+from unet import Predictor
 from unet.checkpoint import CheckpointError
 
+from . import autobatch
 from .cli import EX_CONFIG, EX_DATAERR, EX_OK, UsageError
 from .config import Config, load_config
-from .output import EXT_FORMAT, encode, output_name, write_atomic
+from .logs import setup_logging
 from .models import model_dir
+from .output import EXT_FORMAT, output_name
+from .pipeline import Job, Outcome, Pipeline, PipelineSettings
+
+AUTO_MEASURE_FROM = 32   # inputs; fewer run at batch 1 when max_batch is "auto"
 
 
 def find_inputs(paths: list[Path]) -> list[Path]:
@@ -42,74 +45,52 @@ def main(args) -> int:
     if not inputs:
         print("reverser convert: no image files found", file=sys.stderr)
         return EX_DATAERR
+    # The bar and the per-file lines are the output; the pipeline's own lines only when they matter.
+    setup_logging(replace(cfg.logging, level="WARNING", file=None))
+    if cfg.runtime.torch_threads:
+        import torch
+
+        torch.set_num_threads(cfg.runtime.torch_threads)
     try:
-        predictor = Predictor(model_dir(cfg, queue), device=cfg.runtime.device,
-                              max_batch=1 if cfg.runtime.max_batch == "auto" else cfg.runtime.max_batch)
-    except CheckpointError as e:
+        predictor = Predictor(model_dir(cfg, queue), device=cfg.runtime.device, max_batch=1)
+    except (CheckpointError, ValueError) as e:
         print(f"reverser convert: cannot load the {queue!r} model: {e}", file=sys.stderr)
         return EX_CONFIG
-    failed = convert_files(predictor, inputs, cfg, args.output)
+    failed = convert_files(predictor, inputs, cfg, args.output, queue)
     return EX_DATAERR if failed else EX_OK
 
 
-def convert_files(predictor: Predictor, inputs: list[Path], cfg: Config, out_dir: Path | None) -> int:
-    """Convert each input, decoding and writing on threads; return how many failed."""
+def convert_files(predictor: Predictor, inputs: list[Path], cfg: Config, out_dir: Path | None,
+                  queue: str = "convert") -> int:
+    """Convert each input through the service's pipeline; return how many failed."""
     from tqdm import tqdm
 
+    max_batch = cfg.runtime.max_batch
+    if max_batch == "auto":
+        # Measuring costs a few forward passes: worth it for a folder, not for a handful of files.
+        max_batch = autobatch.measure(predictor)[0] if len(inputs) >= AUTO_MEASURE_FROM else 1
     bar = tqdm(total=len(inputs), unit="img", disable=not sys.stderr.isatty())
-    failed = 0
-    limit = cfg.limits.max_pixels
+    failures = []
+    lock = threading.Lock()
 
-    def load(path: Path):
-        if path.stat().st_size > cfg.limits.max_file_mb * 1e6:
-            raise ImageError(f"file is over the limit of {cfg.limits.max_file_mb:g} MB")
-        p = open_image(path, limit)
-        return p, predictor.prepare(p)
+    def done(job: Job, outcome: Outcome) -> None:
+        with lock:
+            if not outcome.ok:
+                failures.append(job.path)
+                bar.write(f"{job.path}: failed: {outcome.error}", file=sys.stderr)
+            bar.update()
 
-    def write(path: Path, source, prepared, y) -> Path:
-        image = predictor.finish(prepared, y)
-        name = output_name(path.name, cfg.output.format)
-        data = encode(image, Path(name).suffix, cfg.output.jpeg_quality, source)
-        return write_atomic(out_dir or path.parent, name, data, cfg.output.on_exists)
-
-    def settle(path, t0, fut):
-        nonlocal failed
-        try:
-            out = fut.result()
-            logger.debug("{} -> {} in {:.0f} ms", path, out, 1000 * (time.monotonic() - t0))
-        except (ImageError, OSError, ValueError) as e:
-            failed += 1
-            bar.write(f"{path}: failed to write: {e}")
-        bar.update()
-
-    # A window of decodes ahead and writes behind keeps memory bounded for any number of inputs.
-    window = 2 * cfg.runtime.decode_threads
-    with ThreadPoolExecutor(cfg.runtime.decode_threads) as decoders, \
-            ThreadPoolExecutor(cfg.runtime.encode_threads) as encoders:
-        loads = deque((path, decoders.submit(load, path)) for path in inputs[:window])
-        rest = iter(inputs[window:])
-        writes = deque()
-        while loads:
-            path, fut = loads.popleft()
-            nxt = next(rest, None)
-            if nxt is not None:
-                loads.append((nxt, decoders.submit(load, nxt)))
-            t0 = time.monotonic()
-            try:
-                source, prepared = fut.result()
-                y = predictor.run([prepared])[0]
-            except (ImageError, OSError) as e:
-                failed += 1
-                bar.write(f"{path}: failed: {e}")
-                bar.update()
-                continue
-            writes.append((path, t0, encoders.submit(write, path, source, prepared, y)))
-            while len(writes) > window:
-                settle(*writes.popleft())
-        while writes:
-            settle(*writes.popleft())
-    bar.close()
-    ok = len(inputs) - failed
-    print(f"converted {ok} of {len(inputs)} file(s)" + (f"; {failed} failed" if failed else ""),
+    pipeline = Pipeline({queue: predictor}, {queue: max_batch}, PipelineSettings.from_config(cfg))
+    try:
+        for path in inputs:
+            pipeline.reserve()  # blocks while the pipeline is full: memory stays bounded for any number of inputs
+            pipeline.submit(Job(queue, path, out_dir or path.parent, output_name(path.name, cfg.output.format),
+                                done, label=path.name))
+        pipeline.wait_idle()
+    finally:
+        pipeline.close(time.monotonic() + 5.0)
+        bar.close()
+    ok = len(inputs) - len(failures)
+    print(f"converted {ok} of {len(inputs)} file(s)" + (f"; {len(failures)} failed" if failures else ""),
           file=sys.stderr)
-    return failed
+    return len(failures)

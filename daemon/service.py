@@ -1,0 +1,398 @@
+"""reverser run: the service's life cycle, start-up, main loop and shutdown, inside one signal-capturing block.
+
+    inbox/<q>/NAME_before.EXT --watcher--> claim into work/ --pipeline--> outbox/<q>/NAME_after.EXT
+                                                                      \\-> outbox/<q>/failed/ + reason
+
+Signals, as uvicorn and rq handle them: the first SIGTERM or SIGINT stops
+taking files, finishes the batch in flight, writes what is done and exits 0
+within runtime.drain_seconds; a second one exits at once (claimed files wait
+in work/ and go through first at the next start). SIGHUP reloads the config
+and the models; a config or model that does not load is refused with the
+reason logged, and the running one is kept.
+
+Where other parts plug in (each spot is marked "HOOK" below):
+  - the pairs intake: a second Watcher over cfg.train_inbox(q), built and
+    stopped next to the inbox watcher in _bring_up / _bring_down;
+  - the nightly retraining: an APScheduler BackgroundScheduler started at the
+    end of startup(), rescheduled in reload(), shut down first in shutdown();
+  - systemd: READY/STATUS/WATCHDOG/RELOADING/STOPPING, with self.healthy()
+    as the health check that gates WATCHDOG=1;
+  - metrics: counters in self.board (StatusBoard) and self.pipeline
+    (batches, device_seconds, inflight).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+import stat
+import sys
+import threading
+import time
+from functools import partial
+from pathlib import Path
+
+from loguru import logger
+
+from unet import Predictor
+from unet.checkpoint import CheckpointError
+
+from . import autobatch
+from .cli import EX_OK
+from .config import Config, ConfigError, load_config
+from .hotswap import ChampionWatch, model_key
+from .logs import setup_logging
+from .models import model_dir
+from .output import EXT_FORMAT, output_name
+from .pipeline import Job, Outcome, Pipeline, PipelineSettings
+from .spool import Claimed, Lost, Owner, Spool, sweep_temp
+from .status import STATUS_FILE, StatusBoard
+from .watcher import Arrival, Watcher, is_partial
+
+
+def is_input(name: str) -> bool:
+    """NAME_before.<image ext>: the names the service converts."""
+    stem, ext = os.path.splitext(name)
+    return ext.lower() in EXT_FORMAT and stem.lower().endswith("_before") and len(stem) > len("_before")
+
+
+class Service:
+    def __init__(self, cfg: Config, log_json: bool = False):
+        self.cfg, self.log_json = cfg, log_json
+        self.should_exit = False
+        self.reload_requested = False
+        self.signal_name = ""
+        self.wake = threading.Event()
+        self.owner: Owner | None = None
+        self.board: StatusBoard | None = None
+        self.pipeline: Pipeline | None = None
+        self.watcher: Watcher | None = None
+        self.champions: ChampionWatch | None = None
+        self.spools: dict[str, Spool] = {}
+        self.unfinished = False       # worker threads still busy when we return: exit without waiting
+        self._batch_cache: dict[tuple, tuple[int, str]] = {}
+
+    def run(self) -> int:
+        with self.capture_signals():
+            self.startup()
+            self.main_loop()
+            self.shutdown()
+        return EX_OK
+
+    # -- signals ------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        """Our handlers for SIGINT, SIGTERM and SIGHUP while inside; the previous ones restored after."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        previous = {s: signal.signal(s, self.handle_signal) for s in sigs}
+        try:
+            yield
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+    def handle_signal(self, sig: int, frame) -> None:
+        # No logging here: the main thread may hold loguru's lock at this instant.
+        if sig == signal.SIGHUP:
+            self.reload_requested = True
+        elif self.should_exit:
+            os.write(2, f"{signal.Signals(sig).name} again: exiting now; files in work/ go through first "
+                        f"at the next start\n".encode())
+            os._exit(128 + sig)
+        else:
+            self.should_exit, self.signal_name = True, signal.Signals(sig).name
+        self.wake.set()
+
+    # -- start-up -----------------------------------------------------------------------------
+
+    def startup(self) -> None:
+        cfg = self.cfg
+        import torch
+
+        if cfg.runtime.torch_threads:
+            torch.set_num_threads(cfg.runtime.torch_threads)
+        self.owner = Owner(cfg.state_dir("work"))
+        predictors = self._load_models(cfg)
+        device = str(next(iter(predictors.values())).device)
+        self.board = StatusBoard(list(cfg.queues), device)
+        logger.info("reverser starting, pid {}: device {} (torch {}, {} CPU thread(s))",
+                    os.getpid(), device, torch.__version__, torch.get_num_threads())
+        self._bring_up(cfg, predictors)
+        # HOOK(scheduler): start the nightly retraining job here (BackgroundScheduler, cfg.retrain.cron).
+        # HOOK(metrics): start the metrics endpoint here when cfg.metrics.enabled.
+        self.board.state = "running"
+        self.write_status()
+        # HOOK(sd_notify): READY=1 and STATUS=... here.
+        logger.info("Ready: drop NAME_before.jpg into {}/<queue>/ ({}); results appear in {}/<queue>/.",
+                    cfg.paths.inbox, ", ".join(cfg.queues), cfg.paths.outbox)
+
+    def _load_models(self, cfg: Config) -> dict[str, Predictor]:
+        """Every queue's model on the configured device; a ConfigError naming the queue if one fails."""
+        out = {}
+        for q in cfg.queues:
+            folder = model_dir(cfg, q)
+            try:
+                out[q] = Predictor(folder, device=cfg.runtime.device, max_batch=1)
+            except CheckpointError as e:
+                raise ConfigError(cfg.file, f"[queues.{q}] model", f"cannot load the model: {e}",
+                                  "point model at a model folder (model.safetensors, config.json, meta.json); "
+                                  "`reverser check` tests every model") from None
+            except ValueError as e:  # the device: CUDA asked for and absent
+                raise ConfigError(cfg.file, "[runtime] device", str(e)) from None
+        return out
+
+    def _max_batch(self, cfg: Config, q: str, predictor: Predictor) -> tuple[int, str]:
+        if cfg.runtime.max_batch != "auto":
+            return cfg.runtime.max_batch, "configured"
+        key = (str(predictor.device), model_key(predictor.model.path))
+        if key not in self._batch_cache:  # a reload with the same model and device need not measure again
+            self._batch_cache[key] = autobatch.measure(predictor)
+        return self._batch_cache[key]
+
+    def _bring_up(self, cfg: Config, predictors: dict[str, Predictor], recover_own: bool = False) -> None:
+        """Spools, pipeline, recovery of work/, the inbox watcher and the champion watch, for cfg."""
+        self.spools = {q: Spool(cfg, q, self.owner) for q in cfg.queues}
+        for folder in [cfg.paths.state] + [d for q in cfg.queues for d in (cfg.outbox(q), cfg.failed(q))]:
+            sweep_temp(folder)  # half-written temporary files of a killed process
+        batches = {}
+        for q, p in predictors.items():
+            n, why = self._max_batch(cfg, q, p)
+            batches[q] = n
+            self.board.set_model(q, p.model.path, p.version, n, why)
+            logger.info("queue {} ({}): model version {} from {}; batch size {} ({}); {} -> {}",
+                        q, p.task.name, p.version, p.model.path, n, why, cfg.inbox(q), cfg.outbox(q))
+        self.pipeline = Pipeline(predictors, batches, PipelineSettings.from_config(cfg))
+        self._recover(recover_own)
+        w = cfg.watch
+        self.watcher = Watcher({cfg.inbox(q): partial(self._take, q) for q in cfg.queues}, is_input,
+                               settle=w.settle_seconds, rescan=w.rescan_seconds, observer=w.observer,
+                               poll=w.poll_seconds, threads=2, label="inbox",
+                               expect="NAME_before.<image ext>")
+        self.watcher.start()
+        # HOOK(pairs intake): a second Watcher({cfg.train_inbox(q): handler for q in cfg.queues}, its own
+        # accept, settle=..., observer=w.observer) is built and started here, and stopped in _bring_down.
+        how = ("inotify: files are taken at close-after-write or rename" if self.watcher.close_events
+               else f"{w.observer} observer: files are taken once unchanged for {w.settle_seconds:g} s")
+        logger.info("watching {} inbox folder(s) with {}; full scan every {:g} s; status in {}",
+                    len(cfg.queues), how, w.rescan_seconds, cfg.paths.state / STATUS_FILE)
+        self.champions = ChampionWatch(self.pipeline, list(cfg.queues), partial(model_dir, cfg),
+                                       partial(self._load_one, cfg), on_swap=self._swapped)
+        self.champions.start()
+
+    def _load_one(self, cfg: Config, folder: Path) -> Predictor:
+        return Predictor(folder, device=cfg.runtime.device, max_batch=1)
+
+    def _swapped(self, q: str, p: Predictor) -> None:
+        self.board.set_model(q, p.model.path, p.version)
+
+    def _recover(self, include_own: bool) -> None:
+        """Files left in work/ (a crash, or a reload) go through the pipeline first, from a helper thread."""
+        items = [c for s in self.spools.values() for c in s.recover(include_own)]
+        if not items:
+            return
+        logger.info("recovering {} file(s) left in work/ by an earlier run; they go through first", len(items))
+
+        pipeline, spools = self.pipeline, self.spools
+
+        def feed():
+            for c in items:
+                if not pipeline.reserve():
+                    return  # closing: they stay in work/
+                self._start(pipeline, spools[c.queue], c, time.monotonic())
+
+        threading.Thread(target=feed, name="recover", daemon=True).start()
+
+    # -- taking files -------------------------------------------------------------------------
+
+    def _take(self, q: str, arrival: Arrival) -> None:
+        """Watcher handler: claim a complete inbox file and start it through the pipeline."""
+        pipeline, spool = self.pipeline, self.spools[q]
+        if not pipeline.reserve():
+            return  # closing: the file stays in the inbox
+        try:
+            item = self._claim(spool, arrival.path)
+        except Lost:
+            pipeline.unreserve()
+            logger.debug("{}: gone before we could claim it (another service took it?)", arrival.path)
+            return
+        except OSError as e:
+            pipeline.unreserve()
+            logger.warning("{}: cannot take it from the inbox ({}); trying again at the next scan",
+                           arrival.path, e.strerror or e)
+            return
+        self._start(pipeline, spool, item, arrival.at)
+
+    def _claim(self, spool: Spool, path: Path) -> Claimed:
+        lim = self.cfg.limits
+        for attempt in range(lim.retry_attempts + 1):
+            try:
+                return spool.claim(path)
+            except (Lost, FileExistsError):
+                raise
+            except OSError as e:
+                if attempt == lim.retry_attempts or e.errno in (errno.ENAMETOOLONG, errno.EROFS):
+                    raise
+                time.sleep(lim.retry_backoff_seconds * 2 ** attempt)  # permission briefly denied, say
+        raise AssertionError("unreachable")
+
+    def _start(self, pipeline: Pipeline, spool: Spool, item: Claimed, complete_at: float) -> None:
+        """A claimed file (room reserved in pipeline): refuse what is not a plain file, else submit it."""
+        try:
+            st = os.lstat(item.path)
+        except OSError as e:
+            pipeline.unreserve()
+            logger.warning("{}: {} vanished from work/ ({})", spool.queue, item.name, e)
+            return
+        if not stat.S_ISREG(st.st_mode):
+            pipeline.unreserve()
+            if stat.S_ISLNK(st.st_mode):
+                why = ("it is a symbolic link; links are never followed, so nothing outside the inbox is read",
+                       "copy the file itself into the inbox, not a link to it")
+            else:
+                why = ("it is not a regular file (a FIFO, socket or device)", "drop an image file instead")
+            self._quarantine(spool, item, *why)
+            return
+        job = Job(spool.queue, item.path, self.cfg.outbox(spool.queue),
+                  output_name(item.name, self.cfg.output.format), partial(self._finished, spool, item),
+                  complete_at, label=item.name, size=st.st_size)
+        if not pipeline.submit(job):
+            logger.debug("{}: {} stays in work/ (stopping)", spool.queue, item.name)
+
+    def _finished(self, spool: Spool, item: Claimed, job: Job, outcome: Outcome) -> None:
+        """Pipeline callback: move the input on, count it, and say so in one line."""
+        q, log = spool.queue, logger.bind(queue=spool.queue, file=item.name)
+        if not outcome.ok:
+            self._quarantine(spool, item, outcome.error, outcome.hint, outcome.ms)
+            return
+        try:
+            spool.done(item)
+        except OSError as e:
+            log.error("{}: {} was converted, but moving the input out of work/ failed ({}); "
+                      "it would be converted again at the next start", q, item.name, e)
+        self.board.record(q, True)
+        log.bind(output=outcome.output.name, bytes=outcome.size, ms=round(outcome.ms)).info(
+            "{}: {} ({}) -> {} in {:.0f} ms", q, item.name, _size(outcome.size), outcome.output.name, outcome.ms)
+
+    def _quarantine(self, spool: Spool, item: Claimed, problem: str, hint: str = "", ms: float = 0.0) -> None:
+        log = logger.bind(queue=spool.queue, file=item.name)
+        try:
+            dest = spool.quarantine(item, problem, hint)
+        except OSError as e:
+            log.error("{}: {} failed ({}), and moving it to {} failed too ({}); it stays in work/",
+                      spool.queue, item.name, problem, spool.failed_dir, e)
+            return
+        self.board.record(spool.queue, False)
+        log.warning("{}: {} failed: {}; moved to {} with {}.reason.txt beside it", spool.queue, item.name,
+                    problem, dest.parent, dest.name)
+
+    # -- main loop ----------------------------------------------------------------------------
+
+    def main_loop(self) -> None:
+        interval = self.cfg.status.interval_seconds
+        next_status = 0.0
+        while not self.should_exit:
+            if self.reload_requested:
+                self.reload_requested = False
+                self.reload()
+                interval = self.cfg.status.interval_seconds
+            if time.monotonic() >= next_status:
+                self.write_status()
+                # HOOK(sd_notify): STATUS=... here; WATCHDOG=1 only when self.healthy()[0].
+                next_status = time.monotonic() + interval
+            self.wake.wait(max(0.05, min(next_status - time.monotonic(), 1.0)))
+            self.wake.clear()
+
+    def healthy(self) -> tuple[bool, str]:
+        """(healthy, why not): pipeline threads alive and moving, and the observer watching."""
+        ok, why = self.pipeline.health()
+        if ok and not self.watcher.observer_alive:
+            return False, "the file-system observer is not running (the next scan restarts it)"
+        return ok, why
+
+    def write_status(self) -> None:
+        cfg = self.cfg
+        waiting = {}
+        for q in cfg.queues:
+            try:
+                waiting[q] = sum(1 for e in os.scandir(cfg.inbox(q)) if is_input(e.name) and not is_partial(e.name))
+            except OSError:
+                waiting[q] = 0
+        try:
+            self.board.write(cfg.paths.state, waiting, dict(self.pipeline.inflight), cfg.status.interval_seconds)
+        except OSError as e:
+            logger.warning("cannot write {}: {}", cfg.paths.state / STATUS_FILE, e)
+
+    # -- reload and shutdown ------------------------------------------------------------------
+
+    def reload(self) -> None:
+        """SIGHUP: read the config and models again; keep the running ones if the new ones do not load."""
+        # HOOK(sd_notify): RELOADING=1 here, READY=1 at the end.
+        logger.info("SIGHUP: reloading {}", self.cfg.file)
+        try:
+            new = load_config(self.cfg.file)
+            predictors = self._load_models(new)
+        except ConfigError as e:
+            logger.error("Reload refused, the running configuration stays in force: {}", e)
+            return
+        self.board.state = "reloading"
+        left = self._bring_down(time.monotonic() + new.runtime.drain_seconds)
+        setup_logging(new.logging, self.log_json)
+        self.cfg = new
+        self._bring_up(new, predictors, recover_own=True)
+        # HOOK(scheduler): reschedule the nightly job from new.retrain here.
+        self.board.state = "running"
+        logger.info("Reloaded: queues {}{}", ", ".join(new.queues),
+                    f"; {left} claimed file(s) resumed" if left else "")
+
+    def _bring_down(self, deadline: float) -> int:
+        """Stop watching, then finish the batch in flight by deadline; return files left in work/."""
+        self.champions.stop()
+        self.pipeline.stop_intake()   # frees watcher threads waiting for room
+        self.watcher.stop()
+        # HOOK(pairs intake): stop its Watcher here.
+        left = self.pipeline.close(deadline)
+        self.unfinished = not self.pipeline.stopped
+        return left
+
+    def shutdown(self) -> None:
+        drain = self.cfg.runtime.drain_seconds
+        # HOOK(scheduler): shut the scheduler down first (wait=False); HOOK(sd_notify): STOPPING=1.
+        logger.info("{}: stopping. No new files are taken; finishing the batch in flight (at most {:g} s). "
+                    "Send it again (Ctrl+C) to stop at once.", self.signal_name or "stop", drain)
+        self.board.state = "draining"
+        self.write_status()
+        deadline = time.monotonic() + drain
+        left = self._bring_down(deadline)
+        self.board.state = "stopped"
+        self.write_status()
+        # HOOK(metrics): stop the metrics endpoint here.
+        self.owner.close()
+        c = {q: (x.processed, x.failed) for q, x in self.board.queues.items()}
+        logger.info("Stopped: {}.{}", ", ".join(f"{q} {p} converted, {f} failed" for q, (p, f) in c.items()),
+                    f" {left} claimed file(s) stay in work/ and go through first at the next start." if left else "")
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
+
+
+def main(args) -> int:
+    cfg = load_config(args.config)
+    setup_logging(cfg.logging, getattr(args, "log_json", False))
+    service = Service(cfg, getattr(args, "log_json", False))
+    code = service.run()
+    if service.unfinished:
+        # The drain time ran out with a forward pass still running: leave without
+        # waiting for it (its files are in work/ for the next start).
+        logger.complete()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    logger.complete()
+    return code
