@@ -147,8 +147,13 @@ _STOP = object()
 class Pipeline:
     """Decode, batch, forward, encode; see the module docstring."""
 
-    def __init__(self, predictors: dict[str, Predictor], max_batch: dict[str, int], settings: PipelineSettings):
+    def __init__(self, predictors: dict[str, Predictor], max_batch: dict[str, int], settings: PipelineSettings,
+                 before_batch: Callable[[], object] | None = None,
+                 after_batch: Callable[[object], None] | None = None):
+        """before_batch() is called before each forward pass and after_batch(its result) after it,
+        failed or not: a health check can tell a wedged forward pass from an idle pipeline."""
         self._predictors = dict(predictors)
+        self._before_batch, self._after_batch = before_batch, after_batch
         self.max_batch = dict(max_batch)
         self.s = settings
         self._cond = threading.Condition()
@@ -333,10 +338,13 @@ class Pipeline:
 
     def _forward(self, items: list[_Item]) -> None:
         predictor, q = items[0].predictor, items[0].job.queue
+        token = self._before_batch() if self._before_batch else None
         t = time.perf_counter()
         try:
             ys = predictor.run([it.prepared for it in items])
         except Exception as e:
+            if self._after_batch:
+                self._after_batch(token)
             oom = _is_oom(e)
             if oom and predictor.cuda:
                 torch.cuda.empty_cache()
@@ -350,6 +358,8 @@ class Pipeline:
             msg = "the device ran out of memory even for this image alone" if oom else f"model error: {e}"
             return self._fail(items[0].job, msg, "drop it again when the device is less busy" if oom else "")
         ms = 1000 * (time.perf_counter() - t)
+        if self._after_batch:
+            self._after_batch(token)
         self.last_progress = time.monotonic()
         self.batches[q] += 1
         self.device_seconds[q] += ms / 1000

@@ -16,7 +16,8 @@ Where other parts plug in (each spot is marked "HOOK" below):
   - the nightly retraining: an APScheduler BackgroundScheduler started at the
     end of startup(), rescheduled in reload(), shut down first in shutdown();
   - systemd: READY/STATUS/WATCHDOG/RELOADING/STOPPING, with self.healthy()
-    as the health check that gates WATCHDOG=1;
+    as the health check that gates WATCHDOG=1 (or a finer one fed by the
+    Pipeline's before_batch/after_batch hooks, passed where _bring_up builds it);
   - metrics: counters in self.board (StatusBoard) and self.pipeline
     (batches, device_seconds, inflight).
 """
@@ -43,10 +44,15 @@ from . import autobatch
 from .cli import EX_OK
 from .config import Config, ConfigError, load_config
 from .hotswap import ChampionWatch, model_key
+from .intake import PairIntake
+from .intake import accepts as is_pair_file
 from .logs import setup_logging
 from .models import model_dir
 from .output import EXT_FORMAT, output_name
 from .pipeline import Job, Outcome, Pipeline, PipelineSettings
+from .registry import RegistryError, open_registry
+from .retrain import Retrainer
+from .scheduler import RetrainScheduler
 from .spool import Claimed, Lost, Owner, Spool, sweep_temp
 from .status import STATUS_FILE, StatusBoard
 from .watcher import Arrival, Watcher, is_partial
@@ -69,6 +75,9 @@ class Service:
         self.board: StatusBoard | None = None
         self.pipeline: Pipeline | None = None
         self.watcher: Watcher | None = None
+        self.pairs_watcher: Watcher | None = None     # inbox/<q>/train/ -> the pairs intake
+        self.retrainer: Retrainer | None = None
+        self.scheduler: RetrainScheduler | None = None
         self.champions: ChampionWatch | None = None
         self.spools: dict[str, Spool] = {}
         self.unfinished = False       # worker threads still busy when we return: exit without waiting
@@ -124,7 +133,9 @@ class Service:
         logger.info("reverser starting, pid {}: device {} (torch {}, {} CPU thread(s))",
                     os.getpid(), device, torch.__version__, torch.get_num_threads())
         self._bring_up(cfg, predictors)
-        # HOOK(scheduler): start the nightly retraining job here (BackgroundScheduler, cfg.retrain.cron).
+        self.retrainer = Retrainer(cfg)
+        self.scheduler = RetrainScheduler(cfg, self.retrainer.run_due)
+        self.scheduler.start()      # a night missed while the service was down runs now, once
         # HOOK(metrics): start the metrics endpoint here when cfg.metrics.enabled.
         self.board.state = "running"
         self.write_status()
@@ -136,15 +147,18 @@ class Service:
         """Every queue's model on the configured device; a ConfigError naming the queue if one fails."""
         out = {}
         for q in cfg.queues:
-            folder = model_dir(cfg, q)
             try:
+                open_registry(cfg, q)  # the shipped model becomes version 1 of an empty registry
+                folder = model_dir(cfg, q)
                 out[q] = Predictor(folder, device=cfg.runtime.device, max_batch=1)
             except CheckpointError as e:
                 raise ConfigError(cfg.file, f"[queues.{q}] model", f"cannot load the model: {e}",
                                   "point model at a model folder (model.safetensors, config.json, meta.json); "
                                   "`reverser check` tests every model") from None
-            except ValueError as e:  # the device: CUDA asked for and absent
-                raise ConfigError(cfg.file, "[runtime] device", str(e)) from None
+            except RegistryError as e:
+                raise ConfigError(cfg.file, f"[queues.{q}]", f"the model registry is unusable: {e}") from None
+            except (ValueError, RuntimeError) as e:  # the device: CUDA absent, no such GPU, CUDA broken
+                raise ConfigError(cfg.file, "[runtime] device", f"cannot use it: {e}") from None
         return out
 
     def _max_batch(self, cfg: Config, q: str, predictor: Predictor) -> tuple[int, str]:
@@ -175,8 +189,12 @@ class Service:
                                poll=w.poll_seconds, threads=2, label="inbox",
                                expect="NAME_before.<image ext>")
         self.watcher.start()
-        # HOOK(pairs intake): a second Watcher({cfg.train_inbox(q): handler for q in cfg.queues}, its own
-        # accept, settle=..., observer=w.observer) is built and started here, and stopped in _bring_down.
+        intakes = {q: PairIntake(cfg, q) for q in cfg.queues}
+        self.pairs_watcher = Watcher({cfg.train_inbox(q): intakes[q].handle for q in cfg.queues}, is_pair_file,
+                                     settle=w.settle_seconds, rescan=w.rescan_seconds, observer=w.observer,
+                                     poll=w.poll_seconds, threads=1, label="pairs",
+                                     expect="NAME_before/NAME_after.<image ext> or a color photo")
+        self.pairs_watcher.start()
         how = ("inotify: files are taken at close-after-write or rename" if self.watcher.close_events
                else f"{w.observer} observer: files are taken once unchanged for {w.settle_seconds:g} s")
         logger.info("watching {} inbox folder(s) with {}; full scan every {:g} s; status in {}",
@@ -345,7 +363,10 @@ class Service:
         setup_logging(new.logging, self.log_json)
         self.cfg = new
         self._bring_up(new, predictors, recover_own=True)
-        # HOOK(scheduler): reschedule the nightly job from new.retrain here.
+        self.scheduler.shutdown()   # a run in progress goes on; the new schedule's start waits its turn
+        self.retrainer.cfg = new
+        self.scheduler = RetrainScheduler(new, self.retrainer.run_due)
+        self.scheduler.start()
         self.board.state = "running"
         logger.info("Reloaded: queues {}{}", ", ".join(new.queues),
                     f"; {left} claimed file(s) resumed" if left else "")
@@ -355,14 +376,16 @@ class Service:
         self.champions.stop()
         self.pipeline.stop_intake()   # frees watcher threads waiting for room
         self.watcher.stop()
-        # HOOK(pairs intake): stop its Watcher here.
+        self.pairs_watcher.stop()
         left = self.pipeline.close(deadline)
         self.unfinished = not self.pipeline.stopped
         return left
 
     def shutdown(self) -> None:
         drain = self.cfg.runtime.drain_seconds
-        # HOOK(scheduler): shut the scheduler down first (wait=False); HOOK(sd_notify): STOPPING=1.
+        self.scheduler.shutdown()
+        self.retrainer.stop()       # a training child is killed; its run is recorded as failed
+        # HOOK(sd_notify): STOPPING=1.
         logger.info("{}: stopping. No new files are taken; finishing the batch in flight (at most {:g} s). "
                     "Send it again (Ctrl+C) to stop at once.", self.signal_name or "stop", drain)
         self.board.state = "draining"

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import os
 import queue
 import stat
@@ -42,6 +43,15 @@ from typing import Callable, Mapping
 from loguru import logger
 from watchdog.events import (FileClosedEvent, FileClosedNoWriteEvent, FileCreatedEvent, FileDeletedEvent,
                              FileModifiedEvent, FileMovedEvent, FileOpenedEvent, FileSystemEventHandler)
+
+class _QuietStop(logging.Filter):
+    """watchdog 7 logs an error when its inotify thread is stopped mid-read, which is how stop() works."""
+
+    def filter(self, record):
+        return "called when the thread is inactive" not in record.getMessage()
+
+
+logging.getLogger("watchdog.observers.inotify").addFilter(_QuietStop())
 
 PARTIAL_SUFFIXES = (".part", ".tmp", ".crdownload", ".partial", "~")
 

@@ -58,11 +58,15 @@ def batch_sizes(lines):
 def test_outputs_have_the_input_size_and_go_where_asked(tmp_path, colorizer):
     paths = [make_image(tmp_path / "in" / f"p{i}_before.png", (60 + 13 * i, 40 + 7 * i), "L", seed=i)
              for i in range(5)]
-    pipe = Pipeline({"colorize": colorizer}, {"colorize": 4}, SETTINGS)
+    calls = []
+    pipe = Pipeline({"colorize": colorizer}, {"colorize": 4}, SETTINGS,
+                    before_batch=lambda: calls.append("before") or len(calls), after_batch=calls.append)
     try:
         got = run_all(pipe, paths, tmp_path / "out", Outcomes())
     finally:
         pipe.close(time.monotonic() + 5)
+    assert calls and calls[0::2] == ["before"] * (len(calls) // 2), "each forward pass is bracketed by the hooks"
+    assert calls[1::2] == list(range(1, len(calls), 2))
     for p in paths:
         o = got[p.name]
         assert o.ok and o.output.parent == tmp_path / "out" and o.output.name == p.name.replace("_before", "_after")
