@@ -206,3 +206,55 @@ def test_a_champion_chosen_by_hand_during_training_is_not_overruled(cfg, tmp_pat
                        started="", registry=reg)
     assert outcome.decision == "rejected" and "changed from version 1 to 2" in outcome.why
     assert reg.champion_version() == 2
+
+
+def _wait(what, seconds, check):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {seconds} s waiting for {what}")
+
+
+def test_the_running_service_retrains_after_a_missed_night_and_serves_the_new_champion(tmp_path, service_env):
+    import subprocess
+
+    from daemon.registry import write_json
+    from tests.conftest import PYTHON
+
+    shipped = tiny_champion(tmp_path / "shipped" / "colorize")
+    config = write_config(tmp_path, {"colorize": shipped},
+                          "[retrain]\nenabled = true\nmin_new_pairs = 20\nthreads = 1\nmax_minutes = 0.25\n")
+    cfg = load_config(config)
+    _drop_pairs(cfg)
+    # The service last ran the job long ago: a night was missed, so it trains once, right at start.
+    write_json(cfg.state_dir("reports") / "schedule.json", {"last_run": "2020-01-01T03:00:00+00:00"})
+    log = open(tmp_path / "service.log", "w")
+    service = subprocess.Popen([PYTHON, "-m", "daemon", "run", "--config", str(config)], env=service_env,
+                               stdout=log, stderr=subprocess.STDOUT)
+    status = cfg.paths.state / "status.json"
+
+    def serving_version():
+        try:
+            return json.loads(status.read_text())["queues"]["colorize"]["model"]["version"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    try:
+        reg = Registry(cfg.state_dir("models", "colorize"))
+        _wait("the catch-up run to promote version 2", 150, lambda: reg.champion_version() == 2)
+        _wait("the service to swap version 2 in", 30, lambda: serving_version() == 2)
+        gray = Image.fromarray(scene(999).astype("uint8"), "L")
+        gray.save(cfg.inbox("colorize") / "new_before.png")
+        out = cfg.outbox("colorize") / "new_after.png"
+        _wait("the conversion", 30, out.exists)
+        assert colorfulness(Image.open(out)) > 10, "converted by the retrained champion, in color"
+        assert service.poll() is None, "the service ran on throughout"
+    finally:
+        service.terminate()
+        service.wait(60)
+        log.close()
+    assert service.returncode == 0
+    text = (tmp_path / "service.log").read_text()
+    assert "was missed" in text and "version 2 promoted" in text

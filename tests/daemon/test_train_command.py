@@ -1,8 +1,6 @@
 """reverser train: the job in the foreground; --out writes a model and touches no registry."""
 
 import json
-import os
-import subprocess
 
 import pytest
 import torch
@@ -11,7 +9,7 @@ from daemon.cli import main as cli
 from daemon.config import load_config
 from daemon.registry import Registry
 from daemon.retrain import training_lock
-from tests.conftest import PYTHON, write_config
+from tests.conftest import write_config
 from tests.daemon.synthetic_pairs import tiny_champion, write_pairs
 from unet import load_model
 
@@ -61,16 +59,6 @@ def test_a_new_network_without_a_shipped_model_has_the_recipe_defaults(tmp_path)
     assert model.task_cfg == TaskConfig(name="colorize")
     assert model.net.cfg.widths == UNetConfig().widths and model.meta == {}  # {}: trained at the full rate
     assert "recipe's default architecture" in said[0]
-
-
-def test_the_command_runs_as_a_program(setup, tmp_path):
-    config, cfg, pairs = setup
-    run = subprocess.run([PYTHON, "-m", "daemon", "train", "--config", str(config), "--queue", "colorize",
-                          "--pairs", str(pairs), "--epochs", "1", "--out", str(tmp_path / "m")],
-                         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert run.returncode == 0, run.stderr
-    assert load_model(tmp_path / "m").meta["trained_from"], "without --from-scratch it fine-tunes the serving model"
-    assert "model written" in run.stdout
 
 
 def test_no_promote_registers_a_better_model_without_promoting_it(setup, capsys):
