@@ -21,14 +21,26 @@ TYPICAL = (1536, 1024)   # a 3:2 photo: the working size most inputs get
 
 
 def measure(predictor: Predictor, sizes: tuple[int, ...] | None = None,
-            seconds_each: float = 0.4) -> tuple[int, str]:
-    """Return (best batch size, the reason in words) for this predictor on its device."""
+            seconds_each: float = 0.4, budget: float = 20.0) -> tuple[int, str]:
+    """Return (best batch size, the reason in words) for this predictor on its device.
+
+    budget bounds the whole measurement in seconds: on a slow CPU a batch of 16
+    can take seconds per pass, and start-up must not wait a minute for it.
+    """
     sizes = sizes or (GPU_SIZES if predictor.cuda else CPU_SIZES)
     task = predictor.task
     h, w = task.shape_for(TYPICAL)
-    item = Prepared(torch.zeros(task.in_channels, h, w), (h, w), None)
+    gen = torch.Generator().manual_seed(0)
+    item = Prepared(torch.randn(task.in_channels, h, w, generator=gen), (h, w), None)
     rates: dict[int, float] = {}
+    note, start = "", time.perf_counter()
     for n in sizes:
+        if rates:
+            # Three passes (a warm-up and two timed) at the last rate, scaled to n.
+            cost = 3 * n / rates[max(rates)]
+            if time.perf_counter() - start + cost > budget:
+                note = f"; larger sizes not tried (measuring them would pass the {budget:g} s budget)"
+                break
         try:
             rates[n] = _rate(predictor, [item] * n, seconds_each)
         except RuntimeError as e:  # out of memory: larger sizes will not fit either
@@ -36,8 +48,6 @@ def measure(predictor: Predictor, sizes: tuple[int, ...] | None = None,
                 torch.cuda.empty_cache()
             note = f"; {n} did not fit ({str(e).splitlines()[0][:60]})"
             break
-        else:
-            note = ""
         # Past the peak and falling: larger batches will not win back.
         if len(rates) >= 3 and rates[n] < 0.8 * max(rates.values()):
             break

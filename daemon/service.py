@@ -10,11 +10,11 @@ in work/ and go through first at the next start). SIGHUP reloads the config
 and the models; a config or model that does not load is refused with the
 reason logged, and the running one is kept.
 
-Where other parts plug in (each spot is marked "HOOK" below):
-  - the pairs intake: a second Watcher over cfg.train_inbox(q), built and
-    stopped next to the inbox watcher in _bring_up / _bring_down;
-  - the nightly retraining: an APScheduler BackgroundScheduler started at the
-    end of startup(), rescheduled in reload(), shut down first in shutdown();
+Other parts plug in here: the pairs intake is a second Watcher over
+inbox/<q>/train/, built and stopped beside the inbox watcher in _bring_up and
+_bring_down; the nightly retraining's scheduler starts in startup(), is
+rebuilt in reload() and is shut down first in shutdown(). Still to come, at
+the spots marked "HOOK":
   - systemd: READY/STATUS/WATCHDOG/RELOADING/STOPPING, with self.healthy()
     as the health check that gates WATCHDOG=1 (or a finer one fed by the
     Pipeline's before_batch/after_batch hooks, passed where _bring_up builds it);
@@ -286,7 +286,7 @@ class Service:
         """Pipeline callback: move the input on, count it, and say so in one line."""
         q, log = spool.queue, logger.bind(queue=spool.queue, file=item.name)
         if not outcome.ok:
-            self._quarantine(spool, item, outcome.error, outcome.hint, outcome.ms)
+            self._quarantine(spool, item, outcome.error, outcome.hint)
             return
         try:
             spool.done(item)
@@ -297,7 +297,7 @@ class Service:
         log.bind(output=outcome.output.name, bytes=outcome.size, ms=round(outcome.ms)).info(
             "{}: {} ({}) -> {} in {:.0f} ms", q, item.name, _size(outcome.size), outcome.output.name, outcome.ms)
 
-    def _quarantine(self, spool: Spool, item: Claimed, problem: str, hint: str = "", ms: float = 0.0) -> None:
+    def _quarantine(self, spool: Spool, item: Claimed, problem: str, hint: str = "") -> None:
         log = logger.bind(queue=spool.queue, file=item.name)
         try:
             dest = spool.quarantine(item, problem, hint)
