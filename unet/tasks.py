@@ -34,9 +34,11 @@ class TaskConfig:
     work_long: int = 192           # long side of the working size, pixels; the short side keeps the aspect
     # colorize
     head: str = "bins"             # bins: class logits over chroma bins | regression: Cb/Cr directly
+                                   # | blend: both, mixed by `blend` (safe regression + vivid bins)
     bins_per_axis: int = 16        # chroma grid is bins_per_axis^2 classes
     bins_extent: float = 0.32      # grid covers Cb, Cr in [-extent, extent] (full scale is 0.5)
     temperature: float = 0.5       # annealed-mean decoding: lower is more vivid, higher is safer
+    blend: float = 0.5             # blend head: share of the vivid bins decode mixed into the regression
     # translate
     out_channels: int = 3          # 1: gray output, 3: RGB output
 
@@ -45,8 +47,10 @@ class TaskConfig:
             raise ValueError(f"unknown task {self.name!r}; expected one of {sorted(TASKS)}")
         if self.work_long < 16:
             raise ValueError(f"work_long must be at least 16 pixels, got {self.work_long}")
-        if self.head not in ("bins", "regression"):
-            raise ValueError(f"head must be bins or regression, got {self.head!r}")
+        if self.head not in ("bins", "regression", "blend"):
+            raise ValueError(f"head must be bins, regression or blend, got {self.head!r}")
+        if not 0 <= self.blend <= 1:
+            raise ValueError(f"blend must be within 0..1, got {self.blend}")
         if self.out_channels not in (1, 3):
             raise ValueError(f"out_channels must be 1 or 3, got {self.out_channels}")
         if not self.temperature > 0:
@@ -118,7 +122,7 @@ class Colorize(Task):
     def __init__(self, cfg: TaskConfig, multiple: int):
         super().__init__(cfg, multiple)
         self.bins = ChromaBins(cfg.bins_per_axis, cfg.bins_extent)
-        self.out_channels = self.bins.count if cfg.head == "bins" else 2
+        self.out_channels = {"bins": self.bins.count, "regression": 2, "blend": self.bins.count + 2}[cfg.head]
 
     def prepare(self, p: Plain) -> Prepared:
         gray = luminance(p.image)
@@ -126,11 +130,20 @@ class Colorize(Task):
         x = _to_float(self._resize(gray, key)).sub_(0.5).div_(0.25)
         return Prepared(x, key, (gray, p.alpha))
 
-    def chroma(self, y: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
+    def chroma(self, y: torch.Tensor, temperature: float | None = None, blend: float | None = None) -> torch.Tensor:
         """(B, out, h, w) network output -> (B, 2, h, w) Cb/Cr."""
+        t = temperature or self.cfg.temperature
         if self.cfg.head == "regression":
-            return 0.5 * torch.tanh(y.float())
-        return self.bins.decode(y, temperature or self.cfg.temperature)
+            return self.regression(y)
+        if self.cfg.head == "bins":
+            return self.bins.decode(y, t)
+        a = self.cfg.blend if blend is None else blend
+        safe = self.regression(y)
+        return safe if a == 0 else safe + a * (self.bins.decode(y[:, :-2], t) - safe)
+
+    def regression(self, y: torch.Tensor) -> torch.Tensor:
+        """The regression channels (the last two) as Cb/Cr."""
+        return 0.5 * torch.tanh(y[:, -2:].float())
 
     def finish(self, y: torch.Tensor, ctx, temperature: float | None = None) -> Image.Image:
         """One output (out, h, w) -> full-size RGB: the input's luminance, upsampled chroma."""

@@ -7,7 +7,7 @@ import math
 import random
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +17,8 @@ from .color import rgb_to_ycc, ycc_to_rgb
 from .data import PairRef, PairSet, load_pair
 from .images import plain
 from .metrics import colorfulness, mean, psnr, tint
-from .predictor import Predictor
+from .predictor import Predictor, pick_device
+from .tasks import make_task
 
 
 class TrainingError(RuntimeError):
@@ -35,9 +36,11 @@ class TrainConfig:
     seed: int = 0
     rebalance: float = 0.5         # colorize bins: class weights 1/((1-r)p + r/Q), r=1 is no rebalancing
     mean_loss: float = 1.0         # colorize bins: weight of the L1 loss on the decoded mean chroma
+    ce_weight: float = 1.0         # colorize bins/blend: weight of the rebalanced cross-entropy
     vividness: float = 0.65        # colorize bins: calibrate temperature to reach this share of the truth's colorfulness
     eval_every_s: float = 60.0     # evaluate on validation pairs at most this often (and at the end)
     threads: int | None = None     # torch CPU threads; None leaves torch's default
+    device: str = "cpu"            # cpu | cuda | cuda:N | auto (CUDA when present)
 
     def __post_init__(self):
         if self.minutes is None and self.epochs is None:
@@ -79,7 +82,7 @@ class Objective:
         self.task = model.task
         self.cfg = cfg
         self.weights = None
-        if self.task.name == "colorize" and self.task.cfg.head == "bins":
+        if self.task.name == "colorize" and self.task.cfg.head != "regression":
             self.weights = self._class_weights(train_set, cfg.rebalance)
 
     def _class_weights(self, data: PairSet, r: float) -> torch.Tensor:
@@ -99,25 +102,33 @@ class Objective:
             rgb = before if before.shape[1] == 3 else before.expand(-1, 3, -1, -1)
             return F.l1_loss(task.apply(y, rgb), task.target(after))
         target = _fit(task.target(after), y)
-        if task.cfg.head == "regression":
-            return F.smooth_l1_loss(task.chroma(y), target, beta=0.02) * 10
+        head = task.cfg.head
+        if head == "regression":
+            return self._regression(y, target)
+        logits = y[:, :-2] if head == "blend" else y
         idx, w = task.bins.soft_encode(target)
-        logp = F.log_softmax(y.float(), dim=1)
+        logp = F.log_softmax(logits.float(), dim=1)
         ce = -(logp.gather(1, idx) * w).sum(1)                       # (B, h, w)
         rw = (self.weights[idx] * w).sum(1)                          # per-pixel rebalancing
-        loss = (rw * ce).mean()
+        loss = self.cfg.ce_weight * (rw * ce).mean()
+        if head == "blend":
+            return loss + self._regression(y, target)
         if self.cfg.mean_loss:
             loss = loss + self.cfg.mean_loss * 10 * F.l1_loss(task.bins.decode(y, 1.0), target)
         return loss
 
-    def render(self, y: torch.Tensor, before: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
+    def _regression(self, y, target):
+        # Smooth L1 with a small beta: close to L1 (the median, a little less sepia than the mean).
+        return F.smooth_l1_loss(self.task.regression(y), target, beta=0.02) * 10
+
+    def render(self, y: torch.Tensor, before: torch.Tensor, knob: dict | None = None) -> torch.Tensor:
         """Network output -> (B, C, h, w) result at working size in [0, 1]."""
         task = self.task
         if task.name == "translate":
             rgb = before if before.shape[1] == 3 else before.expand(-1, 3, -1, -1)
             return task.apply(y, rgb).clamp(0, 1)
         luma = before if before.shape[1] == 1 else rgb_to_ycc(before)[:, :1]
-        chroma = F.interpolate(task.chroma(y, temperature), size=luma.shape[-2:], mode="bilinear",
+        chroma = F.interpolate(task.chroma(y, **(knob or {})), size=luma.shape[-2:], mode="bilinear",
                                align_corners=False)
         return ycc_to_rgb(torch.cat([luma, chroma], dim=1))
 
@@ -130,23 +141,28 @@ def _fit(target: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def _forward_all(net, task, data: PairSet, batch_size: int):
-    """Yield (y, before, after) over a PairSet without augmentation."""
+    """Yield (y, before, after) over a PairSet without augmentation, on the network's device."""
+    dev = next(net.parameters()).device
     with torch.inference_mode():
         for before, after in data.batches(batch_size, random.Random(0), augment=False):
+            before, after = before.to(dev), after.to(dev)
             yield net(task.as_input(before)), before, after
 
 
-def _working_scores(objective: Objective, net, data: PairSet, batch_size: int,
-                    temperatures=(None,)) -> dict:
-    """Mean loss, and mean PSNR and colorfulness at working size per temperature."""
+def _working_scores(objective: Objective, net, data: PairSet, batch_size: int, knobs=(None,)) -> dict:
+    """Mean loss, and mean PSNR and colorfulness at working size per decoding knob.
+
+    A knob is None (the task's own settings) or a number: the temperature of a
+    bins head, the blend share of a blend head.
+    """
     task = objective.task
-    losses, psnrs, colors = [], {t: [] for t in temperatures}, {t: [] for t in temperatures}
+    losses, psnrs, colors = [], {t: [] for t in knobs}, {t: [] for t in knobs}
     truth_colors = []
     for y, before, after in _forward_all(net, task, data, batch_size):
         losses.append(objective.loss(y, before, after).item())
         truth = task.target(after).clamp(0, 1) if task.name == "translate" else after
-        for t in temperatures:
-            out = objective.render(y, before, t)
+        for t in knobs:
+            out = objective.render(y, before, None if t is None else {_KNOB[task.cfg.head]: t})
             mse = ((out - truth) ** 2).flatten(1).mean(1).clamp(min=1e-10)
             psnrs[t] += (-10 * torch.log10(mse)).tolist()
             if task.name == "colorize":
@@ -164,19 +180,28 @@ def _colorfulness_t(rgb: torch.Tensor) -> float:
                  + 0.3 * torch.hypot(rg.mean(), yb.mean()))
 
 
-def calibrate_temperature(objective: Objective, net, val: PairSet, cfg: TrainConfig, log=print) -> float:
-    """The safest (highest) temperature whose output reaches vividness x the truth's colorfulness.
+_KNOB = {"bins": "temperature", "blend": "blend"}
 
-    Chosen on the training run's own validation pairs, never on a test set.
+
+def calibrate(objective: Objective, net, val: PairSet, cfg: TrainConfig, log=print) -> tuple[str, float]:
+    """Choose the decoding knob: the safest setting whose output reaches vividness x the truth's colorfulness.
+
+    For a bins head the knob is the temperature (safest = highest), for a blend
+    head the share of the vivid decode (safest = lowest). Chosen on the
+    training run's own validation pairs, never on a test set.
     """
-    grid = [round(0.15 + 0.05 * i, 2) for i in range(18)]  # 0.15 .. 1.0
+    head = objective.task.cfg.head
+    if head == "bins":
+        grid = [round(1.0 - 0.05 * i, 2) for i in range(18)]   # 1.0 .. 0.15, safest first
+    else:
+        grid = [round(0.05 * i, 2) for i in range(21)]          # 0 .. 1, safest first
     s = _working_scores(objective, net, val, cfg.batch_size, grid)
     goal = cfg.vividness * s["truth_colorfulness"]
-    reaching = [t for t in grid if s["colorfulness"][t] >= goal]
-    best = max(reaching) if reaching else max(grid, key=lambda t: s["colorfulness"][t])
-    log(f"temperature {best} (colorfulness {s['colorfulness'][best]:.1f}, goal {goal:.1f}; "
-        f"working-size PSNR {s['psnr'][best]:.2f} dB)")
-    return best
+    reaching = [k for k in grid if s["colorfulness"][k] >= goal]
+    best = reaching[0] if reaching else max(grid, key=lambda k: s["colorfulness"][k])
+    log(f"{_KNOB[head]} {best} (colorfulness {s['colorfulness'][best]:.1f}, goal {goal:.1f}; "
+        f"working-size PSNR {s['psnr'][best]:.2f} dB, {s['psnr'][grid[0]]:.2f} at the safest setting)")
+    return _KNOB[head], best
 
 
 def train(model: Model, train_pairs: list[PairRef], val_pairs: list[PairRef], cfg: TrainConfig,
@@ -195,6 +220,10 @@ def train(model: Model, train_pairs: list[PairRef], val_pairs: list[PairRef], cf
         raise TrainingError("no usable validation pairs; add pairs or raise the validation share")
     log(f"training {task.name} on {len(train_set)} pairs, validating on {len(val_set)}")
     objective = Objective(model, train_set, cfg)
+    dev = pick_device(cfg.device)
+    net.to(dev)
+    if objective.weights is not None:
+        objective.weights = objective.weights.to(dev)
     fine_tune = bool(model.meta.get("version") or model.meta.get("metrics"))
     lr = cfg.lr / 5 if fine_tune else cfg.lr
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=cfg.weight_decay)
@@ -213,6 +242,7 @@ def train(model: Model, train_pairs: list[PairRef], val_pairs: list[PairRef], cf
     while budget.fraction(step) < 1.0 and stopped == "budget":
         net.train()
         for before, after in train_set.batches(cfg.batch_size, rng):
+            before, after = before.to(dev, non_blocking=True), after.to(dev, non_blocking=True)
             frac = budget.fraction(step)
             if frac >= 1.0:
                 break
@@ -249,13 +279,11 @@ def train(model: Model, train_pairs: list[PairRef], val_pairs: list[PairRef], cf
     bar.close()
     net.load_state_dict(best[1])
     net.eval()
-    if task.name == "colorize" and task.cfg.head == "bins":
-        from dataclasses import replace
-
-        from .tasks import make_task
-        t = calibrate_temperature(objective, net, val_set, cfg, log)
-        model.task_cfg = replace(model.task_cfg, temperature=t)
+    if task.name == "colorize" and task.cfg.head != "regression":
+        knob, value = calibrate(objective, net, val_set, cfg, log)
+        model.task_cfg = replace(model.task_cfg, **{knob: value})
         model.task = make_task(model.task_cfg, net.cfg.multiple)
+    net.cpu()  # saved and served from the CPU; full-size recombination is CPU work anyway
     metrics = evaluate(model, val_pairs, mean_chroma=mean_chroma(train_set))
     log("validation: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items() if isinstance(v, float)))
     return TrainResult(model, history, metrics, stopped)

@@ -30,6 +30,7 @@ def _pairs(folder, n=12, task="colorize"):
 @pytest.mark.parametrize("task", [
     TaskConfig("colorize", work_long=32, bins_per_axis=6),
     TaskConfig("colorize", work_long=32, head="regression"),
+    TaskConfig("colorize", work_long=32, head="blend", bins_per_axis=6),
     TaskConfig("translate", work_long=32, out_channels=1),
 ])
 def test_a_short_run_lowers_the_loss(tmp_path, task):
@@ -47,6 +48,8 @@ def test_a_short_run_lowers_the_loss(tmp_path, task):
         assert {"colorfulness", "gray_psnr", "tint_psnr"} <= set(result.metrics)
     if task.head == "bins" and task.name == "colorize":
         assert any("temperature" in line for line in logs)
+    if task.head == "blend":
+        assert any(line.startswith("blend ") for line in logs)
 
 
 def test_a_nan_loss_stops_training_with_a_clear_error(tmp_path):
