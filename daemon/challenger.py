@@ -58,8 +58,9 @@ class TrainJob:
         return cls(**raw)
 
 
-def _starting_model(job: TrainJob, log):
-    from unet import TaskConfig, UNetConfig, load_model, new_model
+def _starting_model(job: TrainJob, log, gray_output: bool = False):
+    from unet import load_model, new_model
+    from unet.recipe import recipe
 
     if job.start:
         return load_model(job.start)
@@ -68,7 +69,7 @@ def _starting_model(job: TrainJob, log):
         log(f"new network with the architecture of {job.arch}")
         return new_model(shape.task_cfg, shape.net.cfg)
     log("new network with the training recipe's default architecture")
-    return new_model(TaskConfig(name=job.task), UNetConfig())
+    return new_model(*recipe(job.task, gray_output))
 
 
 def train_challenger(job: TrainJob, log=print, progress: bool | None = None, should_stop=lambda: False) -> dict:
@@ -96,7 +97,7 @@ def train_challenger(job: TrainJob, log=print, progress: bool | None = None, sho
                             f"the models, and this leaves {len(train_pairs)} to train and {len(val_pairs)} to "
                             f"score; add pairs")
     log(f"{len(pairs)} pairs: {len(train_pairs)} to train, {len(val_pairs)} held out")
-    challenger = _starting_model(job, log)
+    challenger = _starting_model(job, log, gray_output=_gray_afters(train_pairs))
     result = train(challenger, train_pairs, val_pairs,
                    TrainConfig(minutes=job.minutes, epochs=job.epochs, threads=job.threads),
                    log=log, progress=progress, should_stop=should_stop)
@@ -122,6 +123,17 @@ def train_challenger(job: TrainJob, log=print, progress: bool | None = None, sho
     sheet = _contact_sheet(Path(job.report) / SHEET, val_pairs[:SHEET_PAIRS], champion, challenger, job.task)
     return {**record, "history": result.history, "model": job.out, "sheet": sheet,
             "val_names": [p.name for p in val_pairs]}
+
+
+def _gray_afters(pairs) -> bool:
+    """Whether the pairs' after images are black-and-white (a translate model then outputs one channel)."""
+    from PIL import Image
+
+    for p in pairs[:5]:
+        with Image.open(p.after) as im:
+            if im.mode not in ("L", "LA", "1", "I", "I;16", "F"):
+                return False
+    return bool(pairs)
 
 
 def _contact_sheet(folder: Path, pairs, champion, challenger, task: str) -> list[dict]:

@@ -36,7 +36,7 @@ class TrainConfig:
     seed: int = 0
     rebalance: float = 0.5         # colorize bins: class weights 1/((1-r)p + r/Q), r=1 is no rebalancing
     mean_loss: float = 1.0         # colorize bins: weight of the L1 loss on the decoded mean chroma
-    ce_weight: float = 1.0         # colorize bins/blend: weight of the rebalanced cross-entropy
+    ce_weight: float = 0.5         # colorize bins/blend: weight of the rebalanced cross-entropy
     vividness: float = 0.65        # colorize bins: calibrate temperature to reach this share of the truth's colorfulness
     eval_every_s: float = 60.0     # evaluate on validation pairs at most this often (and at the end)
     threads: int | None = None     # torch CPU threads; None leaves torch's default

@@ -51,13 +51,14 @@ def test_out_writes_a_new_model_folder_and_touches_no_registry(setup, tmp_path, 
 def test_a_new_network_without_a_shipped_model_has_the_recipe_defaults(tmp_path):
     # How the shipped models are first made: no model folder yet, so nothing to copy the shape from.
     from daemon.challenger import TrainJob, _starting_model
-    from unet import TaskConfig, UNetConfig
+    from unet.recipe import recipe
 
     job = TrainJob(queue="colorize", task="colorize", pairs=(), out=str(tmp_path), report=str(tmp_path))
     said = []
     model = _starting_model(job, said.append)
-    assert model.task_cfg == TaskConfig(name="colorize")
-    assert model.net.cfg.widths == UNetConfig().widths and model.meta == {}  # {}: trained at the full rate
+    task_cfg, unet_cfg = recipe("colorize")
+    assert model.task_cfg == task_cfg
+    assert model.net.cfg.widths == unet_cfg.widths and model.meta == {}  # {}: trained at the full rate
     assert "recipe's default architecture" in said[0]
 
 

@@ -1,0 +1,32 @@
+"""The shipped models' recipe: architecture, working size and decoding for each task, and why.
+
+colorize: luminance at 192 px on the long side (a 256x384 plate is seen at
+128x192), a four-level U-Net of widths 16-128 (1.1 M parameters) whose output
+is at half the working size: chroma is smooth, and the 100 class logits of
+the bins head cost a quarter there. The head is a blend: two regression
+channels trained with a near-L1 loss (safe, sepia-leaning) beside a 10x10
+grid of chroma classes trained with rebalanced cross-entropy (vivid, hues
+sometimes wrong); their mix is calibrated after training on the run's own
+held-out pairs (see unet.train.calibrate).
+
+translate: RGB at 128 px on the long side, the same U-Net at full working
+size predicting a local affine color transform that is upsampled and applied
+to the full-size input, so the output keeps every pixel of the input's detail.
+"""
+
+from __future__ import annotations
+
+from .model import UNetConfig
+from .tasks import TaskConfig
+
+
+def recipe(task: str, gray_output: bool = False) -> tuple[TaskConfig, UNetConfig]:
+    """(TaskConfig, UNetConfig) for a new network of this task; gray_output: translate to one channel."""
+    if task == "colorize":
+        return (TaskConfig("colorize", work_long=192, head="blend", bins_per_axis=10, bins_extent=0.32,
+                           temperature=0.5),
+                UNetConfig(widths=(16, 32, 64, 128), middle_blocks=2, out_stride=2))
+    if task == "translate":
+        return (TaskConfig("translate", work_long=128, out_channels=1 if gray_output else 3),
+                UNetConfig(widths=(16, 32, 64, 128), middle_blocks=2, out_stride=1))
+    raise ValueError(f"unknown task {task!r}; expected colorize or translate")
