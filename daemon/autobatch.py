@@ -8,6 +8,7 @@ larger batches win until the device is busy. Measuring beats guessing.
 from __future__ import annotations
 
 import statistics
+import threading
 import time
 
 import torch
@@ -27,6 +28,33 @@ def measure(predictor: Predictor, sizes: tuple[int, ...] | None = None,
     budget bounds the whole measurement in seconds: on a slow CPU a batch of 16
     can take seconds per pass, and start-up must not wait a minute for it.
     """
+    return on_a_thread(_measure, predictor, sizes, seconds_each, budget)
+
+
+def on_a_thread(fn, *args):
+    """fn(*args) on a fresh thread, as the pipeline's batcher runs the model.
+
+    CPU speed differs between the main thread and others (OpenMP keeps per-thread
+    state; on a busy 2-core machine batch 1 ran several times slower on the main
+    thread), so the model is measured where it will run.
+    """
+    out = {}
+
+    def target():
+        try:
+            out["value"] = fn(*args)
+        except BaseException as e:  # re-raised on the caller's thread
+            out["error"] = e
+
+    t = threading.Thread(target=target, name="measure")
+    t.start()
+    t.join()
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
+def _measure(predictor: Predictor, sizes, seconds_each: float, budget: float) -> tuple[int, str]:
     sizes = sizes or (GPU_SIZES if predictor.cuda else CPU_SIZES)
     task = predictor.task
     h, w = task.shape_for(TYPICAL)

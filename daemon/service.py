@@ -44,7 +44,7 @@ from . import autobatch
 from .cli import EX_OK
 from .config import Config, ConfigError, load_config
 from .hotswap import ChampionWatch, model_key
-from .intake import PairIntake
+from .intake import PairIntake, read_counts
 from .intake import accepts as is_pair_file
 from .logs import setup_logging
 from .models import model_dir
@@ -341,8 +341,10 @@ class Service:
                 waiting[q] = sum(1 for e in os.scandir(cfg.inbox(q)) if is_input(e.name) and not is_partial(e.name))
             except OSError:
                 waiting[q] = 0
+        pairs = {q: {"pairs": read_counts(cfg.state_dir("pairs", q))} for q in cfg.queues}
         try:
-            self.board.write(cfg.paths.state, waiting, dict(self.pipeline.inflight), cfg.status.interval_seconds)
+            self.board.write(cfg.paths.state, waiting, dict(self.pipeline.inflight), cfg.status.interval_seconds,
+                             pairs)
         except OSError as e:
             logger.warning("cannot write {}: {}", cfg.paths.state / STATUS_FILE, e)
 

@@ -66,8 +66,8 @@ class StatusBoard:
             if max_batch is not None:
                 c.max_batch, c.batch_reason = max_batch, reason or ""
 
-    def snapshot(self, waiting: dict[str, int], working: dict[str, int]) -> dict:
-        """The status.json document; waiting and working are per-queue file counts."""
+    def snapshot(self, waiting: dict[str, int], working: dict[str, int], extra: dict[str, dict] | None = None) -> dict:
+        """The status.json document; waiting and working are per-queue file counts, extra more per-queue keys."""
         now = time.monotonic()
         uptime = now - self.started_mono
         with self._lock:
@@ -75,20 +75,22 @@ class StatusBoard:
             for q, c in self.queues.items():
                 while c.recent and c.recent[0] < now - RATE_WINDOW:
                     c.recent.popleft()
-                window = min(RATE_WINDOW, max(uptime, 1e-9))
+                window = min(RATE_WINDOW, max(uptime, 10.0))  # a rate over the first instants means little
                 queues[q] = {"waiting": waiting.get(q, 0), "working": working.get(q, 0),
                              "processed": c.processed, "failed": c.failed,
                              "per_minute": round(60 * len(c.recent) / window, 2),
-                             "per_minute_since_start": round(60 * (c.processed + c.failed) / max(uptime, 1e-9), 2),
-                             "model": c.model, "max_batch": c.max_batch, "batch_reason": c.batch_reason}
+                             "per_minute_since_start": round(60 * (c.processed + c.failed) / max(uptime, 10.0), 2),
+                             "model": c.model, "max_batch": c.max_batch, "batch_reason": c.batch_reason,
+                             **(extra or {}).get(q, {})}
         return {"state": self.state, "pid": os.getpid(), "host": socket.gethostname(), "device": self.device,
                 "started": _iso(self.started), "updated": _iso(time.time()), "updated_unix": time.time(),
                 "uptime_seconds": round(uptime, 1), "queues": queues}
 
-    def write(self, state_dir: Path, waiting: dict[str, int], working: dict[str, int], interval: float) -> None:
+    def write(self, state_dir: Path, waiting: dict[str, int], working: dict[str, int], interval: float,
+              extra: dict[str, dict] | None = None) -> None:
         from .output import write_atomic  # here, so `reverser status` starts without loading torch
 
-        doc = self.snapshot(waiting, working)
+        doc = self.snapshot(waiting, working, extra)
         doc["interval_seconds"] = interval
         write_atomic(state_dir, STATUS_FILE, (json.dumps(doc, indent=2) + "\n").encode(), on_exists="replace")
 
@@ -146,12 +148,14 @@ def render(doc: dict, running: bool, why: str) -> str:
     head = (f"reverser: running, pid {doc.get('pid')}, up {_duration(doc.get('uptime_seconds', 0))}, "
             f"device {doc.get('device')}" if running else f"reverser: {why}")
     lines = [head, f"  status written {doc.get('updated')}", ""]
-    rows = [("queue", "waiting", "working", "processed", "failed", "per min", "model")]
+    rows = [("queue", "waiting", "working", "processed", "failed", "per min", "pairs (new)", "model")]
     for q, c in doc.get("queues", {}).items():
         m = c.get("model") or {}
         model = f"v{m.get('version')} {m.get('path', '')}" + (f" (batch {c['max_batch']})" if c.get("max_batch") else "")
+        p = c.get("pairs") or {}
         rows.append((q, str(c.get("waiting", 0)), str(c.get("working", 0)), str(c.get("processed", 0)),
-                     str(c.get("failed", 0)), f"{c.get('per_minute', 0):.1f}", model))
+                     str(c.get("failed", 0)), f"{c.get('per_minute', 0):.1f}",
+                     f"{p.get('pairs', 0)} ({p.get('new', 0)})", model))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for r in rows:
         cells = [r[0].ljust(widths[0])] + [r[i].rjust(widths[i]) for i in range(1, len(widths))]

@@ -22,12 +22,12 @@ def board_with_work() -> StatusBoard:
 
 def test_the_status_file_has_counts_rates_models_and_who_wrote_it(tmp_path):
     b = board_with_work()
-    b.write(tmp_path, {"colorize": 7}, {"colorize": 2}, 2.0)
+    b.write(tmp_path, {"colorize": 7}, {"colorize": 2}, 2.0, {"colorize": {"pairs": {"pairs": 12, "new": 5}}})
     doc = json.loads((tmp_path / STATUS_FILE).read_text())
     c = doc["queues"]["colorize"]
     assert (c["waiting"], c["working"], c["processed"], c["failed"]) == (7, 2, 3, 1)
     assert c["per_minute"] > 0 and c["model"] == {"path": "models/colorize", "version": 3} and c["max_batch"] == 4
-    assert doc["queues"]["reverse"]["processed"] == 0
+    assert c["pairs"] == {"pairs": 12, "new": 5} and doc["queues"]["reverse"]["processed"] == 0
     assert doc["pid"] == os.getpid() and doc["state"] == "running" and doc["uptime_seconds"] >= 0
     assert [p.name for p in tmp_path.iterdir()] == [STATUS_FILE]  # no temporary file left behind
 
@@ -42,7 +42,7 @@ def test_status_without_a_service_says_so_and_how_to_start_one(tmp_path, tiny_mo
 def _write(cfg_path, doc_changes):
     b = board_with_work()
     state = cfg_path.parent / "var"
-    b.write(state, {"colorize": 1}, {}, 2.0)
+    b.write(state, {"colorize": 1}, {}, 2.0, {"colorize": {"pairs": {"pairs": 9, "new": 2}}})
     doc = json.loads((state / STATUS_FILE).read_text())
     doc.update(doc_changes)
     (state / STATUS_FILE).write_text(json.dumps(doc))
@@ -55,7 +55,7 @@ def test_status_prints_a_table_for_a_running_service(tmp_path, tiny_models, caps
     out = capsys.readouterr().out
     assert out.startswith(f"reverser: running, pid {os.getpid()}")
     row = next(line for line in out.splitlines() if line.strip().startswith("colorize"))
-    assert row.split()[1:5] == ["1", "0", "3", "1"] and "v3" in row
+    assert row.split()[1:5] == ["1", "0", "3", "1"] and "9 (2)" in row and "v3" in row
     assert cli(["status", "--config", str(cfg), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["queues"]["colorize"]["processed"] == 3
 

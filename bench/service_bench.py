@@ -1,0 +1,247 @@
+"""The service end to end: a real `reverser run` child on temporary folders, against the network alone and a naive loop.
+
+    python bench/service_bench.py [--queue colorize] [--images 300] [--latency 20] [--naive 40] [--device auto]
+
+Figures, all on the same model, device and generated 1024x1536 JPEG befores:
+
+- end to end: the images are renamed into the running service's inbox at once;
+  images/s from the first rename to the last result written.
+- forward only: the network alone at the batch size the service chose
+  (max_batch = "auto" unless --max-batch is given), at the working size of a
+  1024x1536 image. efficiency = end to end / forward only.
+- naive: one process, one file at a time: open, resize, forward at batch 1,
+  recombine, save. speed-up = end to end / naive.
+- latency: single files renamed into the idle service one at a time; time
+  from the rename to the result appearing, p50 and p95, beside the model's
+  own time for one image.
+
+It uses the shipped model in models/<queue> when there is one, else a freshly
+initialised network of the default architecture (and says which).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from daemon.autobatch import on_a_thread  # noqa: E402
+from tests.conftest import make_image  # noqa: E402
+from unet import Predictor, TaskConfig, UNetConfig, load_model, new_model, open_image, save_model  # noqa: E402
+from unet.checkpoint import CheckpointError  # noqa: E402
+
+SIZE = (1024, 1536)   # width, height: a portrait scan
+
+
+def pick_model(queue: str, scratch: Path) -> tuple[Path, str]:
+    """The shipped model folder, or a fresh one of the default architecture saved in scratch."""
+    shipped = ROOT / "models" / queue
+    try:
+        load_model(shipped)
+        return shipped, f"shipped model {shipped.relative_to(ROOT)}"
+    except CheckpointError as e:
+        reason = str(e).split(";")[0]
+    task = TaskConfig("colorize") if queue == "colorize" else TaskConfig("translate", out_channels=1)
+    torch.manual_seed(0)
+    folder = save_model(new_model(task, UNetConfig()), scratch / "model" / queue, version=1)
+    return folder, (f"a freshly initialised model of the default architecture (no shipped model: {reason}); "
+                    f"speed does not depend on the weights")
+
+
+def make_inputs(folder: Path, n: int, mode: str) -> list[Path]:
+    """n JPEG befores; a few distinct pictures, copied, since content does not change the speed."""
+    folder.mkdir(parents=True)
+    distinct = []
+    for i in range(min(n, 8)):
+        buf = io.BytesIO()
+        src = make_image(folder / f".src{i}.png", SIZE, mode, seed=i)
+        Image.open(src).save(buf, "JPEG", quality=90)
+        src.unlink()
+        distinct.append(buf.getvalue())
+    paths = []
+    for i in range(n):
+        p = folder / f"img{i:04d}_before.jpg"
+        p.write_bytes(distinct[i % len(distinct)])
+        paths.append(p)
+    return paths
+
+
+def start_service(cfg: Path, log: Path) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    env.pop("NOTIFY_SOCKET", None)
+    proc = subprocess.Popen([sys.executable, "-m", "daemon", "run", "--config", str(cfg)], env=env,
+                            stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 300
+    while "Ready:" not in log.read_text(errors="replace"):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"the service did not start:\n{log.read_text(errors='replace')}")
+        time.sleep(0.1)
+    return proc
+
+
+def wait_until(cond, timeout: float, every: float = 0.002) -> float:
+    """Poll cond(); return the monotonic time it first held."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise SystemExit("timed out waiting for the service")
+        time.sleep(every)
+    return time.monotonic()
+
+
+def forward_rate(pred: Predictor, item, batch: int, seconds: float = 4.0) -> float:
+    """Images/s of the network alone at this batch size, for one prepared item (a 1024x1536 image)."""
+    pred.run([item] * batch)  # warm-up
+    times = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline or len(times) < 3:
+        t = time.perf_counter()
+        pred.run([item] * batch)
+        times.append(time.perf_counter() - t)
+    return batch / statistics.median(times)
+
+
+def naive_rate(pred: Predictor, paths: list[Path], out: Path) -> float:
+    """One file at a time: open, resize, forward at batch 1, recombine, save."""
+    out.mkdir()
+    t = time.perf_counter()
+    for p in paths:
+        src = open_image(p)
+        prepared = pred.prepare(src)
+        y = pred.run([prepared])[0]
+        pred.finish(prepared, y).save(out / p.name.replace("_before", "_after"), quality=92)
+    return len(paths) / (time.perf_counter() - t)
+
+
+def percentile(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, max(0, round(q * (len(xs) - 1))))]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--queue", choices=["colorize", "reverse"], default="colorize")
+    ap.add_argument("--images", type=int, default=300, help="befores dropped at once")
+    ap.add_argument("--latency", type=int, default=20, help="single files dropped into the idle service")
+    ap.add_argument("--naive", type=int, default=40, help="files for the naive loop (a sample of the same inputs)")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--max-batch", default="auto")
+    ap.add_argument("--torch-threads", type=int, default=0, help="runtime.torch_threads (0: torch's default)")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary folder (and the service log)")
+    args = ap.parse_args()
+
+    scratch = Path(tempfile.mkdtemp(prefix="reverser-bench-"))
+    try:
+        run(args, scratch)
+    finally:
+        if args.keep:
+            print(f"kept {scratch}")
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def run(args, scratch: Path) -> None:
+    mode = "L" if args.queue == "colorize" else "RGB"
+    model, which = pick_model(args.queue, scratch)
+    cpu = f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} at start"
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+    print(f"torch {torch.__version__} ({args.torch_threads or torch.get_num_threads()} threads); {cpu}; {gpu}\n"
+          f"queue {args.queue}: {which}")
+
+    stage = scratch / "stage"
+    t = time.perf_counter()
+    paths = make_inputs(stage, args.images + args.latency, mode)
+    print(f"generated {len(paths)} {SIZE[0]}x{SIZE[1]} JPEG befores in {time.perf_counter() - t:.0f} s")
+
+    task = "colorize" if args.queue == "colorize" else "translate"
+    max_batch = '"auto"' if args.max_batch == "auto" else int(args.max_batch)
+    cfg = scratch / "config.toml"
+    cfg.write_text(f'[runtime]\ndevice = "{args.device}"\nmax_batch = {max_batch}\n'
+                   f'torch_threads = {args.torch_threads}\n'
+                   f'[retrain]\nenabled = false\n[queues.{args.queue}]\ntask = "{task}"\nmodel = "{model}"\n')
+    inbox, outbox = scratch / "inbox" / args.queue, scratch / "outbox" / args.queue
+    log = scratch / "service.log"
+    proc = start_service(cfg, log)
+    try:
+        status = json.loads((scratch / "var" / "status.json").read_text())
+        device, q = status["device"], status["queues"][args.queue]
+        batch, why = q["max_batch"], q["batch_reason"]
+        print(f"service: device {device}, batch size {batch} ({why})")
+
+        # Latency: one file at a time into an idle service.
+        lat = []
+        for p in paths[args.images:]:
+            t0 = time.monotonic()
+            os.rename(p, inbox / p.name)
+            out = outbox / p.name.replace("_before", "_after")
+            lat.append(wait_until(out.exists, 120) - t0)
+            time.sleep(0.2)  # idle again
+
+        # Throughput: everything at once.
+        bulk = paths[:args.images]
+        t0 = time.monotonic()
+        for p in bulk:
+            os.rename(p, inbox / p.name)
+        results = lambda: sum(1 for e in os.scandir(outbox) if e.name.endswith("_after.jpg"))  # noqa: E731
+        seen = len(log.read_text())
+        t1 = wait_until(lambda: results() >= len(bulk) + args.latency, 3600, every=0.02)
+        end_to_end = len(bulk) / (t1 - t0)
+        # The service's own batch timings during the bulk run: the model's busy share of the wall time.
+        batches = [(int(n), float(ms)) for n, ms in
+                   re.findall(r"batch: (\d+) x \S+ at \S+ on \S+ in (\d+) ms", log.read_text()[seen:])]
+        busy = sum(ms for _, ms in batches) / 1000 / (t1 - t0)
+        in_service = sum(n for n, _ in batches) / max(sum(ms for _, ms in batches) / 1000, 1e-9)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(120)
+
+    service_ms = [float(x) for x in re.findall(r"_after\.jpg in (\d+) ms", log.read_text())]
+    # The network alone, before and after the naive loop: on a shared machine the load drifts.
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
+    pred = Predictor(model, device=args.device)
+    sample = [scratch / "var" / "done" / args.queue / p.name for p in bulk[:args.naive]]
+    item = pred.prepare(open_image(sample[0]))
+    # On a thread, as the service's batcher runs the model (see daemon/autobatch.on_a_thread).
+    fwd_a = on_a_thread(forward_rate, pred, item, batch)
+    naive = on_a_thread(naive_rate, pred, sample, scratch / "naive")
+    fwd_b = on_a_thread(forward_rate, pred, item, batch)
+    fwd = (fwd_a + fwd_b) / 2
+    fwd1 = on_a_thread(forward_rate, pred, item, 1) if batch != 1 else fwd
+    h, w = item.key
+
+    print(f"\nresults ({args.queue}, {SIZE[0]}x{SIZE[1]} JPEG, working size {w}x{h}, device {device}, batch {batch}):")
+    print(f"  end to end, {len(bulk)} files at once:  {end_to_end:7.2f} images/s")
+    print(f"  forward only at batch {batch}:          {fwd:7.2f} images/s   efficiency {end_to_end / fwd:.2f}"
+          f"   (measured twice: {fwd_a:.2f}, {fwd_b:.2f})")
+    print(f"  the model inside the service:       {in_service:7.2f} images/s   busy {100 * busy:.0f}% of the bulk "
+          f"run's wall time")
+    print(f"  naive loop, {len(sample)} files:            {naive:7.2f} images/s   service is {end_to_end / naive:.2f}x")
+    print(f"  latency, {len(lat)} single files:          p50 {1000 * percentile(lat, .5):.0f} ms, "
+          f"p95 {1000 * percentile(lat, .95):.0f} ms (rename to result visible); "
+          f"model time for one image {1000 / fwd1:.0f} ms")
+    if service_ms:
+        single = service_ms[:len(lat)]
+        print(f"  service's own figure for those files (complete to written): p50 {percentile(single, .5):.0f} ms, "
+              f"p95 {percentile(single, .95):.0f} ms")
+    print(f"  load average at the end: {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
