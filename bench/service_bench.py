@@ -16,7 +16,7 @@ Figures, all on the same model, device and generated 1024x1536 JPEG befores:
   own time for one image.
 
 It uses the shipped model in models/<queue> when there is one, else a freshly
-initialised network of the default architecture (and says which).
+initialised network of the shipped architecture (unet.recipe), and says which.
 """
 
 from __future__ import annotations
@@ -43,8 +43,9 @@ sys.path.insert(0, str(ROOT))
 
 from daemon.autobatch import on_a_thread  # noqa: E402
 from tests.conftest import make_image  # noqa: E402
-from unet import Predictor, TaskConfig, UNetConfig, load_model, new_model, open_image, save_model  # noqa: E402
+from unet import Predictor, load_model, new_model, open_image, save_model  # noqa: E402
 from unet.checkpoint import CheckpointError  # noqa: E402
+from unet.recipe import recipe  # noqa: E402
 
 SIZE = (1024, 1536)   # width, height: a portrait scan
 
@@ -56,12 +57,12 @@ def pick_model(queue: str, scratch: Path) -> tuple[Path, str]:
         load_model(shipped)
         return shipped, f"shipped model {shipped.relative_to(ROOT)}"
     except CheckpointError as e:
-        reason = str(e).split(";")[0]
-    task = TaskConfig("colorize") if queue == "colorize" else TaskConfig("translate", out_channels=1)
+        reason = str(e).split(";")[0].replace(str(ROOT) + os.sep, "")
+    task, arch = recipe("colorize") if queue == "colorize" else recipe("translate", gray_output=True)
     torch.manual_seed(0)
-    folder = save_model(new_model(task, UNetConfig()), scratch / "model" / queue, version=1)
-    return folder, (f"a freshly initialised model of the default architecture (no shipped model: {reason}); "
-                    f"speed does not depend on the weights")
+    folder = save_model(new_model(task, arch), scratch / "model" / queue, version=1)
+    return folder, (f"a freshly initialised model of the shipped architecture, unet.recipe (no shipped model: "
+                    f"{reason}); speed does not depend on the weights")
 
 
 def make_inputs(folder: Path, n: int, mode: str) -> list[Path]:
