@@ -16,6 +16,7 @@ and pings only while Health finds the observers alive and batches completing.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import threading
 import time
@@ -155,8 +156,8 @@ class Health:
     work is queued and no batch has finished for too long.
     """
 
-    def __init__(self, stall_seconds: float = STALL_SECONDS, clock: Callable[[], float] = time.monotonic):
-        self.stall_seconds = stall_seconds
+    def __init__(self, stall_seconds: float | None = None, clock: Callable[[], float] = time.monotonic):
+        self.stall_seconds = STALL_SECONDS if stall_seconds is None else stall_seconds
         self.clock = clock
         self._lock = threading.Lock()
         self._threads: dict[str, Callable[[], bool]] = {}
@@ -203,10 +204,9 @@ class Health:
             dead = [name for name, alive in self._threads.items() if not alive()]
             if dead:
                 return f"{', '.join(sorted(dead))} stopped running"
-            if self._running:
-                longest = now - min(self._running.values())
-                if longest > limit:
-                    return f"a batch has been running for {longest:.0f} s (limit {limit:.0f} s)"
+            longest = now - min(self._running.values()) if self._running else 0.0
+            if longest > limit:
+                return f"a batch has been running for {longest:.0f} s (limit {limit:.0f} s)"
             if queued <= 0:
                 self._waiting_since = None
                 return None
@@ -214,6 +214,8 @@ class Health:
                 self._waiting_since = now
             idle = now - max(self._last_progress, self._waiting_since)
             if idle > limit:
+                if self._running:  # the batch in flight is what holds everything up: name it
+                    return f"a batch has been running for {longest:.0f} s (limit {limit:.0f} s)"
                 return f"{queued} file(s) waiting and no batch finished for {idle:.0f} s"
             return None
 
@@ -233,28 +235,49 @@ class Watchdog:
         self.interval = notifier.watchdog_interval if interval is None else interval
         self.clock = clock
         self._last_ping: float | None = None
+        self._stretched = False
         self.unhealthy: str | None = None
 
     def tick(self) -> bool:
         """Check health; ping if due and healthy. Returns True when a ping was sent."""
         # A timer thread could ping while the main loop is stuck: that is the one thing this must not do.
-        assert threading.current_thread() is threading.main_thread(), "Watchdog.tick() belongs in the main loop"
+        assert self.interval is None or threading.current_thread() is threading.main_thread(), \
+            "Watchdog.tick() belongs in the main loop"
         problem = self.problem()
-        if problem != self.unhealthy:
+        if _kind(problem) != _kind(self.unhealthy):  # "running for 4 s" and "for 5 s" are one stall
             if problem:
                 logger.error("pipeline stalled: {}; withholding watchdog pings so systemd restarts the service",
                              problem)
-                self.notifier.status(f"STALLED: {problem}")
             else:
                 logger.info("pipeline moving again")
-            self.unhealthy = problem
-        if problem or self.interval is None:
+        if problem:
+            self.notifier.status(f"STALLED: {problem}")
+        self.unhealthy = problem
+        if self.interval is None:
+            return False
+        if self._stretched:  # back from a long step: systemd's usual timeout again
+            self._stretched = not self.notifier.send(f"WATCHDOG_USEC={int(self.interval * 2e6)}")
+        if problem:
             return False
         now = self.clock()
         if self._last_ping is not None and now - self._last_ping < self.interval:
             return False
         self._last_ping = now
         return self.notifier.watchdog()
+
+
+    def stretch(self, seconds: float) -> None:
+        """Before a long step in the main loop's own thread (a reload drains and loads models): ping now
+        and let the next ping come seconds later than usual; the next tick() restores the usual timeout."""
+        if self.interval is None:
+            return
+        usec = int((2 * self.interval + seconds) * 1e6)
+        self._stretched = self.notifier.send("WATCHDOG=1", f"WATCHDOG_USEC={usec}")
+        self._last_ping = self.clock()
+
+
+def _kind(problem: str | None) -> str | None:
+    return re.sub(r"\d+", "#", problem) if problem else None
 
 
 def status_text(queued: Mapping[str, int], versions: Mapping[str, object], files_per_minute: float) -> str:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
 import threading
 import time
 import uuid
@@ -11,6 +13,7 @@ import uuid
 import pytest
 
 from daemon.notify import Health, Notifier, Watchdog, status_text, watchdog_interval
+from tests.conftest import PYTHON
 
 
 class Systemd:
@@ -275,3 +278,122 @@ def test_a_full_systemd_queue_does_not_hang_the_main_loop(systemd, monkeypatch):
     assert sent[0] and not sent[-1]
     assert systemd.messages()[0] == {"WATCHDOG": "1"}
     assert n.watchdog(), "sends work again once systemd catches up"
+
+
+def test_a_reload_stretches_the_watchdog_and_the_next_tick_restores_it(systemd):
+    dog = Watchdog(Notifier(env={"NOTIFY_SOCKET": systemd.address}), lambda: None, interval=30)
+    dog.stretch(150)
+    assert systemd.messages(timeout=5) == [{"WATCHDOG": "1", "WATCHDOG_USEC": str(210 * 10**6)}]
+    dog.tick()
+    assert systemd.messages(timeout=5) == [{"WATCHDOG_USEC": str(60 * 10**6)}]
+    dog.tick()
+    assert systemd.messages() == [], "the usual timeout is restored once"
+
+
+# -- the real service: `python -m daemon run` in a child process, NOTIFY_SOCKET pointing at us ---------------
+
+def start_service(tmp_path, tiny_models, env, systemd, code: str = ""):
+    """A service child that notifies our socket and expects a ping every 0.5 s (WatchdogSec=1s).
+
+    code runs in the child before the service starts: a test uses it to wedge the model's forward pass.
+    """
+    from tests.conftest import write_config
+    from tests.daemon.service_helpers import Service
+
+    config = write_config(tmp_path, {"colorize": tiny_models["colorize"]},
+                          "[status]\ninterval_seconds = 0.2\n[runtime]\ndrain_seconds = 5\n")
+    env = {**env, "NOTIFY_SOCKET": systemd.address, "WATCHDOG_USEC": "1000000"}
+    if not code:
+        return Service(config, env, tmp_path / "service.log")
+
+    class Patched(Service):
+        def __init__(self):  # as Service, but `python script.py run ...` with code run first
+            script = tmp_path / "patched_service.py"
+            script.write_text(f"import sys\n{code}\nfrom daemon.cli import main\nsys.exit(main(sys.argv[1:]))\n")
+            self.config, self.logfile = config, tmp_path / "service.log"
+            self._out = open(self.logfile, "ab")
+            self.proc = subprocess.Popen([PYTHON, str(script), "run", "--config", str(config)], env=env,
+                                         stdout=self._out, stderr=subprocess.STDOUT, cwd=config.parent)
+
+    return Patched()
+
+
+def collect(systemd, got: list, until, timeout: float = 90.0, what: str = ""):
+    """Gather notifications into got until until(got) holds."""
+    deadline = time.monotonic() + timeout
+    while not until(got):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}; got {got}"
+        got += systemd.messages(timeout=0.2)
+    return got
+
+
+def kinds(messages) -> list[str]:
+    """The first key of each datagram (READY, STATUS, WATCHDOG, RELOADING, STOPPING), in order."""
+    return [next(iter(m)) for m in messages]
+
+
+def test_service_notifies_ready_status_watchdog_reloading_stopping_in_order(
+        tmp_path, tiny_models, service_env, systemd):
+    from tests.conftest import make_image
+
+    service = start_service(tmp_path, tiny_models, service_env, systemd)
+    try:
+        got = collect(systemd, [], lambda g: "READY" in kinds(g), what="READY=1")
+        ready = next(m for m in got if "READY" in m)
+        assert ready["STATUS"].startswith("queued 0 (colorize 0)") and "models colorize v1" in ready["STATUS"]
+        assert "Ready:" in service.log(), "READY=1 only once the service is up"
+
+        make_image(tmp_path / "inbox" / "colorize" / "a_before.png", mode="L")
+        collect(systemd, got, lambda g: kinds(g).count("WATCHDOG") >= 2
+                and (tmp_path / "outbox" / "colorize" / "a_after.png").exists(), what="pings and a result")
+
+        service.send(signal.SIGHUP)
+        collect(systemd, got, lambda g: "RELOADING" in kinds(g) and "READY" in kinds(g)[kinds(g).index("RELOADING"):],
+                what="RELOADING=1 then READY=1")
+        reload = next(m for m in got if "RELOADING" in m)
+        assert int(reload["MONOTONIC_USEC"]) > 0
+
+        service.send(signal.SIGTERM)
+        assert service.wait_exit() == 0
+        got += systemd.messages(timeout=1)
+    finally:
+        service.stop()
+    order = kinds(got)
+    assert order[0] == "READY", order
+    assert order.index("READY") < order.index("WATCHDOG") < order.index("RELOADING") < order.index("STOPPING")
+    assert "STOPPING" in order and "WATCHDOG" not in order[order.index("STOPPING"):], order
+    assert any(m.get("STATUS", "").startswith("queued") and "files/min" in m["STATUS"] for m in got)
+
+
+WEDGE = """
+import threading, time
+import daemon.notify, unet.predictor
+daemon.notify.STALL_SECONDS = 1.0          # a stuck batch counts as wedged after 1 s, not 2 minutes
+release = threading.Event()
+def stuck_forward(self, items):
+    release.wait()                         # a GPU that never answers
+unet.predictor.Predictor.run = stuck_forward
+"""
+
+
+def test_a_wedged_service_stops_pinging_and_says_why(tmp_path, tiny_models, service_env, systemd):
+    from tests.conftest import make_image
+
+    service = start_service(tmp_path, tiny_models, service_env, systemd, code=WEDGE)
+    try:
+        got = collect(systemd, [], lambda g: kinds(g).count("WATCHDOG") >= 2, what="pings while idle")
+        make_image(tmp_path / "inbox" / "colorize" / "a_before.png", mode="L")
+        collect(systemd, got, lambda g: any(m.get("STATUS", "").startswith("STALLED") for m in g),
+                what="STATUS=STALLED")
+        at = next(i for i, m in enumerate(got) if m.get("STATUS", "").startswith("STALLED"))
+        assert "a batch has been running" in got[at]["STATUS"]
+        after = kinds(got[at + 1:])
+        end = time.monotonic() + 2.5  # five ping intervals
+        while time.monotonic() < end:
+            after += kinds(systemd.messages(timeout=0.2))
+        assert "WATCHDOG" not in after, "systemd must see the pings stop (and restart the service)"
+        assert "pipeline stalled: a batch has been running" in service.log()
+        assert service.log().count("pipeline stalled") == 1, "said once, not every loop"
+    finally:
+        service.proc.kill()  # what systemd's watchdog would do (SIGABRT); a drain would wait for the stuck batch
+        service.stop()
