@@ -13,13 +13,11 @@ reason logged, and the running one is kept.
 Other parts plug in here: the pairs intake is a second Watcher over
 inbox/<q>/train/, built and stopped beside the inbox watcher in _bring_up and
 _bring_down; the nightly retraining's scheduler starts in startup(), is
-rebuilt in reload() and is shut down first in shutdown(). Still to come, at
-the spots marked "HOOK":
-  - systemd: READY/STATUS/WATCHDOG/RELOADING/STOPPING, with self.healthy()
-    as the health check that gates WATCHDOG=1 (or a finer one fed by the
-    Pipeline's before_batch/after_batch hooks, passed where _bring_up builds it);
-  - metrics: counters in self.board (StatusBoard) and self.pipeline
-    (batches, device_seconds, inflight).
+rebuilt in reload() and is shut down first in shutdown(). systemd and metrics
+(lines marked "systemd:" and "metrics:"): READY=1 at the end of start-up,
+STATUS= with the status file, WATCHDOG=1 from the main loop only while
+_stall() finds nothing (notify.Watchdog), RELOADING=1 around SIGHUP and
+STOPPING=1 at shutdown; the optional Prometheus endpoint counts in self.metrics.
 """
 
 from __future__ import annotations
@@ -41,13 +39,16 @@ from unet import Predictor
 from unet.checkpoint import CheckpointError
 
 from . import autobatch
+from .check import require_valid
 from .cli import EX_OK
 from .config import Config, ConfigError, load_config
 from .hotswap import ChampionWatch, model_key
 from .intake import PairIntake, read_counts
 from .intake import accepts as is_pair_file
 from .logs import setup_logging
+from .metrics import Metrics, MetricsServer
 from .models import model_dir
+from .notify import Health, Notifier, Watchdog, status_text
 from .output import EXT_FORMAT, output_name
 from .pipeline import Job, Outcome, Pipeline, PipelineSettings
 from .registry import RegistryError, open_registry
@@ -82,6 +83,14 @@ class Service:
         self.spools: dict[str, Spool] = {}
         self.unfinished = False       # worker threads still busy when we return: exit without waiting
         self._batch_cache: dict[tuple, tuple[int, str]] = {}
+        # systemd: notifications (no-ops outside systemd), and a watchdog fed only while work moves.
+        self.notifier = Notifier()
+        self.health = Health()        # fed by the pipeline's before_batch/after_batch hooks
+        self.watchdog = Watchdog(self.notifier, self._stall)
+        self.waiting: dict[str, int] = {}
+        # metrics: always counted (cheap), served only when [metrics] enabled.
+        self.metrics = Metrics(cfg.queues)
+        self.metrics_server: MetricsServer | None = None
 
     def run(self) -> int:
         with self.capture_signals():
@@ -134,14 +143,16 @@ class Service:
                     os.getpid(), device, torch.__version__, torch.get_num_threads())
         self._bring_up(cfg, predictors)
         self.retrainer = Retrainer(cfg)
+        self.retrainer.run = self._counted(self.retrainer.run)  # metrics: each run's outcome
         self.scheduler = RetrainScheduler(cfg, self.retrainer.run_due)
         self.scheduler.start()      # a night missed while the service was down runs now, once
-        # HOOK(metrics): start the metrics endpoint here when cfg.metrics.enabled.
+        if cfg.metrics.enabled:  # metrics:
+            self.metrics_server = self._serve_metrics(cfg)
         self.board.state = "running"
         self.write_status()
-        # HOOK(sd_notify): READY=1 and STATUS=... here.
         logger.info("Ready: drop NAME_before.jpg into {}/<queue>/ ({}); results appear in {}/<queue>/.",
                     cfg.paths.inbox, ", ".join(cfg.queues), cfg.paths.outbox)
+        self.notifier.ready(self.status_line())  # systemd: models loaded, device chosen, watchers running
 
     def _load_models(self, cfg: Config) -> dict[str, Predictor]:
         """Every queue's model on the configured device; a ConfigError naming the queue if one fails."""
@@ -179,9 +190,12 @@ class Service:
             n, why = self._max_batch(cfg, q, p)
             batches[q] = n
             self.board.set_model(q, p.model.path, p.version, n, why)
+            self.metrics.model_version(q, p.version)  # metrics:
             logger.info("queue {} ({}): model version {} from {}; batch size {} ({}); {} -> {}",
                         q, p.task.name, p.version, p.model.path, n, why, cfg.inbox(q), cfg.outbox(q))
-        self.pipeline = Pipeline(predictors, batches, PipelineSettings.from_config(cfg))
+        self.pipeline = Pipeline(predictors, batches, PipelineSettings.from_config(cfg),
+                                 before_batch=self._batch_started,   # systemd: watchdog health; metrics
+                                 after_batch=self.health.batch_finished)
         self._recover(recover_own)
         w = cfg.watch
         self.watcher = Watcher({cfg.inbox(q): partial(self._take, q) for q in cfg.queues}, is_input,
@@ -208,6 +222,7 @@ class Service:
 
     def _swapped(self, q: str, p: Predictor) -> None:
         self.board.set_model(q, p.model.path, p.version)
+        self.metrics.model_version(q, p.version)  # metrics:
 
     def _recover(self, include_own: bool) -> None:
         """Files left in work/ (a crash, or a reload) go through the pipeline first, from a helper thread."""
@@ -294,6 +309,7 @@ class Service:
             log.error("{}: {} was converted, but moving the input out of work/ failed ({}); "
                       "it would be converted again at the next start", q, item.name, e)
         self.board.record(q, True)
+        self.metrics.file_processed(q, outcome.ms / 1000)  # metrics:
         log.bind(output=outcome.output.name, bytes=outcome.size, ms=round(outcome.ms)).info(
             "{}: {} ({}) -> {} in {:.0f} ms", q, item.name, _size(outcome.size), outcome.output.name, outcome.ms)
 
@@ -306,6 +322,7 @@ class Service:
                       spool.queue, item.name, problem, spool.failed_dir, e)
             return
         self.board.record(spool.queue, False)
+        self.metrics.file_failed(spool.queue)  # metrics:
         log.warning("{}: {} failed: {}; moved to {} with {}.reason.txt beside it", spool.queue, item.name,
                     problem, dest.parent, dest.name)
 
@@ -321,8 +338,9 @@ class Service:
                 interval = self.cfg.status.interval_seconds
             if time.monotonic() >= next_status:
                 self.write_status()
-                # HOOK(sd_notify): STATUS=... here; WATCHDOG=1 only when self.healthy()[0].
+                self.notifier.status(self.status_line())  # systemd:
                 next_status = time.monotonic() + interval
+            self.watchdog.tick()  # systemd: WATCHDOG=1 when due, and only while _stall() finds nothing
             self.wake.wait(max(0.05, min(next_status - time.monotonic(), 1.0)))
             self.wake.clear()
 
@@ -333,6 +351,40 @@ class Service:
             return False, "the file-system observer is not running (the next scan restarts it)"
         return ok, why
 
+    def _stall(self) -> str | None:
+        """systemd: why the service is wedged (the watchdog then stops pinging), or None."""
+        ok, why = self.healthy()
+        return why if not ok else self.health.problem(sum(self.pipeline.inflight.values()))
+
+    def status_line(self) -> str:
+        """systemd: the STATUS= line, e.g. 'queued 3 (colorize 3, reverse 0); 12.0 files/min; models ...'."""
+        snap = self.board.snapshot(self.waiting, dict(self.pipeline.inflight))["queues"]
+        return status_text({q: s["waiting"] + s["working"] for q, s in snap.items()},
+                           {q: s["model"].get("version") for q, s in snap.items()},
+                           sum(s["per_minute"] for s in snap.values()))
+
+    def _batch_started(self, queue: str | None = None, size: int = 0) -> int:
+        """Pipeline hook before each forward pass: a token for the watchdog's health, and the batch size
+        for metrics once the pipeline passes (queue, size)."""
+        if queue is not None:
+            self.metrics.batch(queue, size)
+        return self.health.batch_started()
+
+    def _counted(self, run):
+        """metrics: wrap Retrainer.run to record each run's decision (Retrainer has no outcome hook)."""
+        def counted(queue: str, **kw):
+            outcome = run(queue, **kw)
+            self.metrics.training(queue, outcome.decision)
+            return outcome
+        return counted
+
+    def _serve_metrics(self, cfg: Config) -> MetricsServer:
+        """metrics: the endpoint, or a ConfigError (exit 78) when it cannot listen."""
+        try:
+            return MetricsServer(self.metrics, cfg.metrics.host, cfg.metrics.port).start()
+        except OSError as e:
+            raise ConfigError(cfg.file, "[metrics] port", str(e)) from None
+
     def write_status(self) -> None:
         cfg = self.cfg
         waiting = {}
@@ -341,6 +393,8 @@ class Service:
                 waiting[q] = sum(1 for e in os.scandir(cfg.inbox(q)) if is_input(e.name) and not is_partial(e.name))
             except OSError:
                 waiting[q] = 0
+            self.metrics.queue_depth(q, waiting[q] + self.pipeline.inflight.get(q, 0))  # metrics:
+        self.waiting = waiting
         pairs = {q: {"pairs": read_counts(cfg.state_dir("pairs", q))} for q in cfg.queues}
         try:
             self.board.write(cfg.paths.state, waiting, dict(self.pipeline.inflight), cfg.status.interval_seconds,
@@ -352,13 +406,16 @@ class Service:
 
     def reload(self) -> None:
         """SIGHUP: read the config and models again; keep the running ones if the new ones do not load."""
-        # HOOK(sd_notify): RELOADING=1 here, READY=1 at the end.
+        self.notifier.reloading()  # systemd: READY=1 again when done, refused or not
+        self.watchdog.stretch(self.cfg.runtime.drain_seconds + 120)  # systemd: draining and loading take a while
         logger.info("SIGHUP: reloading {}", self.cfg.file)
         try:
             new = load_config(self.cfg.file)
+            require_valid(new)  # the checks of `reverser check`
             predictors = self._load_models(new)
         except ConfigError as e:
             logger.error("Reload refused, the running configuration stays in force: {}", e)
+            self.notifier.ready(f"reload refused: {e.problem}; running the previous configuration")
             return
         self.board.state = "reloading"
         left = self._bring_down(time.monotonic() + new.runtime.drain_seconds)
@@ -372,6 +429,7 @@ class Service:
         self.board.state = "running"
         logger.info("Reloaded: queues {}{}", ", ".join(new.queues),
                     f"; {left} claimed file(s) resumed" if left else "")
+        self.notifier.ready(self.status_line())  # systemd:
 
     def _bring_down(self, deadline: float) -> int:
         """Stop watching, then finish the batch in flight by deadline; return files left in work/."""
@@ -387,7 +445,7 @@ class Service:
         drain = self.cfg.runtime.drain_seconds
         self.scheduler.shutdown()
         self.retrainer.stop()       # a training child is killed; its run is recorded as failed
-        # HOOK(sd_notify): STOPPING=1.
+        self.notifier.stopping()  # systemd:
         logger.info("{}: stopping. No new files are taken; finishing the batch in flight (at most {:g} s). "
                     "Send it again (Ctrl+C) to stop at once.", self.signal_name or "stop", drain)
         self.board.state = "draining"
@@ -396,7 +454,8 @@ class Service:
         left = self._bring_down(deadline)
         self.board.state = "stopped"
         self.write_status()
-        # HOOK(metrics): stop the metrics endpoint here.
+        if self.metrics_server is not None:  # metrics:
+            self.metrics_server.stop()
         self.owner.close()
         c = {q: (x.processed, x.failed) for q, x in self.board.queues.items()}
         logger.info("Stopped: {}.{}", ", ".join(f"{q} {p} converted, {f} failed" for q, (p, f) in c.items()),
@@ -409,6 +468,7 @@ def _size(n: int) -> str:
 
 def main(args) -> int:
     cfg = load_config(args.config)
+    require_valid(cfg)  # the checks of `reverser check`: a bad config exits 78 before anything starts
     setup_logging(cfg.logging, getattr(args, "log_json", False))
     service = Service(cfg, getattr(args, "log_json", False))
     code = service.run()

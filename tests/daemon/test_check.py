@@ -186,3 +186,12 @@ def test_the_service_gets_the_same_verdict_as_an_exception(tmp_path, tiny_models
         require_valid(bad)
     assert isinstance(info.value, ConfigProblems)
     assert "[queues.colorize] model: cannot load the model" in str(info.value)
+
+
+def test_the_service_refuses_to_start_on_what_check_refuses(tmp_path, tiny_models, service_env):
+    config = write_config(tmp_path, {"reverse": tiny_models["colorize"]})  # a translate queue, a colorize model
+    r = subprocess.run([PYTHON, "-m", "daemon", "run", "--config", str(config)], env=service_env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 78, r.stderr
+    assert "[queues.reverse] model" in r.stderr and "is a 'colorize' model" in r.stderr
+    assert not (tmp_path / "var").exists(), "nothing started"

@@ -113,3 +113,42 @@ def test_known_queues_start_at_zero():
     text = Metrics(["colorize", "reverse"]).render()
     assert sample(text, "reverser_files_failed_total", queue="reverse") == 0
     assert sample(text, "reverser_files_processed_total", queue="colorize") == 0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_running_service_counts_a_processed_file(tmp_path, tiny_models, service_env):
+    from tests.conftest import make_image, write_config
+    from tests.daemon.service_helpers import Service, wait_for
+
+    port = free_port()
+    config = write_config(tmp_path, {"colorize": tiny_models["colorize"]},
+                          f'[metrics]\nenabled = true\nhost = "127.0.0.1"\nport = {port}\n')
+    service = Service(config, service_env, tmp_path / "service.log")
+    try:
+        service.wait_ready()
+        _, text = scrape(port)
+        assert sample(text, "reverser_files_processed_total", queue="colorize") == 0
+        assert sample(text, "reverser_model_version", queue="colorize") == 1
+
+        make_image(tmp_path / "inbox" / "colorize" / "a_before.png", mode="L")
+        def counted():
+            text = scrape(port)[1]
+            return text if sample(text, "reverser_files_processed_total", queue="colorize") == 1 else None
+
+        text = wait_for(counted, 60, "the processed file to be counted", log=service.log)
+        assert (tmp_path / "outbox" / "colorize" / "a_after.png").exists()
+        assert sample(text, "reverser_file_latency_seconds_count", queue="colorize") == 1
+        assert sample(text, "reverser_files_failed_total", queue="colorize") == 0
+
+        (tmp_path / "inbox" / "colorize" / "b_before.png").write_bytes(b"not an image")
+        wait_for(lambda: sample(scrape(port)[1], "reverser_files_failed_total", queue="colorize") == 1,
+                 60, "the failed file to be counted", log=service.log)
+    finally:
+        assert service.stop() == 0
+    with pytest.raises(OSError):
+        scrape(port)  # the endpoint goes away with the service
