@@ -44,6 +44,7 @@ class TrainJob:
     epochs: int | None = None       # training budget (TrainConfig.epochs)
     threads: int | None = None      # torch CPU threads; None: torch's default
     nice: int = 0                   # added niceness (the child lowers its own priority)
+    swap: bool = False              # the pair folders hold the opposite direction: after -> before
 
     def save(self, path: Path) -> Path:
         write_json(Path(path), asdict(self))
@@ -87,7 +88,7 @@ def train_challenger(job: TrainJob, log=print, progress: bool | None = None, sho
         torch.set_num_threads(job.threads)
     started, t0 = now_iso(), time.monotonic()
     colorize = job.task == "colorize"
-    pairs = find_pairs([Path(p) for p in job.pairs], allow_lone_color=colorize)
+    pairs = find_pairs([Path(p) for p in job.pairs], allow_lone_color=colorize, swap=job.swap)
     train_pairs, val_pairs = split(pairs, job.val_percent)
     if not pairs:
         raise TrainingError(f"no training pairs in {', '.join(job.pairs)}: drop NAME_before + NAME_after "

@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--queue", required=True)
     c.add_argument("--pairs", type=Path, action="append", default=[],
                    help="a folder of NAME_before/NAME_after pairs (repeatable; default: the queue's accumulated pairs)")
+    c.add_argument("--swap", action="store_true",
+                   help="the --pairs folders hold the opposite direction: train NAME_after -> NAME_before "
+                        "(a reverse model from colorization pairs)")
     c.add_argument("--minutes", type=float, help="time budget")
     c.add_argument("--epochs", type=int, help="epoch budget")
     c.add_argument("--out", type=Path, help="write the trained model folder here instead of the registry")

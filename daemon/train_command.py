@@ -36,6 +36,8 @@ EX_TEMPFAIL = getattr(os, "EX_TEMPFAIL", 75)
 def _check_args(args, cfg) -> None:
     if args.queue not in cfg.queues:
         raise UsageError(f"no queue {args.queue!r} in {cfg.file}; queues: {', '.join(cfg.queues)}")
+    if args.swap and not args.pairs:
+        raise UsageError("--swap reads --pairs folders the other way round; give --pairs DIR")
     if args.force and args.no_promote:
         raise UsageError("--force and --no-promote contradict each other; pick one")
     if args.out is not None and (args.force or args.no_promote):
@@ -114,7 +116,7 @@ def main(args) -> int:
             job = TrainJob(queue=queue, task=qcfg.task, pairs=folders, out=str(stage), report=str(report),
                            start=str(start) if start else None, arch=str(arch) if arch else None,
                            parent=parent, val_percent=cfg.retrain.val_percent, minutes=minutes,
-                           epochs=args.epochs, threads=None, nice=0)
+                           epochs=args.epochs, threads=None, nice=0, swap=args.swap)
             job.save(report / "job.json")
             logger.info("train {}: {} on {}, budget {}; report in {}", queue,
                         f"fine-tuning {start}" if start else "a new network", ", ".join(folders),

@@ -27,11 +27,13 @@ class PairRef:
     after: Path
 
 
-def find_pairs(folders, allow_lone_color: bool = False) -> list[PairRef]:
+def find_pairs(folders, allow_lone_color: bool = False, swap: bool = False) -> list[PairRef]:
     """Pairs NAME_before.* with NAME_after.* across folders; with allow_lone_color, other color images too.
 
     A lone image is only a pair when it is in color; whether it is is decided
-    when it is loaded (load_pair raises ImageError for a gray one).
+    when it is loaded (load_pair raises ImageError for a gray one). swap reads
+    the folders the other way round: NAME_after is the input, NAME_before the
+    target (a reverse model from colorization pairs, say).
     """
     halves: dict[str, dict[str, Path]] = defaultdict(dict)
     lone: list[Path] = []
@@ -47,8 +49,9 @@ def find_pairs(folders, allow_lone_color: bool = False) -> list[PairRef]:
                 halves[m["name"]][m["half"].lower()] = path
             else:
                 lone.append(path)
-    pairs = [PairRef(n, h["before"], h["after"]) for n, h in halves.items() if len(h) == 2]
-    if allow_lone_color:
+    first, second = ("after", "before") if swap else ("before", "after")
+    pairs = [PairRef(n, h[first], h[second]) for n, h in halves.items() if len(h) == 2]
+    if allow_lone_color and not swap:
         pairs += [PairRef(n, None, h["after"]) for n, h in halves.items() if set(h) == {"after"}]
         pairs += [PairRef(p.stem, None, p) for p in lone]
     return sorted(pairs, key=lambda p: p.name)

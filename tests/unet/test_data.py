@@ -67,3 +67,12 @@ def test_fingerprint_follows_content(tmp_path):
 def test_missing_folder_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere"):
         find_pairs([tmp_path / "nowhere"])
+
+
+def test_swap_reads_pairs_the_other_way_round(tmp_path):
+    _pair(tmp_path, "a")
+    make_image(tmp_path / "lone.jpg", (48, 32), "RGB")
+    [p] = find_pairs([tmp_path], allow_lone_color=True, swap=True)
+    assert p.before.name == "a_after.png" and p.after.name == "a_before.png"
+    before, after = load_pair(p)
+    assert before.mode == "RGB" and after.mode == "L"
