@@ -301,13 +301,13 @@ def test_two_services_on_one_inbox_never_convert_a_file_twice(tmp_path, tiny_mod
         b = Service(cfg_path, env, tmp_path / "b.log")
         running += [a, b]
         a.wait_ready(), b.wait_ready()
-        dropped = drop_many(cfg.inbox("colorize"), 120)
-        wait_for(lambda: len(names(cfg.state_dir("done", "colorize"))) >= 120, 180, "120 inputs done", log=a.log)
+        dropped = drop_many(cfg.inbox("colorize"), 80)
+        wait_for(lambda: len(names(cfg.state_dir("done", "colorize"))) >= 80, 180, "80 inputs done", log=a.log)
         assert a.stop() == 0 and b.stop() == 0
     assert names(cfg.outbox("colorize")) == after(dropped)     # no NAME_after-1: nothing converted twice
     assert names(cfg.state_dir("done", "colorize")) == sorted(dropped)
     by_a, by_b = (s.log().count("_after.png in ") for s in (a, b))
-    assert by_a + by_b == 120 and by_a > 0 and by_b > 0, (by_a, by_b)
+    assert by_a + by_b == 80 and by_a > 0 and by_b > 0, (by_a, by_b)
 
 
 def test_sighup_reloads_the_config_and_keeps_the_running_one_when_the_new_one_is_broken(tmp_path, tiny_models,
