@@ -361,15 +361,15 @@ class Watcher:
         for folder in self.folders:
             try:
                 folder.mkdir(parents=True, exist_ok=True)
-                names = [e.name for e in os.scandir(folder)]
+                entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in os.scandir(folder)]
             except OSError as e:
                 logger.warning("{}: cannot scan {} ({})", self.label, folder, e)
                 continue
-            for name in names:
+            for name, is_dir in entries:
                 path = folder / name
                 present.add(path)
-                if is_partial(name):
-                    continue
+                if is_partial(name) or (is_dir and not self.accept(name)):
+                    continue  # a sub-folder such as train/ is someone else's business
                 if not self.accept(name):
                     self._note(path, f"left alone: the name is not {self.expect}")
                 elif path not in self._pending and path not in self._inflight:
