@@ -13,6 +13,7 @@ from typing import TextIO
 from loguru import logger
 
 from .config import LoggingConfig
+from .journal import journal_sink, under_journald
 
 HUMAN = "<green>{time:YYYY-MM-DD HH:mm:ss.SSS}</green> <level>{level: <7}</level> {message}"
 
@@ -36,7 +37,11 @@ def setup_logging(cfg: LoggingConfig, json_lines: bool | None = None, stream: Te
     stream = stream or sys.stderr
     as_json = cfg.json if json_lines is None else (json_lines or cfg.json)
     logger.remove()
-    if as_json:
+    if under_journald(stream):
+        # Under systemd: <N> priority prefixes, no timestamps or colors (journald adds its own).
+        logger.add(journal_sink(stream, verbose=cfg.level == "DEBUG", json_line=json_line if as_json else None),
+                   level=cfg.level, backtrace=False, diagnose=False)
+    elif as_json:
         # A function sink, not serialize=True: loguru's own JSON nests the record two levels deep.
         def sink(message, stream=stream):
             stream.write(json_line(message.record) + "\n")

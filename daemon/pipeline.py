@@ -148,9 +148,9 @@ class Pipeline:
     """Decode, batch, forward, encode; see the module docstring."""
 
     def __init__(self, predictors: dict[str, Predictor], max_batch: dict[str, int], settings: PipelineSettings,
-                 before_batch: Callable[[], object] | None = None,
+                 before_batch: Callable[[str, int], object] | None = None,
                  after_batch: Callable[[object], None] | None = None):
-        """before_batch() is called before each forward pass and after_batch(its result) after it,
+        """before_batch(queue, size) is called before each forward pass and after_batch(its result) after it,
         failed or not: a health check can tell a wedged forward pass from an idle pipeline."""
         self._predictors = dict(predictors)
         self._before_batch, self._after_batch = before_batch, after_batch
@@ -338,7 +338,7 @@ class Pipeline:
 
     def _forward(self, items: list[_Item]) -> None:
         predictor, q = items[0].predictor, items[0].job.queue
-        token = self._before_batch() if self._before_batch else None
+        token = self._before_batch(q, len(items)) if self._before_batch else None
         t = time.perf_counter()
         try:
             ys = predictor.run([it.prepared for it in items])

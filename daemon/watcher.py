@@ -269,7 +269,8 @@ class Watcher:
         if path.parent not in self.folders or is_partial(path.name):
             return
         if not self.accept(path.name):
-            if kind != "deleted":
+            # A sub-folder such as train/ is someone else's business (inotify reports its opening).
+            if kind != "deleted" and not path.is_dir():
                 self._note(path, f"left alone: the name is not {self.expect}")
             return
         if kind == "deleted":

@@ -13,12 +13,12 @@ from tests.conftest import PYTHON
 CHILD = textwrap.dedent("""
     import sys
     from loguru import logger
-    from daemon.journal import journal_sink, under_journald
+    from daemon.config import LoggingConfig
+    from daemon.journal import under_journald
+    from daemon.logs import setup_logging
 
-    verbose = sys.argv[1] == "DEBUG"
-    logger.remove()
     assert under_journald(), "JOURNAL_STREAM should match this stderr"
-    logger.add(journal_sink(verbose=verbose), level=sys.argv[1])
+    setup_logging(LoggingConfig(level=sys.argv[1]))  # the service's own set-up picks the journal format
     logger.debug("looking at {}", "inbox/colorize")
     logger.info("Ready: drop NAME_before.jpg into inbox/<queue>/")
     logger.warning("colorize: a_before.jpg failed: not an image\\nmoved to outbox/colorize/failed")

@@ -60,7 +60,7 @@ def test_outputs_have_the_input_size_and_go_where_asked(tmp_path, colorizer):
              for i in range(5)]
     calls = []
     pipe = Pipeline({"colorize": colorizer}, {"colorize": 4}, SETTINGS,
-                    before_batch=lambda: calls.append("before") or len(calls), after_batch=calls.append)
+                    before_batch=lambda q, n: calls.append("before") or len(calls), after_batch=calls.append)
     try:
         got = run_all(pipe, paths, tmp_path / "out", Outcomes())
     finally:
