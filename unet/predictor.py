@@ -51,7 +51,7 @@ class Predictor:
 
     @torch.inference_mode()
     def run(self, items: list[Prepared]) -> list[torch.Tensor]:
-        """One forward pass over items of one working size; outputs on the CPU, float32."""
+        """One forward pass over items of one working size; outputs (reduced by the task) on the CPU, float32."""
         keys = {p.key for p in items}
         if len(keys) != 1:
             raise ValueError(f"run() takes items of one working size, got {sorted(keys)}")
@@ -62,7 +62,7 @@ class Predictor:
         else:
             ctx = contextlib.nullcontext()
         with ctx:
-            y = self.net(x)
+            y = self.task.reduce(self.net(x))
         return list(y.float().cpu().unbind(0))
 
     def finish(self, item: Prepared, y: torch.Tensor) -> Image.Image:

@@ -104,6 +104,10 @@ class Task:
     def prepare(self, p: Plain) -> Prepared:
         raise NotImplementedError
 
+    def reduce(self, y: torch.Tensor) -> torch.Tensor:
+        """(B, out, h, w) network output -> what finish() takes, computed on the network's device."""
+        return y
+
     def finish(self, y: torch.Tensor, ctx) -> Image.Image:
         raise NotImplementedError
 
@@ -145,11 +149,14 @@ class Colorize(Task):
         """The regression channels (the last two) as Cb/Cr."""
         return 0.5 * torch.tanh(y[:, -2:].float())
 
-    def finish(self, y: torch.Tensor, ctx, temperature: float | None = None) -> Image.Image:
-        """One output (out, h, w) -> full-size RGB: the input's luminance, upsampled chroma."""
+    def reduce(self, y: torch.Tensor) -> torch.Tensor:
+        # Decoding the bins where the network ran: 2 channels cross to the CPU instead of ~100.
+        return self.chroma(y)
+
+    def finish(self, c: torch.Tensor, ctx) -> Image.Image:
+        """Reduced output (2, h, w) chroma -> full-size RGB: the input's luminance, upsampled chroma."""
         gray, alpha = ctx
-        c = self.chroma(y[None], temperature)[0]
-        c = (c * 255.0 + 128.0).round_().clamp_(0, 255).to(torch.uint8).numpy()
+        c = (c.float() * 255.0 + 128.0).round_().clamp_(0, 255).to(torch.uint8).numpy()
         cb, cr = (Image.fromarray(ch, "L").resize(gray.size, Image.Resampling.BICUBIC) for ch in c)
         rgb = Image.merge("YCbCr", (gray, cb, cr)).convert("RGB")
         return with_alpha(rgb, alpha)
