@@ -11,13 +11,15 @@ Readers never lock and never see a half-state: a version is written under a
 dot-name and renamed into place whole, and the pointer is swapped with
 os.replace. Writers (the service's training job, `reverser train`, `reverser
 models`) take an flock on .lock, so two of them cannot hand out one number.
-The shipped model becomes version 1 the first time a registry is opened.
+The shipped model becomes version 1 the first time a registry is opened; a
+changed configured model is imported and promoted the next time.
 """
 
 from __future__ import annotations
 
 import fcntl
 import getpass
+import hashlib
 import json
 import os
 import re
@@ -135,34 +137,52 @@ class Registry:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
     def import_shipped(self, folder: Path, who: str = "service") -> int | None:
-        """Make the shipped model version 1 if the registry is empty; return the champion's version.
+        """Make the configured (shipped) model the champion when the registry has not seen its weights.
 
-        Returns None (and changes nothing) when the registry is empty and the
-        shipped folder does not exist yet.
+        An empty registry gets it as version 1. Later, a configured model whose
+        weights the registry has never imported (a new release shipped a new
+        model, or the config points at another folder) is registered and
+        promoted, with the old champion as its parent so `rollback` returns to
+        it: a change of configuration takes effect. An unchanged one leaves the
+        registry, and any fine-tune promoted since, alone. Returns the
+        champion's version; None when the registry is empty and the folder
+        does not exist yet.
         """
-        if self.champion_version() is not None:
+        folder = Path(folder)
+        weights = folder / "model.safetensors"
+        if not weights.is_file():
+            return self.champion_version()
+        digest = _sha256(weights)
+        if self._imported(digest):  # the common case: one hash and one small file read, no lock
             return self.champion_version()
         with self.locked():
-            if self.champion_version() is not None or self.versions():
+            if self._imported(digest):
                 return self.champion_version()
-            folder = Path(folder)
-            if not folder.is_dir():
-                return None
             from unet.checkpoint import load_model  # torch only when a model is really imported
 
-            load_model(folder)  # refuse a broken shipped model here, with the checkpoint's own message
+            load_model(folder)  # refuse a broken model here, with the checkpoint's own message
+            before, n = self.champion_version(), self._next_number()
+            why = "the shipped model" if before is None else f"the configured model {folder} changed"
             stage = self.staging()
             for item in folder.iterdir():
                 if item.is_file() and not item.name.startswith("."):
                     shutil.copy2(item, stage / item.name)
             meta = _read_meta(stage)
-            meta.update(version=1, parent=None, status=CHAMPION, imported_from=str(folder),
-                        registered=now_iso(), why="the shipped model")
+            meta.update(version=n, parent=before, status=CHAMPION, imported_from=str(folder),
+                        source_sha256=digest, registered=now_iso(), why=why)
             write_json(stage / "meta.json", meta)
-            os.rename(stage, self.root / version_name(1))
-            self._point(1)
-            self.record("import", who, f"shipped model {folder} became version 1", version=1, frm=None, to=1)
-        return 1
+            os.rename(stage, self.root / version_name(n))
+            if before is None:
+                self._point(n)
+            else:
+                self._swap_champion(n, why)
+            self.record("import", who, f"{why}: {folder} became version {n}", version=n, frm=before, to=n,
+                        source_sha256=digest)
+        return n
+
+    def _imported(self, digest: str) -> bool:
+        """Whether weights with this hash were ever imported (the history outlives pruned versions)."""
+        return any(e.get("source_sha256") == digest for e in self.history())
 
     def staging(self) -> Path:
         """A fresh hidden folder inside the registry to write a new version into, before add()."""
@@ -264,6 +284,14 @@ class Registry:
             shutil.rmtree(trash, ignore_errors=True)
             self.record("prune", who, f"more than keep_rejected = {self.keep_rejected} rejected versions",
                         version=v.number, frm=champion, to=champion)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _read_meta(folder: Path) -> dict:

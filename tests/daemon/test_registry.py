@@ -43,6 +43,34 @@ def test_the_shipped_model_becomes_version_1_on_first_use(cfg, tiny_models):
     assert len(reg.versions()) == 1 and len(reg.history()) == 1
 
 
+def test_a_changed_configured_model_takes_over_and_rollback_returns(tiny_models, tmp_path):
+    shipped = shutil.copytree(tiny_models["colorize"], tmp_path / "shipped")  # changed below: a copy
+    cfg = load_config(write_config(tmp_path / "svc", {"colorize": shipped}))
+    reg = open_registry(cfg, "colorize")
+    v2 = reg.add(_stage(reg, tiny_models["colorize"]), promote=True, who="test", why="fine-tuned", parent=1)
+    open_registry(cfg, "colorize")  # the configured model is unchanged: the fine-tune keeps serving
+    assert reg.champion_version() == v2
+
+    # A new release ships other weights in the same folder (or the config points elsewhere).
+    m = load_model(shipped)
+    import torch
+
+    with torch.no_grad():
+        m.net.head.bias.add_(0.1)
+    from unet import save_model
+
+    save_model(m, shipped)
+    reg = open_registry(cfg, "colorize")
+    v3 = reg.champion_version()
+    assert v3 == 3 and reg.version(3).meta["parent"] == v2 and "changed" in reg.version(3).meta["why"]
+    assert reg.version(v2).status == "retired"
+    open_registry(cfg, "colorize")
+    assert reg.champion_version() == 3, "imported once, not at every start"
+    assert reg.rollback("test") == v2, "the operator can go back to the fine-tune"
+    open_registry(cfg, "colorize")
+    assert reg.champion_version() == v2, "a rolled-back import is not imported again"
+
+
 def test_promotion_retires_the_old_champion_and_rejection_changes_nothing(cfg, tiny_models):
     reg = open_registry(cfg, "colorize")
     v2 = reg.add(_stage(reg, tiny_models["colorize"]), promote=True, who="test", why="better", parent=1)
