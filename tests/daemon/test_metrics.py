@@ -143,6 +143,7 @@ def test_the_running_service_counts_a_processed_file(tmp_path, tiny_models, serv
         text = wait_for(counted, 60, "the processed file to be counted", log=service.log)
         assert (tmp_path / "outbox" / "colorize" / "a_after.png").exists()
         assert sample(text, "reverser_file_latency_seconds_count", queue="colorize") == 1
+        assert sample(text, "reverser_batch_size_count", queue="colorize") >= 1, "batches are counted"
         assert sample(text, "reverser_files_failed_total", queue="colorize") == 0
 
         (tmp_path / "inbox" / "colorize" / "b_before.png").write_bytes(b"not an image")
