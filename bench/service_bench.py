@@ -65,13 +65,13 @@ def pick_model(queue: str, scratch: Path) -> tuple[Path, str]:
                     f"{reason}); speed does not depend on the weights")
 
 
-def make_inputs(folder: Path, n: int, mode: str) -> list[Path]:
-    """n JPEG befores; a few distinct pictures, copied, since content does not change the speed."""
+def make_inputs(folder: Path, n: int, mode: str, size: tuple[int, int] = SIZE) -> list[Path]:
+    """n JPEG befores of size (width, height): a few distinct pictures, copied (content does not change the speed)."""
     folder.mkdir(parents=True)
     distinct = []
     for i in range(min(n, 8)):
         buf = io.BytesIO()
-        src = make_image(folder / f".src{i}.png", SIZE, mode, seed=i)
+        src = make_image(folder / f".src{i}.png", size, mode, seed=i)
         Image.open(src).save(buf, "JPEG", quality=90)
         src.unlink()
         distinct.append(buf.getvalue())

@@ -1,0 +1,571 @@
+"""One scheduled retraining in a running service, measured as a user would see it.
+
+    python bench/retrain_bench.py --base MODEL_DIR --held DIR --base-pairs DIR --val DIR
+                                  [--minutes 20] [--threads 1] [--work DIR]
+
+MODEL_DIR is a colorize model trained like the shipped one but without the
+pairs in --held; --base-pairs holds the rest of that training set. The
+benchmark:
+
+1. scores MODEL_DIR on the --val pairs (PSNR and colorfulness at full size,
+   unet.train.evaluate, as bench/eval_pairs.py does);
+2. writes a config in the work folder (its own inbox, outbox and state; queue
+   colorize with model = MODEL_DIR and base_pairs = [--base-pairs]; retraining
+   on, max_minutes = --minutes, threads = --threads) and starts the real
+   service, `python -m daemon run`, as a child process;
+3. measures idle conversion throughput: --images generated gray 256x384 JPEG
+   befores renamed into inbox/colorize/ at once, timed until every result
+   exists;
+4. copies the held pairs into inbox/colorize/train/ as a user would (each file
+   copied under a hidden temporary name, then renamed) and waits until the
+   pairs intake has filed them all (or refused some, with a reason);
+5. sets [retrain] cron to the first whole minute at least a minute ahead of
+   the local time and reloads the service (SIGHUP, as after editing the
+   config), then waits for that scheduled job to start its training child;
+6. once the child's training loop runs, measures conversion throughput again,
+   the same way with the same count, and checks that the loop was still
+   running when the last result appeared (says so if it was not);
+7. waits for the run's report.json (<state>/reports/colorize/<time>/), reads
+   the decision, the champion's and challenger's scores on the job's
+   held-out pairs and the minutes it took; waits until the service serves the
+   champion; measures idle throughput once more (the load on a shared machine
+   drifts, so idle is measured before and after and averaged);
+8. stops the service with SIGTERM, scores the registry's champion (and a
+   rejected challenger) on --val, and prints a summary: before / after PSNR
+   and colorfulness, minutes, promoted or not and why, images/s idle and
+   while training and their ratio (aim >= 0.5), and the machine.
+
+Everything lands in the work folder: retrain_bench.json (the summary),
+sheet.png (before / base / after / truth for a few --val pairs), service.log,
+and the service's state (var/reports/colorize/<time>/report.png, train.log).
+The work folder must be new or empty: a state folder from an earlier run
+would change the schedule (a missed run) and the registry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from bench.eval_pairs import contact_sheet  # noqa: E402
+from bench.service_bench import make_inputs, start_service, wait_until  # noqa: E402
+from daemon.intake import read_counts  # noqa: E402
+from daemon.registry import Registry  # noqa: E402
+from unet import Predictor, load_model  # noqa: E402
+from unet.data import find_pairs, load_pair  # noqa: E402
+from unet.train import evaluate  # noqa: E402
+
+QUEUE = "colorize"
+DROP_SIZE = (256, 384)    # width, height of the generated befores
+WARM_UP = 8               # files through the service before the first timed batch
+# The service's log: "2026-11-25 15:31:11.123 INFO    message".
+LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) \S+\s+(.*)$", re.M)
+# The training child's log (train.log): "15:31:11 message".
+LOOP_START = re.compile(r"^(\d\d:\d\d:\d\d) start: val loss", re.M)
+# The first line after the training loop: the decoding knob's calibration (bins / blend heads),
+# or the final full-size validation (regression head).
+LOOP_END = re.compile(r"^(\d\d:\d\d:\d\d) (?:(?:temperature|blend) [-\d.]+ \(colorfulness|validation: )", re.M)
+SCORE_KEYS = ("psnr", "colorfulness", "truth_colorfulness", "gray_psnr", "tint_psnr", "pairs")
+
+
+def say(msg: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {msg}", flush=True)
+
+
+# -- the machine ---------------------------------------------------------------------------------
+
+def machine() -> dict:
+    info = {"cpus": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)),
+            "cpu_model": None, "memory_gib": None, "gpu": None, "torch": torch.__version__,
+            "python": platform.python_version(), "system": platform.platform(terse=True)}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                info["cpu_model"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        kb = int(re.search(r"^MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text(), re.M)[1])
+        info["memory_gib"] = round(kb / 2**20, 1)
+    except (OSError, TypeError):
+        pass
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def describe_machine(m: dict) -> str:
+    return (f"{m['cpus']} CPU(s) ({m['cpu_model'] or 'model unknown'}), {m['memory_gib']} GiB, "
+            f"{m['gpu'] or 'no GPU'}; torch {m['torch']}, Python {m['python']}")
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a live process, from /proc/<pid>/stat; None when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    if fields[0] == "Z":
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# -- models and pairs ----------------------------------------------------------------------------
+
+def score(model_dir: Path, pairs) -> dict:
+    """Full-size scores on pairs, as bench/eval_pairs.py prints them."""
+    t = time.monotonic()
+    scores = evaluate(load_model(model_dir), pairs)
+    out = {k: round(scores[k], 3) if isinstance(scores[k], float) else scores[k] for k in SCORE_KEYS if k in scores}
+    say(f"  {model_dir}: PSNR {out['psnr']:.2f} dB, colorfulness {out['colorfulness']:.1f} "
+        f"(truth {out['truth_colorfulness']:.1f}) on {out['pairs']} pairs, in {time.monotonic() - t:.0f} s")
+    return out
+
+
+def sheet(path: Path, pairs, models: dict[str, Path], rows: int = 6) -> None:
+    """before / each model / truth for a few --val pairs (bench/eval_pairs.py's contact sheet)."""
+    predictors = {label: Predictor(load_model(m), device="cpu") for label, m in models.items()}
+    step = max(1, len(pairs) // rows)
+    columns = []
+    for p in pairs[::step][:rows]:
+        before, after = load_pair(p)
+        columns.append([before] + [pred.predict([before])[0] for pred in predictors.values()] + [after])
+    contact_sheet(columns, ["before", *predictors, "truth"]).save(path)
+
+
+def image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+# -- the service ---------------------------------------------------------------------------------
+
+def cron_at(t: datetime) -> str:
+    """A crontab line that fires once, at t's minute (day and month pinned)."""
+    return f"{t.minute} {t.hour} {t.day} {t.month} *"
+
+
+def config_text(work: Path, args, cron: str, min_new: int) -> str:
+    q = json.dumps
+    return f"""# Written by bench/retrain_bench.py.
+[paths]
+inbox = {q(str(work / "inbox"))}
+outbox = {q(str(work / "outbox"))}
+state = {q(str(work / "var"))}
+
+[runtime]
+device = {q(args.device)}
+max_batch = {q(args.max_batch) if args.max_batch == "auto" else int(args.max_batch)}
+torch_threads = {args.torch_threads}
+
+[retrain]
+enabled = true
+cron = {q(cron)}
+min_new_pairs = {min_new}
+max_minutes = {args.minutes:g}
+threads = {args.threads}
+nice = {args.nice}
+
+[queues.{QUEUE}]
+task = "colorize"
+model = {q(str(args.base.resolve()))}
+base_pairs = [{q(str(args.base_pairs.resolve()))}]
+"""
+
+
+def write_config(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class Log:
+    """The service's log file, read from an offset onwards."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def text(self) -> str:
+        return self.path.read_text(errors="replace")
+
+    def mark(self) -> int:
+        return len(self.text())
+
+    def lines(self, since: int = 0) -> list[tuple[str, str]]:
+        """(time, message) of each line after offset since."""
+        return LOG_LINE.findall(self.text()[since:])
+
+    def find(self, pattern: str, since: int = 0) -> re.Match | None:
+        for when, msg in self.lines(since):
+            m = re.search(pattern, msg)
+            if m:
+                return m
+        return None
+
+    def tail(self, n: int = 30) -> str:
+        return "\n".join(self.text().splitlines()[-n:])
+
+
+def wait(cond, timeout: float, what: str, log: Log | None = None, every: float = 0.2):
+    """bench/service_bench.py's wait_until with a message that says what was awaited; returns cond()'s value."""
+    box = {}
+
+    def check():
+        box["v"] = cond()
+        return box["v"]
+
+    try:
+        wait_until(check, timeout, every)
+    except SystemExit:
+        tail = f"\n--- service log (tail) ---\n{log.tail()}" if log else ""
+        raise SystemExit(f"timed out after {timeout:g} s waiting for {what}{tail}") from None
+    return box["v"]
+
+
+def drop(files: list[Path], prefix: str, inbox: Path, outbox: Path) -> dict:
+    """Rename files into the inbox at once; images/s until every result exists."""
+    names = [f"{prefix}{i:04d}_after.jpg" for i in range(len(files))]
+    t0, wall0 = time.monotonic(), time.time()
+    for i, p in enumerate(files):
+        os.rename(p, inbox / f"{prefix}{i:04d}_before.jpg")
+    done = lambda: all((outbox / n).exists() for n in names)  # noqa: E731
+    t1 = wait_until(done, 1800, every=0.02)
+    return {"images": len(files), "seconds": round(t1 - t0, 3), "images_per_s": round(len(files) / (t1 - t0), 3),
+            "from": datetime.fromtimestamp(wall0).isoformat(timespec="seconds"),
+            "to": datetime.fromtimestamp(wall0 + t1 - t0).isoformat(timespec="seconds")}
+
+
+def timed_drop(label: str, files, prefix, inbox, outbox, service_pid: int, child_pid: int | None = None) -> dict:
+    """drop(), with the CPU the service (and the training child) used meanwhile, in cores."""
+    s0 = cpu_seconds(service_pid)
+    c0 = cpu_seconds(child_pid) if child_pid else None
+    r = drop(files, prefix, inbox, outbox)
+    s1 = cpu_seconds(service_pid)
+    r["service_cores"] = round((s1 - s0) / r["seconds"], 2) if s0 is not None and s1 is not None else None
+    if child_pid:
+        c1 = cpu_seconds(child_pid)
+        r["training_child_cores"] = round((c1 - c0) / r["seconds"], 2) if c0 is not None and c1 is not None else None
+    extra = (f", training child {r['training_child_cores']} cores" if child_pid and r["training_child_cores"]
+             is not None else "")
+    say(f"  {label}: {r['images']} images in {r['seconds']:.1f} s = {r['images_per_s']:.2f} images/s "
+        f"(service {r['service_cores']} cores{extra}; load average {os.getloadavg()[0]:.1f})")
+    return r
+
+
+def stop(proc: subprocess.Popen) -> int | None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.wait(30)
+    return proc.returncode
+
+
+def status(state: Path) -> dict:
+    try:
+        return json.loads((state / "status.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+# -- the measurement -----------------------------------------------------------------------------
+
+def main() -> None:
+    cores = os.cpu_count() or 1
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--base", type=Path, required=True, help="the colorize model folder trained without --held")
+    ap.add_argument("--held", type=Path, required=True,
+                    help="the held-back pairs (NAME_before.jpg + NAME_after.jpg), dropped into the train inbox")
+    ap.add_argument("--base-pairs", type=Path, required=True,
+                    help="the rest of the training set: the queue's base_pairs")
+    ap.add_argument("--val", type=Path, required=True, help="pairs to score the models on, before and after")
+    ap.add_argument("--minutes", type=float, default=20.0, help="[retrain] max_minutes (default 20)")
+    ap.add_argument("--threads", type=int, default=1, help="[retrain] threads for the training child (default 1)")
+    ap.add_argument("--nice", type=int, default=10, help="[retrain] nice (default 10, the shipped value)")
+    ap.add_argument("--work", type=Path, help="a new or empty scratch folder (default: a new temporary folder)")
+    ap.add_argument("--images", type=int, default=100,
+                    help="gray 256x384 JPEG befores per throughput measurement (default 100)")
+    ap.add_argument("--torch-threads", type=int, default=max(1, cores - 1),
+                    help=f"[runtime] torch_threads for conversion, and threads for scoring here "
+                         f"(default: CPUs - 1 = {max(1, cores - 1)})")
+    ap.add_argument("--device", default="auto", help="[runtime] device (default auto)")
+    ap.add_argument("--max-batch", default="auto", help="[runtime] max_batch (default auto)")
+    args = ap.parse_args()
+
+    if args.work is None:
+        work = Path(tempfile.mkdtemp(prefix="reverser-retrain-bench-"))
+    else:
+        work = args.work.resolve()
+        if work.exists() and any(work.iterdir()):
+            raise SystemExit(f"{work} is not empty: give a new or empty --work folder (an earlier run's state "
+                             f"would change the schedule and the registry)")
+        work.mkdir(parents=True, exist_ok=True)
+    say(f"work folder: {work}")
+    run(args, work)
+
+
+def run(args, work: Path) -> None:
+    info = machine()
+    load_start = os.getloadavg()
+    say(f"machine: {describe_machine(info)}; load average {load_start[0]:.1f}")
+    torch.set_num_threads(args.torch_threads)
+
+    held = find_pairs([args.held], allow_lone_color=True)
+    base_pairs = find_pairs([args.base_pairs], allow_lone_color=True)
+    val = find_pairs([args.val])
+    if not held or not val:
+        raise SystemExit(f"no pairs in {args.held if not held else args.val}")
+    both = {p.name for p in held} & {p.name for p in base_pairs}
+    if both:
+        say(f"WARNING: {len(both)} held pair name(s) are also in --base-pairs (e.g. {sorted(both)[0]}): "
+            f"the fine-tune would not see new data")
+    say(f"held pairs: {len(held)} in {args.held}; base pairs: {len(base_pairs)} in {args.base_pairs}; "
+        f"val pairs: {len(val)} in {args.val}")
+
+    say("scoring the base model on the val pairs")
+    base_scores = score(args.base, val)
+
+    stage = work / "stage"
+    gen = {k: make_inputs(stage / k, n, "L", DROP_SIZE) for k, n in
+           (("warm", WARM_UP), ("idle", args.images), ("training", args.images), ("idle_after", args.images))}
+
+    inbox, outbox, state = work / "inbox" / QUEUE, work / "outbox" / QUEUE, work / "var"
+    train_inbox = inbox / "train"
+    min_new = max(1, len(held) - max(1, len(held) // 10))
+    # Until the pairs are in, a schedule that does not fire during the run (this minute, tomorrow).
+    idle_cron = cron_at(datetime.now() - timedelta(minutes=2)).rsplit(" ", 3)[0] + " * * *"
+    cfg = work / "config.toml"
+    write_config(cfg, config_text(work, args, idle_cron, min_new))
+    log = Log(work / "service.log")
+    say("starting the service")
+    t = time.monotonic()
+    proc = start_service(cfg, log.path)
+    result: dict = {}
+    try:
+        say(f"  ready in {time.monotonic() - t:.0f} s, pid {proc.pid}")
+        st = status(state)
+        service = {"device": st.get("device"), "max_batch": st["queues"][QUEUE].get("max_batch"),
+                   "batch_reason": st["queues"][QUEUE].get("batch_reason"),
+                   "torch_threads": args.torch_threads, "ready_seconds": round(time.monotonic() - t, 1)}
+        drop(gen["warm"], "warm", inbox, outbox)
+        idle = timed_drop("idle throughput", gen["idle"], "idle", inbox, outbox, proc.pid)
+
+        # The held pairs, as a user copies them: each file whole under a hidden name, then renamed.
+        say(f"copying {len(held)} held pairs into {train_inbox}")
+        train_inbox.mkdir(parents=True, exist_ok=True)
+        t_pairs = time.monotonic()
+        for src in image_files(args.held):
+            tmp = train_inbox / f".{src.name}.part"
+            shutil.copyfile(src, tmp)
+            os.rename(tmp, train_inbox / src.name)
+        pairs_dir, failed = state / "pairs" / QUEUE, outbox / "failed"
+        names = {p.name for p in held}
+
+        def intake_done():
+            if any(not p.name.startswith(".") for p in train_inbox.iterdir()):
+                return None
+            refused = {n for n in names for f in (failed.iterdir() if failed.is_dir() else [])
+                       if f.name.startswith(n + "_") or f.name.startswith(n + ".")}
+            counts = read_counts(pairs_dir)
+            return (counts, refused) if counts["new"] + len(refused) >= len(held) else None
+
+        counts, refused = wait(intake_done, 600, "the pairs intake to file the held pairs", log)
+        intake = {"filed": counts["new"], "refused": sorted(refused), "pairs_in_state": counts["pairs"],
+                  "seconds": round(time.monotonic() - t_pairs, 1)}
+        say(f"  filed {counts['new']} pair(s), refused {len(refused)}, in {intake['seconds']:.0f} s"
+            + (f" (see {failed})" if refused else ""))
+
+        # The schedule: the first whole minute at least a minute from now, then a reload to apply it.
+        fire = (datetime.now() + timedelta(seconds=60)).replace(second=0, microsecond=0) + timedelta(minutes=1)
+        cron = cron_at(fire)
+        mark = log.mark()
+        write_config(cfg, config_text(work, args, cron, min_new))
+        proc.send_signal(signal.SIGHUP)
+        wait(lambda: log.find(r"^Reloaded:|^Reload refused", mark), 300, "the reload", log)
+        if log.find(r"^Reload refused", mark):
+            raise SystemExit(f"the service refused the new config:\n{log.tail()}")
+        wait(lambda: log.find(r"^retraining scheduled: cron", mark), 60, "the new schedule", log)
+        say(f"retraining scheduled at {fire:%H:%M} (cron {cron!r}); waiting for the job")
+
+        # The scheduled job starts its training child.
+        until = max(0.0, (fire - datetime.now()).total_seconds()) + 300
+        started = wait(lambda: log.find(rf"^retrain {QUEUE}: (training a challenger .* report in (.+)|skipped: .*)$",
+                                        mark), until, "the scheduled job to start", log, every=0.5)
+        if started[1].startswith("skipped"):
+            raise SystemExit(f"the scheduled job was skipped: {started[1]}")
+        job_seen = time.monotonic()
+        report = Path(started[2].strip())
+        job_line = next(w for w, m in log.lines(mark) if m.startswith(f"retrain {QUEUE}: training a challenger"))
+        say(f"  job started at {job_line[11:19]}: {started[1]}")
+        child = int(wait(lambda: (report / "child.pid").is_file() and (report / "child.pid").read_text().strip(),
+                         60, "the training child's pid file", log))
+        train_log = report / "train.log"
+        text = lambda: train_log.read_text(errors="replace") if train_log.is_file() else ""  # noqa: E731
+
+        def loop_running():
+            if LOOP_START.search(text()):
+                return "running"
+            if cpu_seconds(child) is None or (report / "report.json").exists():
+                return "gone"
+            return None
+
+        if wait(loop_running, 60 * args.minutes + 900, "the training loop to start", log, every=0.5) == "gone":
+            raise SystemExit(f"the training child ended before its training loop started; see {train_log}:\n"
+                             + "\n".join(text().splitlines()[-15:]))
+        say(f"  training child pid {child}: training loop started at {LOOP_START.search(text())[1]} "
+            f"({time.monotonic() - job_seen:.0f} s after the job started)")
+
+        training = timed_drop("throughput while training", gen["training"], "train", inbox, outbox, proc.pid, child)
+        ended = LOOP_END.search(text())
+        training["child_alive_at_end"] = cpu_seconds(child) is not None
+        training["loop_running_throughout"] = ended is None and training["child_alive_at_end"]
+        if not training["loop_running_throughout"]:
+            say("  WARNING: the training loop ended before the last result appeared "
+                f"({'at ' + ended[1] if ended else 'the child is gone'}): the figure mixes training and idle; "
+                "use a larger --minutes or a smaller --images")
+
+        # The job's end: report.json, and the champion in service.
+        job_timeout = 60 * args.minutes * 1.25 + 300 + 180 + 300
+        wait(lambda: (report / "report.json").is_file(), job_timeout, "the job's report.json", log, every=1.0)
+        job_end = time.monotonic()
+        rep = json.loads((report / "report.json").read_text())
+        ended = LOOP_END.search(text())
+        training["loop"] = {"from": LOOP_START.search(text())[1], "to": ended[1] if ended else None}
+        say(f"  job finished: {rep['decision']} ({rep['why']})")
+        champion_after = rep.get("champion_after")
+        served = wait(lambda: status(state).get("queues", {}).get(QUEUE, {}).get("model", {}).get("version")
+                      == champion_after and status(state)["queues"][QUEUE]["model"], 60,
+                      f"the service to serve version {champion_after}", log)
+        say(f"  serving version {served['version']} ({served['path']})")
+        idle_after = timed_drop("idle throughput, after the job", gen["idle_after"], "after", inbox, outbox, proc.pid)
+        result = {"service": service, "intake": intake, "cron": cron, "report_dir": str(report), "report": rep,
+                  "job_seconds_seen": round(job_end - job_seen, 1), "served": served,
+                  "throughput": {"idle_before": idle, "training": training, "idle_after": idle_after}}
+    finally:
+        code = stop(proc)
+        say(f"service stopped (exit status {code})")
+
+    registry = Registry(state / "models" / QUEUE)
+    rep = result["report"]
+    champion_dir = registry.champion_dir()
+    champion_v = registry.champion_version()
+    challenger_v = rep.get("version")
+    say("scoring the champion (and a rejected challenger) on the val pairs")
+    champion_scores = base_scores if champion_v == 1 else score(champion_dir, val)
+    challenger_scores = None
+    if challenger_v is not None and challenger_v != champion_v:
+        try:
+            challenger_scores = score(registry.version(challenger_v).path, val)
+        except Exception as e:  # noqa: BLE001 - pruned, say: the summary says so
+            say(f"  challenger version {challenger_v} cannot be scored: {e}")
+    models = {"base": args.base, f"v{champion_v}": champion_dir}
+    if challenger_scores is not None:
+        models[f"v{challenger_v} (rej)"] = registry.version(challenger_v).path
+    if champion_v == 1:
+        models.pop(f"v{champion_v}")
+    sheet(work / "sheet.png", val, models)
+
+    tp = result["throughput"]
+    idle_mean = (tp["idle_before"]["images_per_s"] + tp["idle_after"]["images_per_s"]) / 2
+    summary = {
+        "machine": info, "load_average_start": [round(x, 2) for x in load_start],
+        "load_average_end": [round(x, 2) for x in os.getloadavg()],
+        "inputs": {"base": str(args.base), "held": str(args.held), "held_pairs": len(held),
+                   "base_pairs": str(args.base_pairs), "base_pair_count": len(base_pairs),
+                   "val": str(args.val), "val_pairs": len(val)},
+        "settings": {"max_minutes": args.minutes, "threads": args.threads, "nice": args.nice,
+                     "torch_threads": args.torch_threads, "min_new_pairs": min_new, "images": args.images,
+                     "image_size": list(DROP_SIZE)},
+        "val": {"base": base_scores, "champion": champion_scores, "champion_version": champion_v,
+                "challenger": challenger_scores, "challenger_version": challenger_v,
+                "psnr_change": round(champion_scores["psnr"] - base_scores["psnr"], 3),
+                "colorfulness_change": round(champion_scores["colorfulness"] - base_scores["colorfulness"], 3)},
+        "job": {"decision": rep["decision"], "why": rep["why"], "started": rep["started"],
+                "finished": rep["finished"], "minutes": _minutes(rep["started"], rep["finished"]),
+                "train_seconds": rep.get("train_seconds"), "stopped": rep.get("stopped"),
+                "train_pairs": rep.get("train_pairs"), "held_out_pairs": rep.get("val_pairs"),
+                "held_out_champion": rep.get("champion"), "held_out_challenger": rep.get("challenger"),
+                "report": result["report_dir"], "cron": result["cron"]},
+        "throughput": {**tp, "idle_mean_images_per_s": round(idle_mean, 3),
+                       "share_of_idle": round(tp["training"]["images_per_s"] / idle_mean, 3),
+                       "share_of_idle_before": round(tp["training"]["images_per_s"]
+                                                     / tp["idle_before"]["images_per_s"], 3)},
+        "service": result["service"], "intake": result["intake"], "served": result["served"],
+        "work": str(work),
+    }
+    (work / "retrain_bench.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print()
+    print(render(summary))
+    print(f"\nwritten: {work / 'retrain_bench.json'}, {work / 'sheet.png'}, {work / 'service.log'}; "
+          f"the job's report: {result['report_dir']}")
+
+
+def _minutes(a: str, b: str) -> float:
+    return round((datetime.fromisoformat(b) - datetime.fromisoformat(a)).total_seconds() / 60, 2)
+
+
+def render(s: dict) -> str:
+    v, job, tp, m = s["val"], s["job"], s["throughput"], s["machine"]
+    base, champ, chall = v["base"], v["champion"], v["challenger"]
+    held = s["inputs"]
+    out = [f"Retraining in a running service (queue {QUEUE}), {job['started'][:16].replace('T', ' ')}",
+           f"machine:   {describe_machine(m)}",
+           f"           load average {s['load_average_start'][0]:.1f} at the start, "
+           f"{s['load_average_end'][0]:.1f} at the end",
+           f"data:      {held['held_pairs']} held pairs dropped into inbox/{QUEUE}/train/ ({s['intake']['filed']} filed, "
+           f"{len(s['intake']['refused'])} refused); base_pairs {held['base_pair_count']}; "
+           f"val {held['val_pairs']} pairs",
+           f"job:       cron {job['cron']!r}, max_minutes {s['settings']['max_minutes']:g}, threads "
+           f"{s['settings']['threads']}, nice {s['settings']['nice']}; {job['train_pairs']} pairs trained, "
+           f"{job['held_out_pairs']} held out by hash",
+           f"           {job['minutes']:.1f} min from start to decision (training {job['train_seconds']} s, "
+           f"stopped by {job['stopped']})",
+           f"decision:  {job['decision'].upper()}: {job['why']}",
+           "",
+           f"  on the val pairs ({base['pairs']})     base (v1)   champion (v{v['champion_version']})   change"
+           + (f"   rejected challenger (v{v['challenger_version']})" if chall else ""),
+           f"  PSNR, dB              {base['psnr']:9.2f}   {champ['psnr']:15.2f}   {v['psnr_change']:+6.2f}"
+           + (f"   {chall['psnr']:30.2f}" if chall else ""),
+           f"  colorfulness          {base['colorfulness']:9.1f}   {champ['colorfulness']:15.1f}   "
+           f"{v['colorfulness_change']:+6.1f}" + (f"   {chall['colorfulness']:30.1f}" if chall else ""),
+           f"  (truth colorfulness {base['truth_colorfulness']:.1f}; gray baseline {base['gray_psnr']:.2f} dB)"]
+    hc, hh = job["held_out_champion"], job["held_out_challenger"]
+    if hc and hh:
+        out.append(f"  on the job's {job['held_out_pairs']} held-out pairs: champion PSNR {hc['psnr']:.2f} dB, "
+                   f"colorfulness {hc['colorfulness']:.1f}; challenger {hh['psnr']:.2f} dB, "
+                   f"{hh['colorfulness']:.1f}")
+    t = tp["training"]
+    checked = ("the training loop ran throughout" if t["loop_running_throughout"]
+               else "WARNING: the training loop ended before the last result")
+    out += ["",
+            f"  conversion, {t['images']} gray {DROP_SIZE[0]}x{DROP_SIZE[1]} JPEGs at once "
+            f"(batch {s['service']['max_batch']}, torch_threads {s['service']['torch_threads']}, "
+            f"device {s['service']['device']})",
+            f"  idle, before the job     {tp['idle_before']['images_per_s']:7.2f} images/s",
+            f"  while training           {t['images_per_s']:7.2f} images/s   ({checked}; training child "
+            f"{t.get('training_child_cores')} cores)",
+            f"  idle, after the job      {tp['idle_after']['images_per_s']:7.2f} images/s",
+            f"  share of idle (mean)     {tp['share_of_idle']:7.2f}   (aim >= 0.5)"]
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    main()
