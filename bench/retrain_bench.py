@@ -24,7 +24,9 @@ benchmark:
    config), then waits for that scheduled job to start its training child;
 6. once the child's training loop runs, measures conversion throughput again,
    the same way with the same count, and checks that the loop was still
-   running when the last result appeared (says so if it was not);
+   running when the last result appeared: no end of the loop in the child's
+   train.log, the child alive, and its time budget not yet spent (a WARNING
+   when any fails: the figure then mixes training and idle);
 7. waits for the run's report.json (<state>/reports/colorize/<time>/), reads
    the decision, the champion's and challenger's scores on the job's
    held-out pairs and the minutes it took; waits until the service serves the
@@ -76,7 +78,9 @@ DROP_SIZE = (256, 384)    # width, height of the generated befores
 WARM_UP = 8               # files through the service before the first timed batch
 # The service's log: "2026-11-25 15:31:11.123 INFO    message".
 LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) \S+\s+(.*)$", re.M)
-# The training child's log (train.log): "15:31:11 message".
+# The training child's log (train.log): "15:31:11 message". Its time budget starts between the
+# "training colorize on N pairs" line and the first evaluation's "start:" line; the loop follows.
+BUDGET_FROM = re.compile(r"^(\d\d:\d\d:\d\d) training \S+ on \d+ pairs", re.M)
 LOOP_START = re.compile(r"^(\d\d:\d\d:\d\d) start: val loss", re.M)
 # The first line after the training loop: the decoding knob's calibration (bins / blend heads),
 # or the final full-size validation (regression head).
@@ -114,6 +118,12 @@ def machine() -> dict:
 def describe_machine(m: dict) -> str:
     return (f"{m['cpus']} CPU(s) ({m['cpu_model'] or 'model unknown'}), {m['memory_gib']} GiB, "
             f"{m['gpu'] or 'no GPU'}; torch {m['torch']}, Python {m['python']}")
+
+
+def child_clock(hms: str, near: datetime) -> datetime:
+    """A train.log time of day (HH:MM:SS) as the datetime nearest to near (the job's start)."""
+    t = datetime.combine(near.date(), datetime.strptime(hms, "%H:%M:%S").time())
+    return min((t + timedelta(days=d) for d in (-1, 0, 1)), key=lambda c: abs((c - near).total_seconds()))
 
 
 def cpu_seconds(pid: int) -> float | None:
@@ -247,8 +257,8 @@ def drop(files: list[Path], prefix: str, inbox: Path, outbox: Path) -> dict:
     done = lambda: all((outbox / n).exists() for n in names)  # noqa: E731
     t1 = wait_until(done, 1800, every=0.02)
     return {"images": len(files), "seconds": round(t1 - t0, 3), "images_per_s": round(len(files) / (t1 - t0), 3),
-            "from": datetime.fromtimestamp(wall0).isoformat(timespec="seconds"),
-            "to": datetime.fromtimestamp(wall0 + t1 - t0).isoformat(timespec="seconds")}
+            "from": datetime.fromtimestamp(wall0).isoformat(timespec="milliseconds"),
+            "to": datetime.fromtimestamp(wall0 + t1 - t0).isoformat(timespec="milliseconds")}
 
 
 def timed_drop(label: str, files, prefix, inbox, outbox, service_pid: int, child_pid: int | None = None) -> dict:
@@ -436,11 +446,18 @@ def run(args, work: Path) -> None:
         training = timed_drop("throughput while training", gen["training"], "train", inbox, outbox, proc.pid, child)
         ended = LOOP_END.search(text())
         training["child_alive_at_end"] = cpu_seconds(child) is not None
-        training["loop_running_throughout"] = ended is None and training["child_alive_at_end"]
+        # The loop runs until its time budget is spent: it surely ran while the budget's earliest end
+        # (counted from the line before the budget starts, to the second) was still ahead.
+        job_start = datetime.strptime(job_line, "%Y-%m-%d %H:%M:%S.%f")
+        budget_end = child_clock(BUDGET_FROM.search(text())[1], job_start) + timedelta(minutes=args.minutes)
+        training["budget_left_s"] = round((budget_end - datetime.fromisoformat(training["to"])).total_seconds())
+        training["loop_running_throughout"] = (ended is None and training["child_alive_at_end"]
+                                               and training["budget_left_s"] >= 0)
         if not training["loop_running_throughout"]:
-            say("  WARNING: the training loop ended before the last result appeared "
-                f"({'at ' + ended[1] if ended else 'the child is gone'}): the figure mixes training and idle; "
-                "use a larger --minutes or a smaller --images")
+            say("  WARNING: the training loop may have ended before the last result appeared "
+                f"({'its end logged at ' + ended[1] if ended else 'its time budget ran out'}"
+                f"{'' if training['child_alive_at_end'] else '; the child is gone'}): the figure mixes training "
+                "and idle; use a larger --minutes or a smaller --images")
 
         # The job's end: report.json, and the champion in service.
         job_timeout = 60 * args.minutes * 1.25 + 300 + 180 + 300
@@ -526,26 +543,33 @@ def render(s: dict) -> str:
     v, job, tp, m = s["val"], s["job"], s["throughput"], s["machine"]
     base, champ, chall = v["base"], v["champion"], v["challenger"]
     held = s["inputs"]
+    cols = [("base (v1)", base), (f"champion (v{v['champion_version']})", champ)]
+    if chall:
+        cols.append((f"rejected (v{v['challenger_version']})", chall))
+
+    def row(label: str, key: str, fmt: str, change: str) -> str:
+        cells = "".join(f"{format(m[key], fmt):>16}" for _, m in cols[:2])
+        rest = "".join(f"{format(m[key], fmt):>16}" for _, m in cols[2:])
+        return f"  {label:<24}{cells}{change:>9}{rest}"
+
     out = [f"Retraining in a running service (queue {QUEUE}), {job['started'][:16].replace('T', ' ')}",
            f"machine:   {describe_machine(m)}",
            f"           load average {s['load_average_start'][0]:.1f} at the start, "
            f"{s['load_average_end'][0]:.1f} at the end",
-           f"data:      {held['held_pairs']} held pairs dropped into inbox/{QUEUE}/train/ ({s['intake']['filed']} filed, "
-           f"{len(s['intake']['refused'])} refused); base_pairs {held['base_pair_count']}; "
-           f"val {held['val_pairs']} pairs",
+           f"data:      {held['held_pairs']} held pairs dropped into inbox/{QUEUE}/train/ "
+           f"({s['intake']['filed']} filed, {len(s['intake']['refused'])} refused); "
+           f"base_pairs {held['base_pair_count']}; val {held['val_pairs']} pairs",
            f"job:       cron {job['cron']!r}, max_minutes {s['settings']['max_minutes']:g}, threads "
            f"{s['settings']['threads']}, nice {s['settings']['nice']}; {job['train_pairs']} pairs trained, "
            f"{job['held_out_pairs']} held out by hash",
-           f"           {job['minutes']:.1f} min from start to decision (training {job['train_seconds']} s, "
-           f"stopped by {job['stopped']})",
+           f"           {job['minutes']:.1f} min from start to decision (the child ran {job['train_seconds']} s, "
+           f"its training stopped by {job['stopped']})",
            f"decision:  {job['decision'].upper()}: {job['why']}",
            "",
-           f"  on the val pairs ({base['pairs']})     base (v1)   champion (v{v['champion_version']})   change"
-           + (f"   rejected challenger (v{v['challenger_version']})" if chall else ""),
-           f"  PSNR, dB              {base['psnr']:9.2f}   {champ['psnr']:15.2f}   {v['psnr_change']:+6.2f}"
-           + (f"   {chall['psnr']:30.2f}" if chall else ""),
-           f"  colorfulness          {base['colorfulness']:9.1f}   {champ['colorfulness']:15.1f}   "
-           f"{v['colorfulness_change']:+6.1f}" + (f"   {chall['colorfulness']:30.1f}" if chall else ""),
+           f"  {'on the ' + str(base['pairs']) + ' val pairs':<24}" + "".join(f"{c:>16}" for c, _ in cols[:2])
+           + f"{'change':>9}" + "".join(f"{c:>16}" for c, _ in cols[2:]),
+           row("PSNR, dB", "psnr", ".2f", f"{v['psnr_change']:+.2f}"),
+           row("colorfulness", "colorfulness", ".1f", f"{v['colorfulness_change']:+.1f}"),
            f"  (truth colorfulness {base['truth_colorfulness']:.1f}; gray baseline {base['gray_psnr']:.2f} dB)"]
     hc, hh = job["held_out_champion"], job["held_out_challenger"]
     if hc and hh:
@@ -554,7 +578,7 @@ def render(s: dict) -> str:
                    f"{hh['colorfulness']:.1f}")
     t = tp["training"]
     checked = ("the training loop ran throughout" if t["loop_running_throughout"]
-               else "WARNING: the training loop ended before the last result")
+               else "WARNING: training may have ended before the last result")
     out += ["",
             f"  conversion, {t['images']} gray {DROP_SIZE[0]}x{DROP_SIZE[1]} JPEGs at once "
             f"(batch {s['service']['max_batch']}, torch_threads {s['service']['torch_threads']}, "
