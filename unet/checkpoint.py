@@ -82,6 +82,9 @@ def code_version() -> str:
 def _write_atomic(path: Path, write) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a model is as readable as any file written here
     try:
         write(tmp)
         with open(tmp, "rb+") as f:
