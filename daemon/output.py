@@ -19,6 +19,7 @@ FORMAT_EXT = {"jpeg": ".jpg", "png": ".png", "webp": ".webp", "tiff": ".tif"}
 # Formats we read but do not write: a GIF result would be palette-quantized.
 WRITE_INSTEAD = {".gif": ".png"}
 TEMP_PREFIX = ".reverser-"
+RECEIPT_PREFIX = TEMP_PREFIX + "receipt-"   # + a claim's ticket: see write_atomic(receipt=)
 _BEFORE = re.compile(r"_before$", re.IGNORECASE)
 
 
@@ -59,39 +60,65 @@ def _icc_fits(space: bytes, mode: str) -> bool:
     return (space == b"RGB " and mode in ("RGB", "RGBA")) or (space == b"GRAY" and mode in ("L", "LA"))
 
 
-def write_atomic(folder: Path, name: str, data: bytes, on_exists: str = "number") -> Path:
+def write_atomic(folder: Path, name: str, data: bytes, on_exists: str = "number",
+                 receipt: str | None = None) -> Path:
     """Write data as folder/name so no reader ever sees a partial file; return the final path.
 
     on_exists="number" never replaces a file: NAME_after.jpg taken gives
     NAME_after-1.jpg, and so on. The final name is claimed with link(), which
     fails when the name exists, so two writers cannot both take it.
+
+    receipt: write through folder/receipt (a hidden name) and keep it after the
+    result is in place, as a second hard link to it, until the caller removes it.
+    A link count of 2 then proves the result was placed; see spool.py for how a
+    restart uses that. Where hard links are not supported the receipt is lost
+    in the rename.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f"{TEMP_PREFIX}{secrets.token_hex(6)}.tmp"
+    tmp = folder / (receipt or f"{TEMP_PREFIX}{secrets.token_hex(6)}.tmp")
+    if receipt:
+        tmp.unlink(missing_ok=True)  # left by an attempt that never placed its result
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    placed = False
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        if on_exists == "replace":
-            final = folder / name
+        final = _place(tmp, folder, name, on_exists, keep=bool(receipt))
+        placed = True
+        return final
+    finally:
+        if not (placed and receipt):
+            tmp.unlink(missing_ok=True)
+
+
+def _place(tmp: Path, folder: Path, name: str, on_exists: str, keep: bool) -> Path:
+    """Give the written file tmp its final name in folder; keep: tmp stays as a second link."""
+    if on_exists == "replace":
+        final = folder / name
+        if keep:
+            second = folder / f"{TEMP_PREFIX}{secrets.token_hex(6)}.tmp"
+            os.link(tmp, second)
+            try:
+                os.replace(second, final)
+            finally:
+                second.unlink(missing_ok=True)
+        else:
+            os.replace(tmp, final)
+        return final
+    stem, ext = os.path.splitext(name)
+    for n in range(0, 100_000):
+        final = folder / (name if n == 0 else f"{stem}-{n}{ext}")
+        try:
+            os.link(tmp, final)
+            return final
+        except FileExistsError:
+            continue
+        except OSError:
+            # Filesystems without hard links (some network shares): check, then rename.
+            if final.exists():
+                continue
             os.replace(tmp, final)
             return final
-        stem, ext = os.path.splitext(name)
-        for n in range(0, 100_000):
-            final = folder / (name if n == 0 else f"{stem}-{n}{ext}")
-            try:
-                os.link(tmp, final)
-                return final
-            except FileExistsError:
-                continue
-            except OSError:
-                # Filesystems without hard links (some network shares): check, then rename.
-                if final.exists():
-                    continue
-                os.replace(tmp, final)
-                return final
-        raise FileExistsError(f"{folder}: no free name for {name}")
-    finally:
-        tmp.unlink(missing_ok=True)
+    raise FileExistsError(f"{folder}: no free name for {name}")

@@ -83,6 +83,7 @@ class Job:
     complete_at: float = field(default_factory=time.monotonic)
     label: str = ""                             # the name to show a user (not the work/ name)
     size: int = 0
+    receipt: str = ""                           # write the result through out_dir/receipt and keep it
 
 
 @dataclass
@@ -378,7 +379,7 @@ class Pipeline:
         except Exception as e:
             return self._fail(job, f"cannot encode the result: {type(e).__name__}: {e}")
         try:
-            out = write_atomic(job.out_dir, job.out_name, data, self.s.on_exists)
+            out = write_atomic(job.out_dir, job.out_name, data, self.s.on_exists, receipt=job.receipt or None)
         except OSError as e:
             return self._retry(job, attempt, e, lambda n: self._encoders.submit(self._encode, item, y, n))
         self._finish(job, Outcome(True, out, size=job.size, ms=1000 * (time.monotonic() - job.complete_at)))

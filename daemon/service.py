@@ -293,7 +293,7 @@ class Service:
             return
         job = Job(spool.queue, item.path, self.cfg.outbox(spool.queue),
                   output_name(item.name, self.cfg.output.format), partial(self._finished, spool, item),
-                  complete_at, label=item.name, size=st.st_size)
+                  complete_at, label=item.name, size=st.st_size, receipt=spool.receipt(item))
         if not pipeline.submit(job):
             logger.debug("{}: {} stays in work/ (stopping)", spool.queue, item.name)
 
@@ -305,9 +305,11 @@ class Service:
             return
         try:
             spool.done(item)
+            spool.forget_receipt(item)
         except OSError as e:
             log.error("{}: {} was converted, but moving the input out of work/ failed ({}); "
-                      "it would be converted again at the next start", q, item.name, e)
+                      "it stays there, and the next start moves it to done/ without converting it again",
+                      q, item.name, e)
         self.board.record(q, True)
         self.metrics.file_processed(q, outcome.ms / 1000)  # metrics:
         log.bind(output=outcome.output.name, bytes=outcome.size, ms=round(outcome.ms)).info(

@@ -9,6 +9,15 @@ instance that claimed the file, and every instance holds a lock while it runs:
 at start-up, files in work/ whose instance holds no lock (it crashed or was
 killed) go back through the pipeline. Locks, not pids, decide, so a reused pid
 (after a reboot, or pid 1 in two containers) cannot hide a crashed instance's files.
+
+A result and its input cannot move in one step, so a crash between the result's
+rename into the outbox and the input's move out of work/ would convert the input
+again at the next start. Receipts close that window: the result is written
+through outbox/<q>/.reverser-receipt-<ticket>, which stays behind as a second hard
+link to it until the input has left work/. At start-up a claimed file whose
+receipt has a link count of 2 was converted already: its input goes to done/,
+and it is not converted again. A receipt with a count of 1 is an attempt that
+never placed its result, and the file is converted as any other.
 """
 
 from __future__ import annotations
@@ -29,7 +38,7 @@ from pathlib import Path
 from loguru import logger
 
 from .config import Config
-from .output import TEMP_PREFIX, write_atomic
+from .output import RECEIPT_PREFIX, TEMP_PREFIX, write_atomic
 
 REASON_SUFFIX = ".reason.txt"
 FALLBACK_WORK = ".reverser-work"  # used when the inbox and <state> are on different filesystems
@@ -46,6 +55,12 @@ class Claimed:
     queue: str
     path: Path      # where it is now: work/<q>/<ticket>@NAME
     name: str       # the name it was dropped under
+
+    @property
+    def ticket(self) -> str:
+        """The claim's ticket, '' for a file put into work/ by hand."""
+        ticket, sep, _ = self.path.name.partition("@")
+        return ticket if sep else ""
 
 
 class Owner:
@@ -97,6 +112,7 @@ class Spool:
         self.inbox = cfg.inbox(queue)
         self.done_dir = cfg.state_dir("done", queue)
         self.failed_dir = cfg.failed(queue)
+        self.outbox = cfg.outbox(queue)
         self.keep_inputs = cfg.output.keep_inputs
         for d in (self.inbox, cfg.state_dir("work", queue)):
             d.mkdir(parents=True, exist_ok=True)
@@ -136,8 +152,68 @@ class Spool:
                      on_exists="replace")
         return final
 
+    def receipt(self, item: Claimed) -> str:
+        """The name of item's receipt in the outbox ('' when it has no ticket); see the module docstring."""
+        return f"{RECEIPT_PREFIX}{item.ticket}" if item.ticket else ""
+
+    def forget_receipt(self, item: Claimed) -> None:
+        """The input has left work/: its receipt has done its job."""
+        if item.ticket:
+            (self.outbox / self.receipt(item)).unlink(missing_ok=True)
+
     def recover(self, include_own: bool = False) -> list[Claimed]:
-        """Files in work/ whose claimant is gone (a crash), oldest first; with include_own, ours as well."""
+        """Files in work/ whose claimant is gone (a crash), oldest first; with include_own, ours as well.
+
+        Those whose result was written before the crash are moved to done/ here, not returned.
+        """
+        found = [c for c in self._unowned(include_own) if not self._settled(c)]
+        self._drop_receipts(include_own)
+        return found
+
+    def _settled(self, item: Claimed) -> bool:
+        """Whether item's result is in the outbox already (its receipt has a second link); if so, finish it."""
+        if not item.ticket:
+            return False
+        receipt = self.outbox / self.receipt(item)
+        try:
+            links = os.lstat(receipt).st_nlink
+        except FileNotFoundError:
+            return False
+        if links < 2:
+            receipt.unlink(missing_ok=True)  # written, never placed: convert it again
+            return False
+        try:
+            self.done(item)
+        except OSError as e:
+            logger.error("{}: {} was converted before the last stop, but moving it out of work/ failed ({}); "
+                         "it stays there and is not converted again", self.queue, item.name, e)
+            return True
+        receipt.unlink(missing_ok=True)
+        logger.info("{}: {} was converted before the last stop (its result is in {}); not converting it again",
+                    self.queue, item.name, self.outbox)
+        return True
+
+    def _drop_receipts(self, include_own: bool) -> None:
+        """Remove receipts whose claim is over (the input left work/) and whose writer no longer runs."""
+        try:
+            receipts = [e.name for e in os.scandir(self.outbox) if e.name.startswith(RECEIPT_PREFIX)]
+        except FileNotFoundError:
+            return
+        tickets = set()
+        for folder in self.work_dirs:
+            try:
+                tickets |= {e.name.partition("@")[0] for e in os.scandir(folder) if "@" in e.name}
+            except FileNotFoundError:
+                continue
+        for name in receipts:
+            ticket = name[len(RECEIPT_PREFIX):]
+            owner_id = ticket.rpartition("-")[0]
+            mine = owner_id == self.owner.id
+            over = (mine and include_own) or (not mine and not self.owner.is_alive(owner_id))
+            if ticket not in tickets and over:
+                (self.outbox / name).unlink(missing_ok=True)
+
+    def _unowned(self, include_own: bool) -> list[Claimed]:
         found = []
         for folder in self.work_dirs:
             try:
@@ -169,6 +245,8 @@ def sweep_temp(folder: Path, older_than: float = 600.0) -> int:
     except OSError:
         return 0
     for e in entries:
+        if e.name.startswith(RECEIPT_PREFIX):
+            continue  # a receipt tells recovery a result was written: Spool.recover() removes it
         try:
             if e.name.startswith(TEMP_PREFIX) and now - e.stat(follow_symlinks=False).st_mtime > older_than:
                 os.unlink(e.path)
