@@ -70,10 +70,15 @@ class Owner:
         self.id = f"{os.getpid()}x{secrets.token_hex(3)}"
         self.dir = work_root / ".owners"
         self.dir.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.dir / f"{self.id}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        # Locked under a hidden name, then renamed into place: a lock file seen under
+        # its real name is always held by a live instance, or by none (it was killed).
+        hidden = self.dir / f".{self.id}.lock"
+        self._fd = os.open(hidden, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.rename(hidden, self.dir / f"{self.id}.lock")
         self._seq = itertools.count()
         self._lock = threading.Lock()
+        self._sweep()
 
     def ticket(self) -> str:
         with self._lock:
@@ -96,6 +101,29 @@ class Owner:
             os.close(fd)  # also releases the lock we may just have taken
         path.unlink(missing_ok=True)  # a dead instance's lock file: tidy it away
         return False
+
+    def _sweep(self, grace: float = 60.0) -> None:
+        """Remove the lock files that killed instances left behind (is_alive() removes a dead one's)."""
+        now = time.time()
+        for e in os.scandir(self.dir):
+            if not e.name.endswith(".lock"):
+                continue
+            if not e.name.startswith("."):
+                self.is_alive(e.name[:-len(".lock")])
+                continue
+            try:  # killed between creating its lock and naming it: only old ones, never a starting one
+                if now - e.stat().st_mtime < grace:
+                    continue
+                fd = os.open(e.path, os.O_RDWR)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                os.unlink(e.path)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
 
     def close(self) -> None:
         if self._fd >= 0:
