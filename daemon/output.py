@@ -20,6 +20,7 @@ FORMAT_EXT = {"jpeg": ".jpg", "png": ".png", "webp": ".webp", "tiff": ".tif"}
 WRITE_INSTEAD = {".gif": ".png"}
 TEMP_PREFIX = ".reverser-"
 RECEIPT_PREFIX = TEMP_PREFIX + "receipt-"   # + a claim's ticket: see write_atomic(receipt=)
+_writer = ""   # the running service's instance id (spool.Owner), put into temporary names
 _BEFORE = re.compile(r"_before$", re.IGNORECASE)
 
 
@@ -60,6 +61,23 @@ def _icc_fits(space: bytes, mode: str) -> bool:
     return (space == b"RGB " and mode in ("RGB", "RGBA")) or (space == b"GRAY" and mode in ("L", "LA"))
 
 
+def sign_temp_files(owner_id: str) -> None:
+    """Put owner_id into this process's temporary names, so a restart can tell a dead writer's leftovers."""
+    global _writer
+    _writer = owner_id
+
+
+def temp_name() -> str:
+    """.reverser-[OWNER-]HEX.tmp: a hidden name, signed by the service instance that writes it, if any."""
+    return f"{TEMP_PREFIX}{_writer + '-' if _writer else ''}{secrets.token_hex(6)}.tmp"
+
+
+def temp_writer(name: str) -> str:
+    """The instance id in a temporary name made by temp_name(), '' when it has none."""
+    body = name[len(TEMP_PREFIX):]
+    return body.rpartition("-")[0] if name.startswith(TEMP_PREFIX) and body.endswith(".tmp") else ""
+
+
 def write_atomic(folder: Path, name: str, data: bytes, on_exists: str = "number",
                  receipt: str | None = None) -> Path:
     """Write data as folder/name so no reader ever sees a partial file; return the final path.
@@ -75,7 +93,7 @@ def write_atomic(folder: Path, name: str, data: bytes, on_exists: str = "number"
     in the rename.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / (receipt or f"{TEMP_PREFIX}{secrets.token_hex(6)}.tmp")
+    tmp = folder / (receipt or temp_name())
     if receipt:
         tmp.unlink(missing_ok=True)  # left by an attempt that never placed its result
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -98,7 +116,7 @@ def _place(tmp: Path, folder: Path, name: str, on_exists: str, keep: bool) -> Pa
     if on_exists == "replace":
         final = folder / name
         if keep:
-            second = folder / f"{TEMP_PREFIX}{secrets.token_hex(6)}.tmp"
+            second = folder / temp_name()
             os.link(tmp, second)
             try:
                 os.replace(second, final)

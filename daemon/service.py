@@ -183,8 +183,9 @@ class Service:
     def _bring_up(self, cfg: Config, predictors: dict[str, Predictor], recover_own: bool = False) -> None:
         """Spools, pipeline, recovery of work/, the inbox watcher and the champion watch, for cfg."""
         self.spools = {q: Spool(cfg, q, self.owner) for q in cfg.queues}
-        for folder in [cfg.paths.state] + [d for q in cfg.queues for d in (cfg.outbox(q), cfg.failed(q))]:
-            sweep_temp(folder)  # half-written temporary files of a killed process
+        for folder in [cfg.paths.state] + [d for q in cfg.queues
+                                           for d in (cfg.outbox(q), cfg.failed(q), cfg.state_dir("done", q))]:
+            sweep_temp(folder, is_alive=self.owner.is_alive)  # half-written temporary files of a killed process
         batches = {}
         for q, p in predictors.items():
             n, why = self._max_batch(cfg, q, p)

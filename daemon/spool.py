@@ -38,7 +38,7 @@ from pathlib import Path
 from loguru import logger
 
 from .config import Config
-from .output import RECEIPT_PREFIX, TEMP_PREFIX, write_atomic
+from .output import RECEIPT_PREFIX, TEMP_PREFIX, sign_temp_files, temp_name, temp_writer, write_atomic
 
 REASON_SUFFIX = ".reason.txt"
 FALLBACK_WORK = ".reverser-work"  # used when the inbox and <state> are on different filesystems
@@ -79,6 +79,7 @@ class Owner:
         self._seq = itertools.count()
         self._lock = threading.Lock()
         self._sweep()
+        sign_temp_files(self.id)
 
     def ticket(self) -> str:
         with self._lock:
@@ -262,10 +263,12 @@ class Spool:
         return [c for _, c in sorted(found, key=lambda t: t[0])]
 
 
-def sweep_temp(folder: Path, older_than: float = 600.0) -> int:
+def sweep_temp(folder: Path, older_than: float = 600.0, is_alive=None) -> int:
     """Remove our temporary files (TEMP_PREFIX) that a killed process left in folder; return how many.
 
-    Only old ones: a live service sharing the folder may be writing a fresh one.
+    A file signed by a service instance (output.temp_name) goes as soon as is_alive says that
+    instance no longer runs; others only when old, as a live process sharing the folder may be
+    writing a fresh one.
     """
     removed, now = 0, time.time()
     try:
@@ -273,10 +276,12 @@ def sweep_temp(folder: Path, older_than: float = 600.0) -> int:
     except OSError:
         return 0
     for e in entries:
-        if e.name.startswith(RECEIPT_PREFIX):
+        if e.name.startswith(RECEIPT_PREFIX) or not e.name.startswith(TEMP_PREFIX):
             continue  # a receipt tells recovery a result was written: Spool.recover() removes it
         try:
-            if e.name.startswith(TEMP_PREFIX) and now - e.stat(follow_symlinks=False).st_mtime > older_than:
+            writer = temp_writer(e.name)
+            dead = bool(writer) and is_alive is not None and not is_alive(writer)
+            if dead or now - e.stat(follow_symlinks=False).st_mtime > older_than:
                 os.unlink(e.path)
                 removed += 1
         except OSError:
@@ -308,7 +313,7 @@ def move_into(src: Path, folder: Path, name: str) -> Path:
     st = os.lstat(src)
     staged = src
     if st.st_dev != os.stat(folder).st_dev:
-        staged = folder / f"{TEMP_PREFIX}{secrets.token_hex(6)}.tmp"
+        staged = folder / temp_name()
         _copy(src, staged, st)
     try:
         final = _place(staged, folder, name)

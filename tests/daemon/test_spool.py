@@ -153,3 +153,16 @@ def test_sweep_removes_only_old_temporary_files(tmp_path):
     os.utime(other, (time.time() - 3600, time.time() - 3600))
     assert sweep_temp(tmp_path) == 1
     assert names(tmp_path) == [".reverser-bbb.tmp", "keep.jpg"]
+
+
+def test_sweep_removes_a_dead_instances_temporary_files_at_once(tmp_path):
+    alive = Owner(tmp_path / "work")
+    try:
+        mine, theirs = tmp_path / f".reverser-{alive.id}-aaa.tmp", tmp_path / ".reverser-999xdead00-bbb.tmp"
+        receipt = tmp_path / ".reverser-receipt-999xdead00-3"
+        for p in (mine, theirs, receipt):
+            p.write_bytes(b"x")
+        assert sweep_temp(tmp_path, is_alive=alive.is_alive) == 1
+        assert mine.exists() and receipt.exists() and not theirs.exists()
+    finally:
+        alive.close()
