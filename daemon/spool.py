@@ -41,6 +41,7 @@ from .config import Config
 from .output import RECEIPT_PREFIX, TEMP_PREFIX, sign_temp_files, temp_name, temp_writer, write_atomic
 
 REASON_SUFFIX = ".reason.txt"
+NAME_MAX = 255   # bytes in one file name, on every filesystem Linux mounts for this
 FALLBACK_WORK = ".reverser-work"  # used when the inbox and <state> are on different filesystems
 
 
@@ -59,6 +60,8 @@ class Claimed:
     @property
     def ticket(self) -> str:
         """The claim's ticket, '' for a file put into work/ by hand."""
+        if self.path.parent.name.endswith("@"):
+            return self.path.parent.name[:-1]  # a long name, claimed into work/<q>/<ticket>@/NAME
         ticket, sep, _ = self.path.name.partition("@")
         return ticket if sep else ""
 
@@ -159,24 +162,40 @@ class Spool:
 
     def claim(self, path: Path) -> Claimed:
         """Take path out of the inbox by one atomic rename; raise Lost when it is already gone."""
-        target = self.work / f"{self.owner.ticket()}@{path.name}"
+        ticket = self.owner.ticket()
+        target = self.work / f"{ticket}@{path.name}"
+        folder = None
+        if len(os.fsencode(target.name)) > NAME_MAX:
+            # The ticket does not fit beside a name this long: the file keeps its name
+            # in a folder named by the ticket instead, work/<q>/<ticket>@/NAME.
+            folder = self.work / f"{ticket}@"
+            folder.mkdir()
+            target = folder / path.name
         try:
             os.rename(path, target)
-        except FileNotFoundError:
-            raise Lost(path) from None
+        except BaseException as e:
+            if folder is not None:
+                folder.rmdir()
+            if isinstance(e, FileNotFoundError):
+                raise Lost(path) from None
+            raise
         return Claimed(self.queue, target, path.name)
 
     def done(self, item: Claimed) -> Path | None:
         """The input succeeded: keep it in done/ (never replacing an older one) or delete it."""
         if not self.keep_inputs:
             item.path.unlink(missing_ok=True)
+            _left(item)
             return None
-        return move_into(item.path, self.done_dir, item.name)
+        final = move_into(item.path, self.done_dir, item.name)
+        _left(item)
+        return final
 
     def quarantine(self, item: Claimed, problem: str, hint: str = "") -> Path:
         """Move a failed input to outbox/<q>/failed/ with NAME.reason.txt beside it; return its new path."""
         final = move_into(item.path, self.failed_dir, item.name)
-        write_atomic(self.failed_dir, final.name + REASON_SUFFIX,
+        _left(item)
+        write_atomic(self.failed_dir, reason_name(final.name),
                      reason_text(final.name, self.queue, self.inbox, problem, hint).encode("utf-8"),
                      on_exists="replace")
         return final
@@ -250,7 +269,8 @@ class Spool:
             except FileNotFoundError:
                 continue
             for e in entries:
-                if e.name.startswith(TEMP_PREFIX) or e.is_dir(follow_symlinks=False):
+                is_dir = e.is_dir(follow_symlinks=False)
+                if e.name.startswith(TEMP_PREFIX) or (is_dir and not e.name.endswith("@")):
                     continue
                 ticket, sep, name = e.name.partition("@")
                 owner_id = ticket.rpartition("-")[0] if sep else ""
@@ -258,9 +278,31 @@ class Spool:
                     continue
                 if sep and owner_id != self.owner.id and self.owner.is_alive(owner_id):
                     continue  # another running service's work in progress
-                found.append((e.stat(follow_symlinks=False).st_mtime_ns,
-                              Claimed(self.queue, Path(e.path), name if sep else e.name)))
+                path = Path(e.path)
+                if is_dir:  # a long name's claim: work/<q>/<ticket>@/NAME
+                    inside = [p for p in path.iterdir()]
+                    if not inside:
+                        path.rmdir()  # killed between making the folder and the rename into it
+                        continue
+                    path, name = inside[0], inside[0].name
+                found.append((path.lstat().st_mtime_ns, Claimed(self.queue, path, name if sep else e.name)))
         return [c for _, c in sorted(found, key=lambda t: t[0])]
+
+
+def _left(item: Claimed) -> None:
+    """The input has left work/: remove the folder a long name was claimed into."""
+    if item.path.parent.name.endswith("@"):
+        try:
+            item.path.parent.rmdir()
+        except OSError:
+            pass
+
+
+def reason_name(name: str) -> str:
+    """NAME.reason.txt, the name cut short when the whole would not fit (the note names the file in full)."""
+    while len(os.fsencode(name + REASON_SUFFIX)) > NAME_MAX:
+        name = name[:-1]
+    return name + REASON_SUFFIX
 
 
 def sweep_temp(folder: Path, older_than: float = 600.0, is_alive=None) -> int:

@@ -44,6 +44,24 @@ def test_a_claim_moves_the_file_into_work_and_keeps_its_name(cfg, owner):
         spool.claim(cfg.inbox("colorize") / "a b_before.jpg")
 
 
+def test_a_name_too_long_to_carry_a_ticket_is_claimed_into_a_folder_and_recovered(cfg, owner):
+    long = "n" * (255 - len("_before.jpg")) + "_before.jpg"
+    spool = Spool(cfg, "colorize", owner)
+    item = spool.claim(drop(cfg, long))
+    assert item.name == long and item.path.name == long and item.ticket and item.path.read_bytes() == b"image bytes"
+    later = Owner(cfg.state_dir("work"))   # the first instance is killed; a new one starts
+    try:
+        owner.close()
+        again = Spool(cfg, "colorize", later).recover()
+        assert [(c.name, c.ticket) for c in again] == [(long, item.ticket)]
+        dest = Spool(cfg, "colorize", later).quarantine(again[0], "a test")
+        assert dest.name == long and names(cfg.state_dir("work", "colorize")) == []
+        (note,) = [n for n in names(cfg.failed("colorize")) if n.endswith(".reason.txt")]
+        assert len(note.encode()) <= 255 and long in (cfg.failed("colorize") / note).read_text()
+    finally:
+        later.close()
+
+
 def test_of_two_claimants_exactly_one_wins_each_file(cfg, owner):
     other = Owner(cfg.state_dir("work"))
     spools = [Spool(cfg, "colorize", owner), Spool(cfg, "colorize", other)]
