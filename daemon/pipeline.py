@@ -7,6 +7,12 @@ max_delay_ms counted from the first of them queued, and runs one forward pass;
 encode threads recombine each output at full size, encode it and write it
 temp-then-rename. The model computes while other threads decode and encode.
 
+An outbox that cannot take results (its disk full, read-only, no permission)
+is not the input's fault: such a result is held, and its write tried again
+every little while, for as long as it takes, without failing or quarantining
+the input. Held jobs keep their room, so the service stops claiming new files
+meanwhile and the rest wait in the inbox.
+
 One bad image fails alone: decoding and encoding are per item, and a batch
 whose forward pass fails (an out-of-memory error above all) is split in halves
 and retried, down to single items. Jobs in flight are capped (reserve() blocks
@@ -18,6 +24,7 @@ where its result goes and whom to tell.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import queue
@@ -38,6 +45,11 @@ from unet.tasks import Prepared
 
 from .config import Config
 from .output import encode, write_atomic
+
+
+# Write errors that say the outbox cannot take results now, whatever the result.
+OUTBOX_FAULTS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+HOLD_MAX_SECONDS = 30.0   # the longest pause between tries of a held result
 
 
 @dataclass(frozen=True)
@@ -162,6 +174,8 @@ class Pipeline:
         self.inflight: dict[str, int] = defaultdict(int)   # per queue: submitted, outcome not yet given
         self.batches: dict[str, int] = defaultdict(int)    # per queue: forward passes run
         self.device_seconds: dict[str, float] = defaultdict(float)
+        self.held = 0                            # results waiting for their outbox to take them
+        self._blocked: dict[Path, str] = {}      # outbox folder -> why it takes no results, said once
         self._closing = False
         self.last_progress = time.monotonic()   # a batch run or an outcome given: for health()
         self._batchq: queue.SimpleQueue = queue.SimpleQueue()
@@ -217,8 +231,9 @@ class Pipeline:
         if dead and not self._closing:
             return False, f"worker thread(s) {', '.join(dead)} stopped"
         idle = time.monotonic() - self.last_progress
-        if any(self.inflight.values()) and idle > stall_seconds:
-            return False, f"{sum(self.inflight.values())} job(s) in flight but no progress for {idle:.0f} s"
+        moving = sum(self.inflight.values()) - self.held   # held results wait for their outbox
+        if moving > 0 and idle > stall_seconds:
+            return False, f"{moving} job(s) in flight but no progress for {idle:.0f} s"
         return True, ""
 
     @property
@@ -381,8 +396,41 @@ class Pipeline:
         try:
             out = write_atomic(job.out_dir, job.out_name, data, self.s.on_exists, receipt=job.receipt or None)
         except OSError as e:
+            if e.errno in OUTBOX_FAULTS:
+                return self._hold(job, attempt, e, lambda n: self._encoders.submit(self._encode, item, y, n))
             return self._retry(job, attempt, e, lambda n: self._encoders.submit(self._encode, item, y, n))
+        self._unblocked(job.out_dir)
         self._finish(job, Outcome(True, out, size=job.size, ms=1000 * (time.monotonic() - job.complete_at)))
+
+    def _hold(self, job: Job, attempt: int, error: OSError, resubmit: Callable[[int], None]) -> None:
+        """The outbox takes no results now: say so once, and try again later, for as long as it takes."""
+        why = error.strerror or str(error)
+        with self._cond:
+            first = self._blocked.get(job.out_dir) != why
+            self._blocked[job.out_dir] = why
+            self.held += 1
+        delay = min(HOLD_MAX_SECONDS, self.s.retry_backoff * 2 ** (attempt - 1))
+        if first:
+            logger.error("cannot write results into {}: {}. Results wait (their inputs, {} first, stay in work/; "
+                         "none is failed or lost) and are tried again every {:g} s at most: free space there "
+                         "or fix its permissions", job.out_dir, why, job.label or job.path.name, HOLD_MAX_SECONDS)
+
+        def again():
+            with self._cond:
+                self.held -= 1
+            if not self._closing:  # a closing pipeline leaves the job in work/, for the next start
+                resubmit(attempt + 1)
+
+        t = threading.Timer(delay, again)
+        t.daemon = True
+        t.start()
+
+    def _unblocked(self, folder: Path) -> None:
+        if folder in self._blocked:
+            with self._cond:
+                why = self._blocked.pop(folder, None)
+            if why is not None:
+                logger.info("results are written into {} again", folder)
 
     # -- outcomes -------------------------------------------------------------------------------
 

@@ -357,7 +357,9 @@ class Service:
     def _stall(self) -> str | None:
         """systemd: why the service is wedged (the watchdog then stops pinging), or None."""
         ok, why = self.healthy()
-        return why if not ok else self.health.problem(sum(self.pipeline.inflight.values()))
+        # Results held for an outbox that takes none (disk full) are waiting, not wedged.
+        queued = sum(self.pipeline.inflight.values()) - self.pipeline.held
+        return why if not ok else self.health.problem(queued)
 
     def status_line(self) -> str:
         """systemd: the STATUS= line, e.g. 'queued 3 (colorize 3, reverse 0); 12.0 files/min; models ...'."""
