@@ -212,7 +212,7 @@ class Registry:
     def promote(self, n: int, who: str, why: str) -> None:
         """Make version n the champion; the old one is retired (kept, never pruned)."""
         with self.locked():
-            self.version(n)  # raises when missing
+            _loadable(self.version(n))  # raises when missing or broken
             before = self.champion_version()
             if before == n:
                 raise RegistryError(f"version {n} is already the champion")
@@ -229,7 +229,7 @@ class Registry:
             if parent is None:
                 raise RegistryError(f"version {current} is the first of its line (no parent); "
                                     f"use `promote VERSION` to pick another version")
-            self.version(parent)
+            _loadable(self.version(parent))
             self._swap_champion(parent, why, old_status=REJECTED)
             self.record("rollback", who, why, version=parent, frm=current, to=parent)
             return parent
@@ -292,6 +292,16 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def _loadable(v: Version) -> None:
+    """Refuse to make a version champion when it does not load (corrupt, pickled, another architecture)."""
+    from unet.checkpoint import CheckpointError, load_model  # torch only when a champion changes
+
+    try:
+        load_model(v.path)
+    except CheckpointError as e:
+        raise RegistryError(f"version {v.number} does not load, so it cannot serve: {e}") from None
 
 
 def _read_meta(folder: Path) -> dict:

@@ -156,3 +156,13 @@ def test_the_models_command_lists_promotes_and_rolls_back(tmp_path, tiny_models,
     assert cli(["models", "--config", str(config), "--queue", "colorize", "promote", "9"]) == 65
     assert "no version 9" in capsys.readouterr().err
     assert cli(["models", "--config", str(config), "--queue", "nope", "list"]) == 64
+
+
+def test_a_version_that_does_not_load_is_never_made_champion(cfg, tiny_models):
+    reg = open_registry(cfg, "colorize")
+    n = reg.add(_stage(reg, tiny_models["colorize"]), promote=False, who="t", why="for the test", parent=1)
+    weights = reg.version(n).path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])   # cut short
+    with pytest.raises(RegistryError, match="does not load"):
+        reg.promote(n, "t", "by hand")
+    assert reg.champion_version() == 1 and reg.history()[-1]["action"] != "promote"
