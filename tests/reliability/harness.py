@@ -241,29 +241,32 @@ class Flood:
     _threads: list[threading.Thread] = field(default_factory=list)
     _procs: list[subprocess.Popen] = field(default_factory=list)
 
-    def plan(self, n: int, chunked: int, seed: int = 1) -> dict[str, list[tuple[str, Picture]]]:
-        """Names for n files, shared among the writers: chunked of them slow, the rest mixed."""
-        rng = random.Random(seed)
+    def plan(self, n: int, chunked: int, first: int = 0, seed: int = 1) -> dict[str, list[tuple[str, Picture]]]:
+        """Names for n files (numbered from first), shared among the writers: chunked of them slow."""
+        rng = random.Random(seed + first)
         kinds = ["copy", "rename", "rsync", "proc-copy", "proc-rsync"]
         plan: dict[str, list] = {k: [] for k in kinds + ["chunked"]}
-        for i in range(n):
+        for i in range(first, first + n):
             pic = self.pool[i % len(self.pool)]
             name = f"{self.prefix}{i:05d}_before{pic.ext}"
-            kind = "chunked" if i < chunked else rng.choice(kinds)
+            kind = "chunked" if i < first + chunked else rng.choice(kinds)
             plan[kind].append((name, pic))
         return plan
 
-    def start(self, n: int, chunked: int = 12, writers: int = 2, pace: float = 0.0, seed: int = 1) -> "Flood":
+    def start(self, n: int, chunked: int = 12, writers: int = 2, pace: float = 0.0, first: int = 0,
+              seed: int = 1) -> "Flood":
         """Start every writer at once: `writers` threads per in-process kind, two writer processes,
-        the chunked files on threads of their own; pace sleeps between files (to stretch a flood)."""
+        the chunked files on threads of their own; pace sleeps between files (to stretch a flood).
+        Called again (with first past the files so far), it adds a wave to the flood."""
         self.stage.mkdir(parents=True, exist_ok=True)
         self.inbox.mkdir(parents=True, exist_ok=True)
         self.pool_dir.mkdir(parents=True, exist_ok=True)
         for i, pic in enumerate(self.pool):
-            (self.pool_dir / f"p{i}{pic.ext}").write_bytes(pic.data)
-        plan = self.plan(n, chunked, seed)
+            if not (self.pool_dir / f"p{i}{pic.ext}").exists():  # once: earlier waves' writers read them
+                (self.pool_dir / f"p{i}{pic.ext}").write_bytes(pic.data)
+        plan = self.plan(n, chunked, first, seed)
         for kind, items in plan.items():
-            self.by_kind[kind] = len(items)
+            self.by_kind[kind] = self.by_kind.get(kind, 0) + len(items)
             for name, pic in items:
                 self.delivered[name] = pic
         chunked = partial(write_chunked, pause=self.chunk_pause, chunks=6)
