@@ -29,19 +29,23 @@ class ConfigProblems(ConfigError):
         return self.args[0]
 
 
-def validate(cfg: Config, models: bool = True) -> list[ConfigError]:
-    """Every problem that would stop the service, each naming the file, the key and the fix; [] when none."""
-    return _check(cfg, models)[0]
+def validate(cfg: Config, models: bool = True, fallback: bool = False) -> list[ConfigError]:
+    """Every problem that would stop the service, each naming the file, the key and the fix; [] when none.
+
+    fallback: a champion that does not load is no problem when an earlier one
+    (or the configured model) does, as the service then serves that one.
+    """
+    return _check(cfg, models, fallback)[0]
 
 
-def require_valid(cfg: Config, models: bool = True) -> None:
+def require_valid(cfg: Config, models: bool = True, fallback: bool = False) -> None:
     """Raise ConfigProblems (a ConfigError: exit 78) when validate() finds anything."""
-    problems = validate(cfg, models)
+    problems = validate(cfg, models, fallback)
     if problems:
         raise ConfigProblems(problems)
 
 
-def _check(cfg: Config, models: bool) -> tuple[list[ConfigError], dict]:
+def _check(cfg: Config, models: bool, fallback: bool = False) -> tuple[list[ConfigError], dict]:
     """(problems, facts for the summary: the device and each queue's model)."""
     problems = _folder_problems(cfg) + _overlap_problems(cfg)
     device, problem = _device(cfg)
@@ -49,7 +53,7 @@ def _check(cfg: Config, models: bool) -> tuple[list[ConfigError], dict]:
     facts = {"device": device, "models": {}}
     if models:
         for q in cfg.queues:
-            summary, problem = _check_model(cfg, q)
+            summary, problem = _check_model(cfg, q, fallback)
             facts["models"][q] = summary
             problems += [problem] if problem else []
     return problems, facts
@@ -135,27 +139,34 @@ def _device(cfg: Config):
 
 # Models ------------------------------------------------------------------------
 
-def _check_model(cfg: Config, queue: str) -> tuple[str, ConfigError | None]:
+def _check_model(cfg: Config, queue: str, fallback: bool = False) -> tuple[str, ConfigError | None]:
     """(a one-line summary of the queue's model, the problem with it or None)."""
     from unet.checkpoint import CheckpointError, load_model
 
-    from .models import model_dir
+    from .models import candidates, model_dir
 
     key = f"[queues.{queue}] model"
-    folder = model_dir(cfg, queue)
-    try:
-        model = load_model(folder)
-    except CheckpointError as e:
-        return str(folder), ConfigError(cfg.file, key, f"cannot load the model: {e}",
-                                        "point model at a folder holding model.safetensors, config.json and "
-                                        "meta.json (reverser train --out writes one)")
-    summary = f"{folder} (version {model.version if model.version is not None else '?'})"
-    want = cfg.queues[queue].task
-    if model.task_cfg.name != want:
-        return summary, ConfigError(cfg.file, key,
-                                    f"{folder} is a {model.task_cfg.name!r} model, the queue's task is {want!r}",
-                                    f"use a {want} model, or set task = {model.task_cfg.name!r}")
-    return summary, None
+    first = None
+    for folder in candidates(cfg, queue) if fallback else [model_dir(cfg, queue)]:
+        try:
+            model = load_model(folder)
+        except CheckpointError as e:
+            first = first or (str(folder), ConfigError(
+                cfg.file, key, f"cannot load the model: {e}",
+                "point model at a folder holding model.safetensors, config.json and meta.json "
+                "(reverser train --out writes one)"))
+            continue
+        summary = f"{folder} (version {model.version if model.version is not None else '?'})"
+        want = cfg.queues[queue].task
+        if model.task_cfg.name != want:
+            return summary, ConfigError(cfg.file, key, task_mismatch(folder, model.task_cfg.name, want),
+                                        f"use a {want} model, or set task = {model.task_cfg.name!r}")
+        return summary, None
+    return first
+
+
+def task_mismatch(folder, have: str, want: str) -> str:
+    return f"{folder} is a {have!r} model, the queue's task is {want!r}"
 
 
 # Messages ----------------------------------------------------------------------

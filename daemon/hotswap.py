@@ -34,10 +34,10 @@ def model_key(folder: Path) -> tuple[str, int]:
 
 
 class ChampionWatch:
-    """Poll locate(queue) for each queue; swap a changed model into the pipeline."""
+    """Poll locate(queue) for each queue; swap a changed model, loaded by load(queue, folder), into the pipeline."""
 
     def __init__(self, pipeline: Pipeline, queues: list[str], locate: Callable[[str], Path],
-                 load: Callable[[Path], Predictor], interval: float = POLL_SECONDS,
+                 load: Callable[[str, Path], Predictor], interval: float = POLL_SECONDS,
                  on_swap: Callable[[str, Predictor], None] | None = None):
         self.pipeline, self.queues, self.locate, self.load = pipeline, queues, locate, load
         self.interval, self.on_swap = interval, on_swap
@@ -70,7 +70,7 @@ class ChampionWatch:
         old = self.pipeline.predictor(q)
         t = time.perf_counter()
         try:
-            new = self.load(folder)
+            new = self.load(q, folder)
         except (CheckpointError, ValueError, OSError, RuntimeError) as e:
             self._refused.add(key)
             logger.error("queue {}: the new model in {} does not load ({}); keeping version {}",

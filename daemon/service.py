@@ -39,7 +39,7 @@ from unet import Predictor
 from unet.checkpoint import CheckpointError
 
 from . import autobatch
-from .check import require_valid
+from .check import require_valid, task_mismatch
 from .cli import EX_OK
 from .config import Config, ConfigError, load_config
 from .hotswap import ChampionWatch, model_key
@@ -47,7 +47,7 @@ from .intake import PairIntake, read_counts
 from .intake import accepts as is_pair_file
 from .logs import setup_logging
 from .metrics import Metrics, MetricsServer
-from .models import model_dir
+from .models import candidates, model_dir
 from .notify import Health, Notifier, Watchdog, status_text
 from .output import EXT_FORMAT, output_name
 from .pipeline import Job, Outcome, Pipeline, PipelineSettings
@@ -155,21 +155,34 @@ class Service:
         self.notifier.ready(self.status_line())  # systemd: models loaded, device chosen, watchers running
 
     def _load_models(self, cfg: Config) -> dict[str, Predictor]:
-        """Every queue's model on the configured device; a ConfigError naming the queue if one fails."""
+        """Every queue's model on the configured device; a ConfigError naming the queue if none loads.
+
+        A champion that does not load gives way to the newest earlier champion
+        that does (then the configured model), with an error in the log.
+        """
         out = {}
         for q in cfg.queues:
             try:
                 open_registry(cfg, q)  # the shipped model becomes version 1 of an empty registry
-                folder = model_dir(cfg, q)
-                out[q] = Predictor(folder, device=cfg.runtime.device, max_batch=1)
-            except CheckpointError as e:
-                raise ConfigError(cfg.file, f"[queues.{q}] model", f"cannot load the model: {e}",
-                                  "point model at a model folder (model.safetensors, config.json, meta.json); "
-                                  "`reverser check` tests every model") from None
-            except RegistryError as e:
+            except (RegistryError, CheckpointError) as e:
                 raise ConfigError(cfg.file, f"[queues.{q}]", f"the model registry is unusable: {e}") from None
-            except (ValueError, RuntimeError) as e:  # the device: CUDA absent, no such GPU, CUDA broken
-                raise ConfigError(cfg.file, "[runtime] device", f"cannot use it: {e}") from None
+            broken = []
+            for folder in candidates(cfg, q):
+                try:
+                    out[q] = self._load_one(cfg, folder, cfg.queues[q].task)
+                    break
+                except CheckpointError as e:
+                    broken.append(e)
+                except (ValueError, RuntimeError) as e:  # the device: CUDA absent, no such GPU, CUDA broken
+                    raise ConfigError(cfg.file, "[runtime] device", f"cannot use it: {e}") from None
+            else:
+                raise ConfigError(cfg.file, f"[queues.{q}] model", f"cannot load the model: {broken[0]}",
+                                  "point model at a model folder (model.safetensors, config.json, meta.json); "
+                                  "`reverser check` tests every model")
+            if broken:
+                logger.error("queue {}: {}; serving version {} from {} instead. Replace the broken model, or pick "
+                             "one with `reverser models --queue {} list` and `promote VERSION`",
+                             q, "; ".join(map(str, broken)), out[q].version, out[q].model.path, q)
         return out
 
     def _max_batch(self, cfg: Config, q: str, predictor: Predictor) -> tuple[int, str]:
@@ -215,11 +228,15 @@ class Service:
         logger.info("watching {} inbox folder(s) with {}; full scan every {:g} s; status in {}",
                     len(cfg.queues), how, w.rescan_seconds, cfg.paths.state / STATUS_FILE)
         self.champions = ChampionWatch(self.pipeline, list(cfg.queues), partial(model_dir, cfg),
-                                       partial(self._load_one, cfg), on_swap=self._swapped)
+                                       lambda q, folder: self._load_one(cfg, folder, cfg.queues[q].task),
+                                       on_swap=self._swapped)
         self.champions.start()
 
-    def _load_one(self, cfg: Config, folder: Path) -> Predictor:
-        return Predictor(folder, device=cfg.runtime.device, max_batch=1)
+    def _load_one(self, cfg: Config, folder: Path, task: str | None = None) -> Predictor:
+        p = Predictor(folder, device=cfg.runtime.device, max_batch=1)
+        if task is not None and p.task.name != task:
+            raise CheckpointError(task_mismatch(folder, p.task.name, task))
+        return p
 
     def _swapped(self, q: str, p: Predictor) -> None:
         self.board.set_model(q, p.model.path, p.version)
@@ -416,7 +433,7 @@ class Service:
         logger.info("SIGHUP: reloading {}", self.cfg.file)
         try:
             new = load_config(self.cfg.file)
-            require_valid(new)  # the checks of `reverser check`
+            require_valid(new, fallback=True)  # the checks of `reverser check`
             predictors = self._load_models(new)
         except ConfigError as e:
             logger.error("Reload refused, the running configuration stays in force: {}", e)
@@ -473,7 +490,9 @@ def _size(n: int) -> str:
 
 def main(args) -> int:
     cfg = load_config(args.config)
-    require_valid(cfg)  # the checks of `reverser check`: a bad config exits 78 before anything starts
+    # The checks of `reverser check`: a bad config exits 78 before anything starts (a broken
+    # champion is no reason to stop when an earlier model loads: _load_models falls back to it).
+    require_valid(cfg, fallback=True)
     setup_logging(cfg.logging, getattr(args, "log_json", False))
     service = Service(cfg, getattr(args, "log_json", False))
     code = service.run()

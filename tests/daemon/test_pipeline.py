@@ -228,7 +228,7 @@ def test_a_new_champion_is_swapped_in_between_batches(tmp_path, tiny_models, col
     (broken / "model.safetensors").write_bytes(b"not weights")
     where = {"colorize": tiny_models["colorize"]}
     pipe = Pipeline({"colorize": colorizer}, {"colorize": 1}, SETTINGS)
-    watch = ChampionWatch(pipe, ["colorize"], lambda q: where[q], lambda f: Predictor(f, device="cpu"))
+    watch = ChampionWatch(pipe, ["colorize"], lambda q: where[q], lambda q, f: Predictor(f, device="cpu"))
     img = make_image(tmp_path / "x_before.png", (64, 48), "L", seed=3)
     outs = []
     try:

@@ -54,7 +54,7 @@ def serving(cfg):
     open_registry(cfg, "colorize")   # as the service does at start: the shipped model is version 1
     pipe = Pipeline({"colorize": Predictor(model_dir(cfg, "colorize"), device="cpu")}, {"colorize": 1},
                     PipelineSettings.from_config(cfg))
-    watch = ChampionWatch(pipe, ["colorize"], partial(model_dir, cfg), lambda f: Predictor(f, device="cpu"))
+    watch = ChampionWatch(pipe, ["colorize"], partial(model_dir, cfg), lambda q, f: Predictor(f, device="cpu"))
     try:
         yield pipe, watch
     finally:

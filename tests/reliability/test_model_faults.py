@@ -120,6 +120,27 @@ def test_a_broken_champion_is_refused_and_the_previous_one_keeps_serving(tmp_pat
     assert not marker.exists(), "the pickle's payload ran"
 
 
+def test_a_broken_champion_at_start_gives_way_to_the_previous_one(tmp_path, tiny_models, service_env, record):
+    rig = Rig(tmp_path, {"colorize": tiny_models["colorize"]}, service_env)
+    t0 = time.monotonic()
+    try:
+        rig.start()
+        poll(lambda: _serving_version(rig) == 1, 30, "version 1 serving", rig)
+        assert rig.stop() == 0
+        reg = Registry(rig.cfg.state_dir("models", "colorize"))
+        _broken_version(reg, 2, _corrupt)
+        write_json(reg.root / "champion.json", {"version": 2, "since": now_iso()})  # damaged while it was down
+        rig.start()
+        assert "serving version 1" in rig.log() and "v0002" in rig.log(), rig.log()[-3000:]
+        _converts(rig, "after-restart")
+        assert _serving_version(rig) == 1 and rig.alive()
+        assert rig.stop() == 0
+    finally:
+        rig.close()
+    record("model faults: a champion damaged while the service was down", "1 restart", 0, 0, rig.peak_kb,
+           time.monotonic() - t0)
+
+
 def _nan_in_training(folder: Path) -> None:
     """A champion that serves well but whose training goes to NaN at the first step.
 
