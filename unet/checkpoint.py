@@ -47,12 +47,17 @@ class Model:
 
 
 def new_model(task_cfg: TaskConfig, unet_cfg: UNetConfig | None = None) -> Model:
-    """A freshly initialised model whose network shape fits the task."""
+    """A freshly initialised model whose network shape fits the task.
+
+    A nonzero side_channels in unet_cfg asks for the task's auxiliary outputs
+    (a blend head's bin logits) on a side head; the task says how many.
+    """
     base = unet_cfg or UNetConfig()
     multiple = base.multiple
     task = make_task(task_cfg, multiple)
     ucfg = UNetConfig(**{**base.to_dict(), "widths": base.widths,
-                         "in_channels": task.in_channels, "out_channels": task.out_channels})
+                         "in_channels": task.in_channels, "out_channels": task.out_channels,
+                         "side_channels": task.side_channels if base.side_channels else 0})
     net = UNet(ucfg)
     if task_cfg.name == "translate":
         # Start at the base transform (identity or luma): zero the head.

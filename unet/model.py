@@ -19,6 +19,9 @@ class UNetConfig:
     global_context: bool = True     # add a pooled whole-image vector in the middle (scene-wide color cues)
     out_stride: int = 1             # 1: output at input size; 2: at half size (heads with many channels
                                     # cost a quarter, and smooth outputs such as chroma lose nothing)
+    side_channels: int = 0          # the first N outputs come from a side head that reads the features
+                                    # without training them (its gradient stops there): an auxiliary
+                                    # output that must not pull the network away from the main one
 
     def __post_init__(self):
         if len(self.widths) < 2:
@@ -27,6 +30,8 @@ class UNetConfig:
             raise ValueError(f"norm must be batch, group or none, got {self.norm!r}")
         if self.out_stride not in (1, 2):
             raise ValueError(f"out_stride must be 1 or 2, got {self.out_stride}")
+        if not 0 <= self.side_channels < self.out_channels:
+            raise ValueError(f"side_channels must be within 0..out_channels-1, got {self.side_channels}")
 
     @property
     def multiple(self) -> int:
@@ -115,7 +120,8 @@ class UNet(nn.Module):
             self.up.append(nn.Sequential(
                 ConvNormAct(c_below + c_skip, c_skip, cfg.norm), ConvNormAct(c_skip, c_skip, cfg.norm),
             ))
-        self.head = nn.Conv2d(levels[-1][0], cfg.out_channels, 1)
+        self.head = nn.Conv2d(levels[-1][0], cfg.out_channels - cfg.side_channels, 1)
+        self.side = nn.Conv2d(levels[-1][0], cfg.side_channels, 1) if cfg.side_channels else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, in_channels, H, W) -> (B, out_channels, H / out_stride, W / out_stride), any H and W."""
@@ -136,7 +142,10 @@ class UNet(nn.Module):
             x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             x = stage(torch.cat([x, skip], dim=1))
         s = self.cfg.out_stride
-        return self.head(x)[..., : -(-h // s), : -(-w // s)]
+        y = self.head(x)
+        if self.side is not None:
+            y = torch.cat([self.side(x.detach()), y], dim=1)
+        return y[..., : -(-h // s), : -(-w // s)]
 
 
 def count_parameters(model: nn.Module) -> int:

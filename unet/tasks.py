@@ -89,6 +89,7 @@ class Task:
     name: str
     in_channels: int
     out_channels: int
+    side_channels: int = 0   # leading outputs that may come from a side head (see UNetConfig)
 
     def __init__(self, cfg: TaskConfig, multiple: int):
         self.cfg = cfg
@@ -127,6 +128,7 @@ class Colorize(Task):
         super().__init__(cfg, multiple)
         self.bins = ChromaBins(cfg.bins_per_axis, cfg.bins_extent)
         self.out_channels = {"bins": self.bins.count, "regression": 2, "blend": self.bins.count + 2}[cfg.head]
+        self.side_channels = self.bins.count if cfg.head == "blend" else 0  # the vivid logits beside the regression
 
     def prepare(self, p: Plain) -> Prepared:
         gray = luminance(p.image)

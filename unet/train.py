@@ -37,6 +37,7 @@ class TrainConfig:
     rebalance: float = 0.5         # colorize bins: class weights 1/((1-r)p + r/Q), r=1 is no rebalancing
     mean_loss: float = 1.0         # colorize bins: weight of the L1 loss on the decoded mean chroma
     ce_weight: float = 0.5         # colorize bins/blend: weight of the rebalanced cross-entropy
+    regression_loss: str = "smooth_l1"  # colorize regression/blend: smooth_l1 (near the median) | mse (the mean)
     vividness: float = 0.65        # colorize bins: calibrate temperature to reach this share of the truth's colorfulness
     eval_every_s: float = 60.0     # evaluate on validation pairs at most this often (and at the end)
     threads: int | None = None     # torch CPU threads; None leaves torch's default
@@ -118,6 +119,8 @@ class Objective:
         return loss
 
     def _regression(self, y, target):
+        if self.cfg.regression_loss == "mse":  # the mean: the best PSNR, the most sepia
+            return F.mse_loss(self.task.regression(y), target) * 100
         # Smooth L1 with a small beta: close to L1 (the median, a little less sepia than the mean).
         return F.smooth_l1_loss(self.task.regression(y), target, beta=0.02) * 10
 

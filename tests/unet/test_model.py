@@ -40,3 +40,14 @@ def test_bad_config_is_refused_with_the_reason(bad):
 def test_config_round_trips_through_a_dict():
     cfg = UNetConfig(in_channels=3, out_channels=12, widths=(8, 16, 32), middle_blocks=1, out_stride=2)
     assert UNetConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_a_side_head_reads_the_features_without_training_them():
+    net = UNet(UNetConfig(in_channels=1, out_channels=7, widths=(4, 8), side_channels=5))
+    x = torch.randn(2, 1, 16, 16)
+    y = net(x)
+    assert y.shape == (2, 7, 16, 16)
+    y[:, :5].square().mean().backward()  # a loss on the side outputs only
+    assert net.side.weight.grad is not None and net.side.weight.grad.abs().sum() > 0
+    trunk = [p.grad for n, p in net.named_parameters() if not n.startswith("side")]
+    assert all(g is None or g.abs().sum() == 0 for g in trunk), "the side head's loss must not move the trunk"
