@@ -30,8 +30,8 @@ class UNetConfig:
             raise ValueError(f"norm must be batch, group or none, got {self.norm!r}")
         if self.out_stride not in (1, 2):
             raise ValueError(f"out_stride must be 1 or 2, got {self.out_stride}")
-        if not 0 <= self.side_channels < self.out_channels:
-            raise ValueError(f"side_channels must be within 0..out_channels-1, got {self.side_channels}")
+        if self.side_channels < 0:
+            raise ValueError(f"side_channels must be 0 or more, got {self.side_channels}")
 
     @property
     def multiple(self) -> int:
@@ -100,6 +100,9 @@ class UNet(nn.Module):
     def __init__(self, cfg: UNetConfig):
         super().__init__()
         self.cfg = cfg
+        if cfg.side_channels >= cfg.out_channels:
+            raise ValueError(f"side_channels ({cfg.side_channels}) must leave outputs for the main head "
+                             f"(out_channels {cfg.out_channels})")
         w = cfg.widths
         self.down = nn.ModuleList()
         c_prev = cfg.in_channels
