@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -38,7 +37,7 @@ from unet.images import ImageError, open_image
 
 from .config import Config
 from .output import write_atomic
-from .registry import now_iso, write_json
+from .registry import now_iso, sha256_file, write_json
 
 INDEX, COUNTS, LOCK = "index.jsonl", "counts.json", ".lock"
 _HALF = re.compile(r"^(?P<name>.+)_(?P<half>before|after)$", re.IGNORECASE)
@@ -91,14 +90,6 @@ def _update_counts(pairs_dir: Path, lone_color: bool, added: int = 0, trained: i
 def mark_trained(pairs_dir: Path, lone_color: bool, used_new: int) -> dict:
     """After a completed training run: the used_new pairs that were new are new no more."""
     return _update_counts(Path(pairs_dir), lone_color, trained=used_new)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class Refused(Exception):

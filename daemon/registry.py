@@ -152,7 +152,7 @@ class Registry:
         weights = folder / "model.safetensors"
         if not weights.is_file():
             return self.champion_version()
-        digest = _sha256(weights)
+        digest = sha256_file(weights)
         if self._imported(digest):  # the common case: one hash and one small file read, no lock
             return self.champion_version()
         with self.locked():
@@ -286,7 +286,7 @@ class Registry:
                         version=v.number, frm=champion, to=champion)
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

@@ -99,8 +99,7 @@ def _toml_value(v) -> str:
     return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-@pytest.fixture
-def service_env():
+def child_env() -> dict:
     """Environment for a child `python -m daemon`: this checkout on the path, unbuffered, one thread."""
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
@@ -108,6 +107,11 @@ def service_env():
     env["OMP_NUM_THREADS"] = "1"
     env.pop("NOTIFY_SOCKET", None)
     return env
+
+
+@pytest.fixture
+def service_env():
+    return child_env()
 
 
 PYTHON = sys.executable

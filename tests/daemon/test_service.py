@@ -14,7 +14,7 @@ from PIL import Image
 
 from daemon.config import load_config
 from daemon.spool import Owner
-from tests.conftest import ROOT, make_image, write_config
+from tests.conftest import child_env, make_image, write_config
 from tests.daemon.service_helpers import Service, names, services, wait_for
 from unet import TaskConfig, UNetConfig, new_model, save_model
 
@@ -24,12 +24,7 @@ QUICK = '[watch]\nsettle_seconds = 0.3\nrescan_seconds = 2\n[status]\ninterval_s
 @pytest.fixture(scope="module")
 def env():
     """As the service_env fixture, for module-scoped services."""
-    e = dict(os.environ)
-    e["PYTHONPATH"] = str(ROOT) + os.pathsep + e.get("PYTHONPATH", "")
-    e["PYTHONUNBUFFERED"] = "1"
-    e["OMP_NUM_THREADS"] = "1"
-    e.pop("NOTIFY_SOCKET", None)
-    return e
+    return child_env()
 
 
 def _model_at(folder: Path, work_long: int) -> Path:

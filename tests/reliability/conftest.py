@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import child_env
 
 ROWS: list[dict] = []
 HEADER = ("| scenario | files or rounds | lost | processed twice | peak RSS of the service | time |\n"
@@ -28,12 +28,7 @@ def record():
 @pytest.fixture(scope="module")
 def module_env():
     """As the service_env fixture, for a service shared by a module's tests."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env["PYTHONUNBUFFERED"] = "1"
-    env["OMP_NUM_THREADS"] = "1"
-    env.pop("NOTIFY_SOCKET", None)
-    return env
+    return child_env()
 
 
 def table() -> str:

@@ -59,7 +59,7 @@ def test_kill_9_at_random_moments_loses_nothing_and_converts_nothing_twice(tmp_p
         tally = account(rig, list(flood.delivered))
     finally:
         rig.close()
-    record(f"crash: kill -9 at random moments during a flood, then restart", f"{rounds} rounds, {n} files",
+    record("crash: kill -9 at random moments during a flood, then restart", f"{rounds} rounds, {n} files",
            len(tally.lost), len(tally.twice), rig.peak_kb, time.monotonic() - t0)
     assert not checker.problems, (seed, checker.problems[:10])
     assert tally.lost == [] and tally.twice == [] and tally.stray == [], (seed, tally, kills)

@@ -1,7 +1,6 @@
 """Training: the loss goes down, NaN stops it cleanly, the result is scored."""
 
 import math
-import random
 
 import pytest
 import torch
