@@ -45,8 +45,9 @@ def _check_args(args, cfg) -> None:
                          "are about the registry. Drop one or the other")
     if args.minutes is not None and args.minutes <= 0:
         raise UsageError(f"--minutes must be more than 0, got {args.minutes:g}")
-    if args.epochs is not None and args.epochs < 1:
-        raise UsageError(f"--epochs must be 1 or more, got {args.epochs}")
+    if args.epochs is not None and args.epochs < (1 if args.from_scratch else 0):
+        raise UsageError(f"--epochs must be 1 or more (0 with a model to start from: score and calibrate "
+                         f"it without training), got {args.epochs}")
     out = args.out
     if out is not None and out.exists() and (not out.is_dir() or (any(out.iterdir())
                                                                  and not (out / "model.safetensors").exists())):
@@ -121,7 +122,7 @@ def main(args) -> int:
             logger.info("train {}: {} on {}, budget {}; report in {}", queue,
                         f"fine-tuning {start}" if start else "a new network", ", ".join(folders),
                         " and ".join(b for b in (f"{minutes:g} min" if minutes else "",
-                                                 f"{args.epochs} epochs" if args.epochs else "") if b), report)
+                                                 f"{args.epochs} epochs" if args.epochs is not None else "") if b), report)
             started = now_iso()
             with _StopOnCtrlC() as stop:
                 from unet.train import TrainingError

@@ -39,6 +39,8 @@ class TaskConfig:
     bins_extent: float = 0.32      # grid covers Cb, Cr in [-extent, extent] (full scale is 0.5)
     temperature: float = 0.5       # annealed-mean decoding: lower is more vivid, higher is safer
     blend: float = 0.5             # blend head: share of the vivid bins decode mixed into the regression
+    gain: float = 1.0              # the decoded chroma is multiplied by this: > 1 undoes some of the
+                                   # regression's pull toward gray (calibrated after training)
     # translate
     out_channels: int = 3          # 1: gray output, 3: RGB output
 
@@ -51,6 +53,8 @@ class TaskConfig:
             raise ValueError(f"head must be bins, regression or blend, got {self.head!r}")
         if not 0 <= self.blend <= 1:
             raise ValueError(f"blend must be within 0..1, got {self.blend}")
+        if not 0 < self.gain <= 3:
+            raise ValueError(f"gain must be within (0, 3], got {self.gain}")
         if self.out_channels not in (1, 3):
             raise ValueError(f"out_channels must be 1 or 3, got {self.out_channels}")
         if not self.temperature > 0:
@@ -136,16 +140,21 @@ class Colorize(Task):
         x = _to_float(self._resize(gray, key)).sub_(0.5).div_(0.25)
         return Prepared(x, key, (gray, p.alpha))
 
-    def chroma(self, y: torch.Tensor, temperature: float | None = None, blend: float | None = None) -> torch.Tensor:
-        """(B, out, h, w) network output -> (B, 2, h, w) Cb/Cr."""
+    def chroma(self, y: torch.Tensor, temperature: float | None = None, blend: float | None = None,
+               gain: float | None = None) -> torch.Tensor:
+        """(B, out, h, w) network output -> (B, 2, h, w) Cb/Cr; the keywords override the config's knobs."""
         t = temperature or self.cfg.temperature
+        g = self.cfg.gain if gain is None else gain
         if self.cfg.head == "regression":
-            return self.regression(y)
-        if self.cfg.head == "bins":
-            return self.bins.decode(y, t)
-        a = self.cfg.blend if blend is None else blend
-        safe = self.regression(y)
-        return safe if a == 0 else safe + a * (self.bins.decode(y[:, :-2], t) - safe)
+            c = self.regression(y)
+        elif self.cfg.head == "bins":
+            c = self.bins.decode(y, t)
+        else:
+            a = self.cfg.blend if blend is None else blend
+            c = self.regression(y)
+            if a:
+                c = c + a * (self.bins.decode(y[:, :-2], t) - c)
+        return c if g == 1 else (c * g).clamp_(-0.5, 0.5)
 
     def regression(self, y: torch.Tensor) -> torch.Tensor:
         """The regression channels (the last two) as Cb/Cr."""

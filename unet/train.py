@@ -38,7 +38,7 @@ class TrainConfig:
     mean_loss: float = 1.0         # colorize bins: weight of the L1 loss on the decoded mean chroma
     ce_weight: float = 0.5         # colorize bins/blend: weight of the rebalanced cross-entropy
     regression_loss: str = "smooth_l1"  # colorize regression/blend: smooth_l1 (near the median) | mse (the mean)
-    vividness: float = 0.65        # colorize bins: calibrate temperature to reach this share of the truth's colorfulness
+    vividness: float = 0.65        # colorize: calibrate the decoding to reach this share of the truth's colorfulness
     eval_every_s: float = 60.0     # evaluate on validation pairs at most this often (and at the end)
     threads: int | None = None     # torch CPU threads; None leaves torch's default
     device: str = "cpu"            # cpu | cuda | cuda:N | auto (CUDA when present)
@@ -66,7 +66,7 @@ class _Budget:
         if self.cfg.minutes is not None:
             parts.append((time.monotonic() - self.start) / (60 * self.cfg.minutes))
         if self.cfg.epochs is not None:
-            parts.append(step / (self.cfg.epochs * self.spe))
+            parts.append(step / (self.cfg.epochs * self.spe) if self.cfg.epochs else 1.0)
         return min(1.0, max(parts))
 
 
@@ -153,10 +153,10 @@ def _forward_all(net, task, data: PairSet, batch_size: int):
 
 
 def _working_scores(objective: Objective, net, data: PairSet, batch_size: int, knobs=(None,)) -> dict:
-    """Mean loss, and mean PSNR and colorfulness at working size per decoding knob.
+    """Mean loss, and mean PSNR and colorfulness at working size per decoding setting.
 
-    A knob is None (the task's own settings) or a number: the temperature of a
-    bins head, the blend share of a blend head.
+    A setting is None (the task's own knobs) or a tuple of (knob, value) items
+    overriding some of them: temperature, blend, gain (see Colorize.chroma).
     """
     task = objective.task
     losses, psnrs, colors = [], {t: [] for t in knobs}, {t: [] for t in knobs}
@@ -165,7 +165,7 @@ def _working_scores(objective: Objective, net, data: PairSet, batch_size: int, k
         losses.append(objective.loss(y, before, after).item())
         truth = task.target(after).clamp(0, 1) if task.name == "translate" else after
         for t in knobs:
-            out = objective.render(y, before, None if t is None else {_KNOB[task.cfg.head]: t})
+            out = objective.render(y, before, None if t is None else dict(t))
             mse = ((out - truth) ** 2).flatten(1).mean(1).clamp(min=1e-10)
             psnrs[t] += (-10 * torch.log10(mse)).tolist()
             if task.name == "colorize":
@@ -183,28 +183,43 @@ def _colorfulness_t(rgb: torch.Tensor) -> float:
                  + 0.3 * torch.hypot(rg.mean(), yb.mean()))
 
 
-_KNOB = {"bins": "temperature", "blend": "blend"}
+GAINS = tuple(round(1 + 0.05 * i, 2) for i in range(17))          # 1.0 .. 1.8
 
 
-def calibrate(objective: Objective, net, val: PairSet, cfg: TrainConfig, log=print) -> tuple[str, float]:
-    """Choose the decoding knob: the safest setting whose output reaches vividness x the truth's colorfulness.
-
-    For a bins head the knob is the temperature (safest = highest), for a blend
-    head the share of the vivid decode (safest = lowest). Chosen on the
-    training run's own validation pairs, never on a test set.
-    """
-    head = objective.task.cfg.head
+def _settings(head: str) -> list[tuple]:
+    """The decoding settings calibrate() tries for a colorize head."""
     if head == "bins":
-        grid = [round(1.0 - 0.05 * i, 2) for i in range(18)]   # 1.0 .. 0.15, safest first
+        knob = [("temperature", round(1.0 - 0.05 * i, 2)) for i in range(18)]  # 1.0 .. 0.15
+    elif head == "blend":
+        knob = [("blend", 0.25 * i) for i in range(5)]                        # 0 .. 1
     else:
-        grid = [round(0.05 * i, 2) for i in range(21)]          # 0 .. 1, safest first
-    s = _working_scores(objective, net, val, cfg.batch_size, grid)
+        knob = [None]
+    return [tuple(k for k in (k1, ("gain", g)) if k) for k1 in knob for g in GAINS]
+
+
+def calibrate(objective: Objective, net, val: PairSet, cfg: TrainConfig, log=print) -> dict:
+    """Choose the decoding knobs: the best PSNR among settings reaching vividness x the truth's colorfulness.
+
+    The knobs are the temperature of a bins head or the share of the vivid
+    decode of a blend head, and for every head a chroma gain: regression
+    toward the mean leaves colors paler than they are, and a gain above 1
+    gives some of it back at a small cost in PSNR. The settings are scored
+    at working size on the training run's own validation pairs, never on a
+    test set. When none reaches the goal, the most colorful one is taken.
+    """
+    settings = _settings(objective.task.cfg.head)
+    s = _working_scores(objective, net, val, cfg.batch_size, settings)
     goal = cfg.vividness * s["truth_colorfulness"]
-    reaching = [k for k in grid if s["colorfulness"][k] >= goal]
-    best = reaching[0] if reaching else max(grid, key=lambda k: s["colorfulness"][k])
-    log(f"{_KNOB[head]} {best} (colorfulness {s['colorfulness'][best]:.1f}, goal {goal:.1f}; "
-        f"working-size PSNR {s['psnr'][best]:.2f} dB, {s['psnr'][grid[0]]:.2f} at the safest setting)")
-    return _KNOB[head], best
+    reaching = [k for k in settings if s["colorfulness"][k] >= goal]
+    if reaching:
+        best = max(reaching, key=lambda k: s["psnr"][k])
+    else:
+        best = max(settings, key=lambda k: s["colorfulness"][k])
+    plain = settings[0]
+    log(f"decoding {', '.join(f'{k} {v}' for k, v in best)}: colorfulness {s['colorfulness'][best]:.1f} "
+        f"(goal {goal:.1f}), working-size PSNR {s['psnr'][best]:.2f} dB; "
+        f"{', '.join(f'{k} {v}' for k, v in plain)}: {s['colorfulness'][plain]:.1f}, {s['psnr'][plain]:.2f} dB")
+    return dict(best)
 
 
 def train(model: Model, train_pairs: list[PairRef], val_pairs: list[PairRef], cfg: TrainConfig,
@@ -282,9 +297,8 @@ def train(model: Model, train_pairs: list[PairRef], val_pairs: list[PairRef], cf
     bar.close()
     net.load_state_dict(best[1])
     net.eval()
-    if task.name == "colorize" and task.cfg.head != "regression":
-        knob, value = calibrate(objective, net, val_set, cfg, log)
-        model.task_cfg = replace(model.task_cfg, **{knob: value})
+    if task.name == "colorize":
+        model.task_cfg = replace(model.task_cfg, **calibrate(objective, net, val_set, cfg, log))
         model.task = make_task(model.task_cfg, net.cfg.multiple)
     net.cpu()  # saved and served from the CPU; full-size recombination is CPU work anyway
     metrics = evaluate(model, val_pairs, mean_chroma=mean_chroma(train_set))

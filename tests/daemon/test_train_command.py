@@ -94,6 +94,19 @@ def test_arguments_that_cannot_work_are_refused_before_training(setup, tmp_path,
     assert "not a model folder" in capsys.readouterr().err and (tmp_path / "notes" / "todo.txt").exists()
     assert cli(["train", "--config", str(config), "--queue", "colorize", "--pairs", str(tmp_path / "nope")]) == 64
     assert "not found" in capsys.readouterr().err
+    assert cli(base + ["--epochs", "0", "--from-scratch", "--out", str(tmp_path / "new")]) == 64
+    assert "0 with a model to start from" in capsys.readouterr().err
+
+
+def test_zero_epochs_scores_and_calibrates_a_model_without_training_it(setup, tmp_path, capsys):
+    config, cfg, pairs = setup
+    out = tmp_path / "recalibrated"
+    code = cli(["train", "--config", str(config), "--queue", "colorize", "--pairs", str(pairs),
+                "--epochs", "0", "--out", str(out)])
+    assert code == 0, capsys.readouterr()
+    before, after = load_model(cfg.queues["colorize"].model), load_model(out)
+    assert all(torch.equal(before.net.state_dict()[k], v) for k, v in after.net.state_dict().items())
+    assert after.meta["metrics"]["psnr"] > 0 and after.task_cfg.gain >= 1
 
 
 def test_a_second_training_run_for_the_same_queue_waits_its_turn(setup, capsys):
