@@ -39,6 +39,8 @@ class TrainConfig:
     ce_weight: float = 0.5         # colorize bins/blend: weight of the rebalanced cross-entropy
     regression_loss: str = "smooth_l1"  # colorize regression/blend: smooth_l1 (near the median) | mse (the mean)
     vividness: float = 0.65        # colorize: calibrate the decoding to reach this share of the truth's colorfulness
+    ema: float = 0.99              # evaluate and keep an exponential moving average of the weights, with this
+                                   # decay per step (0: the raw weights); smooths the step-to-step noise
     eval_every_s: float = 60.0     # evaluate on validation pairs at most this often (and at the end)
     threads: int | None = None     # torch CPU threads; None leaves torch's default
     device: str = "cpu"            # cpu | cuda | cuda:N | auto (CUDA when present)
@@ -248,6 +250,11 @@ def train(model: Model, train_pairs: list[PairRef], val_pairs: list[PairRef], cf
     steps_per_epoch = sum(1 for _ in train_set.batches(cfg.batch_size, random.Random(0), augment=False))
     budget = _Budget(cfg, steps_per_epoch)
     bar = _progress_bar(progress, cfg, steps_per_epoch)
+    ema = None
+    if cfg.ema:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+        ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
+    scored = ema.module if ema is not None else net   # what is evaluated and kept
 
     net.eval()
     first = _working_scores(objective, net, val_set, cfg.batch_size)
@@ -276,6 +283,8 @@ def train(model: Model, train_pairs: list[PairRef], val_pairs: list[PairRef], cf
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
             opt.step()
+            if ema is not None:
+                ema.update_parameters(net)
             step += 1
             running.append(loss.item())
             bar.update(step, budget.fraction(step), loss.item())
@@ -283,8 +292,8 @@ def train(model: Model, train_pairs: list[PairRef], val_pairs: list[PairRef], cf
             epoch += 1
         done = budget.fraction(step) >= 1.0 or stopped != "budget"
         if done or time.monotonic() - last_eval >= cfg.eval_every_s:
-            net.eval()
-            s = _working_scores(objective, net, val_set, cfg.batch_size)
+            scored.eval()
+            s = _working_scores(objective, scored, val_set, cfg.batch_size)
             last_eval = time.monotonic()
             entry = {"step": step, "epoch": epoch, "seconds": round(time.monotonic() - budget.start, 1),
                      "train_loss": mean(running), "val_loss": s["loss"], "val_psnr": s["psnr"][None]}
@@ -293,7 +302,7 @@ def train(model: Model, train_pairs: list[PairRef], val_pairs: list[PairRef], cf
             bar.write(f"epoch {epoch} step {step}: train loss {entry['train_loss']:.4f}, "
                       f"val loss {s['loss']:.4f}, val PSNR {s['psnr'][None]:.2f} dB", log)
             if s["psnr"][None] > best[0]:
-                best = (s["psnr"][None], copy.deepcopy(net.state_dict()))
+                best = (s["psnr"][None], copy.deepcopy(scored.state_dict()))
     bar.close()
     net.load_state_dict(best[1])
     net.eval()
