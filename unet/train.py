@@ -250,11 +250,8 @@ def train(model: Model, train_pairs: list[PairRef], val_pairs: list[PairRef], cf
     steps_per_epoch = sum(1 for _ in train_set.batches(cfg.batch_size, random.Random(0), augment=False))
     budget = _Budget(cfg, steps_per_epoch)
     bar = _progress_bar(progress, cfg, steps_per_epoch)
-    ema = None
-    if cfg.ema:
-        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-        ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
-    scored = ema.module if ema is not None else net   # what is evaluated and kept
+    ema = _Average(net, cfg.ema) if cfg.ema else None
+    scored = ema.net if ema is not None else net   # what is evaluated and kept
 
     net.eval()
     first = _working_scores(objective, net, val_set, cfg.batch_size)
@@ -284,7 +281,7 @@ def train(model: Model, train_pairs: list[PairRef], val_pairs: list[PairRef], cf
             torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
             opt.step()
             if ema is not None:
-                ema.update_parameters(net)
+                ema.update(net, step)
             step += 1
             running.append(loss.item())
             bar.update(step, budget.fraction(step), loss.item())
@@ -347,6 +344,27 @@ def evaluate(model: Model, pairs: list[PairRef], mean_chroma: tuple[float, float
     if model.task.name == "colorize":
         out["train_mean_chroma"] = list(tint_chroma)
     return out
+
+
+class _Average:
+    """An exponential moving average of a network's weights.
+
+    The decay warms up as min(decay, (1 + step) / (10 + step)), so a short
+    run (a fine-tune of a few dozen steps) is not held back at its start;
+    normalization statistics are copied, not averaged.
+    """
+
+    def __init__(self, net: torch.nn.Module, decay: float):
+        self.net, self.decay = copy.deepcopy(net), decay
+        self.net.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, net: torch.nn.Module, step: int):
+        d = min(self.decay, (1 + step) / (10 + step))
+        mine, theirs = list(self.net.parameters()), list(net.parameters())
+        torch._foreach_lerp_(mine, theirs, 1 - d)
+        for a, b in zip(self.net.buffers(), net.buffers()):
+            a.copy_(b)
 
 
 class _progress_bar:
