@@ -363,8 +363,8 @@ class _Average:
     @torch.no_grad()
     def update(self, net: torch.nn.Module, step: int):
         d = min(self.decay, (1 + step) / (10 + step))
-        mine, theirs = list(self.net.parameters()), list(net.parameters())
-        torch._foreach_lerp_(mine, theirs, 1 - d)
+        for a, b in zip(self.net.parameters(), net.parameters()):
+            a.lerp_(b, 1 - d)
         for a, b in zip(self.net.buffers(), net.buffers()):
             a.copy_(b)
 
