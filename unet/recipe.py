@@ -8,8 +8,9 @@ time and gives the network the whole picture. The head is a blend: two
 regression channels trained with a near-L1 loss (safe, sepia-leaning) and,
 on a side head that reads the same features without training them, a 10x10
 grid of chroma classes trained with rebalanced cross-entropy (vivid, hues
-sometimes wrong). Their mix is calibrated after training on the run's own
-held-out pairs (see unet.train.calibrate).
+sometimes wrong). Their mix, and a chroma gain, are calibrated after
+training on the run's own held-out pairs (see unet.train.calibrate); on the
+plates the calibration chose the regression alone with a gain of 1.35.
 
 translate: RGB at 128 px on the long side, the same U-Net at full working
 size predicting a local affine color transform that is upsampled and applied
