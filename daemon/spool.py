@@ -7,8 +7,10 @@ A rename either happens or not, so of two services sharing an inbox exactly
 one wins each file; the loser sees the file gone. The ticket names the service
 instance that claimed the file, and every instance holds a lock while it runs:
 at start-up, files in work/ whose instance holds no lock (it crashed or was
-killed) go back through the pipeline. Locks, not pids, decide, so a reused pid
-(after a reboot, or pid 1 in two containers) cannot hide a crashed instance's files.
+killed) are claimed again, by a rename to a ticket of the new instance (so of two
+instances starting at once, one takes each), and go back through the pipeline.
+Locks, not pids, decide, so a reused pid (after a reboot, or pid 1 in two
+containers) cannot hide a crashed instance's files.
 
 A result and its input cannot move in one step, so a crash between the result's
 rename into the outbox and the input's move out of work/ would convert the input
@@ -18,12 +20,18 @@ link to it until the input has left work/. At start-up a claimed file whose
 receipt has a link count of 2 was converted already: its input goes to done/,
 and it is not converted again. A receipt with a count of 1 is an attempt that
 never placed its result, and the file is converted as any other.
+
+A move out of work/ is link-then-unlink (copy-then-unlink across filesystems).
+Cut between the two, the file is in two folders: the next move of it finds the
+first copy and finishes (no NAME-1 in done/), and a start-up takes back a link
+into failed/ (its reason not yet written) and tries the file again.
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
+import filecmp
 import itertools
 import os
 import secrets
@@ -160,17 +168,19 @@ class Spool:
             logger.info("queue {}: the inbox is on another filesystem than the state folder; "
                         "claimed files wait in {}", queue, self.work)
 
-    def claim(self, path: Path) -> Claimed:
-        """Take path out of the inbox by one atomic rename; raise Lost when it is already gone."""
+    def claim(self, path: Path, name: str = "", work: Path | None = None) -> Claimed:
+        """Take path out of the inbox (into work, by default self.work) under a ticket of ours, as name
+        (by default its own), by one atomic rename; raise Lost when it is already gone."""
+        name, work = name or path.name, work or self.work
         ticket = self.owner.ticket()
-        target = self.work / f"{ticket}@{path.name}"
+        target = work / f"{ticket}@{name}"
         folder = None
         if len(os.fsencode(target.name)) > NAME_MAX:
             # The ticket does not fit beside a name this long: the file keeps its name
             # in a folder named by the ticket instead, work/<q>/<ticket>@/NAME.
-            folder = self.work / f"{ticket}@"
+            folder = work / f"{ticket}@"
             folder.mkdir()
-            target = folder / path.name
+            target = folder / name
         try:
             os.rename(path, target)
         except BaseException as e:
@@ -179,7 +189,7 @@ class Spool:
             if isinstance(e, FileNotFoundError):
                 raise Lost(path) from None
             raise
-        return Claimed(self.queue, target, path.name)
+        return Claimed(self.queue, target, name)
 
     def done(self, item: Claimed) -> Path | None:
         """The input succeeded: keep it in done/ (never replacing an older one) or delete it."""
@@ -212,17 +222,47 @@ class Spool:
     def recover(self, include_own: bool = False) -> list[Claimed]:
         """Files in work/ whose claimant is gone (a crash), oldest first; with include_own, ours as well.
 
-        Those whose result was written before the crash are moved to done/ here, not returned.
+        Each is claimed again under a ticket of ours first, by a rename, so that of two services
+        starting at once, exactly one takes each. Those whose result was written before the
+        crash are moved to done/ here, not returned.
         """
-        found = [c for c in self._unowned(include_own) if not self._settled(c)]
+        found = []
+        for old in self._unowned(include_own):
+            work = old.path.parent.parent if old.path.parent.name.endswith("@") else old.path.parent
+            try:
+                item = self.claim(old.path, old.name, work)
+            except Lost:
+                continue  # another service starting at the same time took it
+            except OSError as e:
+                logger.error("{}: cannot take {} back from work/ ({}); it stays there until the next start",
+                             self.queue, old.path, e)
+                continue
+            _left(old)
+            if not self._settled(item, self.receipt(old)):
+                found.append(item)
         self._drop_receipts(include_own)
+        for item in found:
+            self._undo_quarantine(item)
         return found
 
-    def _settled(self, item: Claimed) -> bool:
-        """Whether item's result is in the outbox already (its receipt has a second link); if so, finish it."""
-        if not item.ticket:
+    def _undo_quarantine(self, item: Claimed) -> None:
+        """A quarantine cut short after linking item into failed/ (before its reason was written):
+        take that link back, so the file is tried again and ends in exactly one place."""
+        try:
+            half = placed_copy(item.path, os.lstat(item.path), self.failed_dir, item.name, by_bytes=False)
+            if half is not None:
+                half.unlink()
+                logger.info("{}: {} was being moved to {} when the last run stopped; it is tried again",
+                            self.queue, item.name, self.failed_dir)
+        except OSError:
+            pass  # it is tried again; a quarantine after that finds and reuses the link
+
+    def _settled(self, item: Claimed, receipt_name: str) -> bool:
+        """Whether item's result is in the outbox already (the receipt of its last claim has a second link);
+        if so, finish it."""
+        if not receipt_name:
             return False
-        receipt = self.outbox / self.receipt(item)
+        receipt = self.outbox / receipt_name
         try:
             links = os.lstat(receipt).st_nlink
         except FileNotFoundError:
@@ -353,6 +393,10 @@ def move_into(src: Path, folder: Path, name: str) -> Path:
     """
     folder.mkdir(parents=True, exist_ok=True)
     st = os.lstat(src)
+    earlier = placed_copy(src, st, folder, name)
+    if earlier is not None:  # an earlier move was cut short (kill -9) after placing it: finish that one
+        src.unlink(missing_ok=True)
+        return earlier
     staged = src
     if st.st_dev != os.stat(folder).st_dev:
         staged = folder / temp_name()
@@ -366,6 +410,31 @@ def move_into(src: Path, folder: Path, name: str) -> Path:
     if staged != src:
         src.unlink(missing_ok=True)
     return final
+
+
+def placed_copy(src: Path, st: os.stat_result, folder: Path, name: str, by_bytes: bool = True) -> Path | None:
+    """The file an earlier move_into(src, folder, name) placed before it was cut short, if any.
+
+    A move on one filesystem is link-then-unlink: cut between the two, folder holds
+    a second link to src (the same inode). Across filesystems it is copy-then-unlink,
+    and the copy is recognised by its bytes (unless not by_bytes). Only the names move_into would try are
+    looked at, up to the first free one.
+    """
+    stem, ext = _split(name)
+    for n in range(100_000):
+        candidate = folder / (name if n == 0 else f"{stem}-{n}{ext}")
+        try:
+            cst = os.lstat(candidate)
+        except FileNotFoundError:
+            return None
+        except OSError:
+            continue
+        if os.path.samestat(cst, st):
+            return candidate
+        if (by_bytes and cst.st_dev != st.st_dev and stat.S_ISREG(st.st_mode) and stat.S_ISREG(cst.st_mode)
+                and cst.st_size == st.st_size and filecmp.cmp(src, candidate, shallow=False)):
+            return candidate
+    return None
 
 
 def _copy(src: Path, dst: Path, st: os.stat_result) -> None:

@@ -53,7 +53,9 @@ def test_a_name_too_long_to_carry_a_ticket_is_claimed_into_a_folder_and_recovere
     try:
         owner.close()
         again = Spool(cfg, "colorize", later).recover()
-        assert [(c.name, c.ticket) for c in again] == [(long, item.ticket)]
+        # Taken back under a ticket of the new instance, still in a folder of its own.
+        assert [(c.name, c.ticket.rpartition("-")[0]) for c in again] == [(long, later.id)]
+        assert os.listdir(cfg.state_dir("work", "colorize")) == [f"{again[0].ticket}@"]
         dest = Spool(cfg, "colorize", later).quarantine(again[0], "a test")
         assert dest.name == long and names(cfg.state_dir("work", "colorize")) == []
         (note,) = [n for n in names(cfg.failed("colorize")) if n.endswith(".reason.txt")]
@@ -135,6 +137,81 @@ def test_recovery_takes_back_a_dead_services_files_but_not_a_live_ones(cfg, owne
     assert "busy_before.jpg" in [c.name for c in spool.recover()]
 
 
+def half_moved(cfg, name: str, into: Path, data: bytes = b"image bytes") -> Path:
+    """What a kill -9 inside move_into leaves: the input in work/ under a dead instance's ticket,
+    and a second link to it already in its destination folder."""
+    work = cfg.state_dir("work", "colorize")
+    work.mkdir(parents=True, exist_ok=True)
+    into.mkdir(parents=True, exist_ok=True)
+    claimed = work / f"123xdead00-7@{name}"
+    claimed.write_bytes(data)
+    os.link(claimed, into / name)
+    return claimed
+
+
+def test_a_move_to_done_cut_short_is_finished_at_recovery_not_repeated(cfg, owner):
+    # Killed between done/'s link and work/'s unlink, after the result was placed (its receipt has 2 links).
+    done, outbox = cfg.state_dir("done", "colorize"), cfg.outbox("colorize")
+    claimed = half_moved(cfg, "x_before.jpg", done)
+    outbox.mkdir(parents=True, exist_ok=True)
+    (outbox / "x_after.jpg").write_bytes(b"result")
+    os.link(outbox / "x_after.jpg", outbox / ".reverser-receipt-123xdead00-7")
+    assert Spool(cfg, "colorize", owner).recover() == []          # not converted again
+    assert names(done) == ["x_before.jpg"] and not claimed.exists()  # one copy kept, no x_before-1.jpg
+    assert names(outbox) == ["x_after.jpg"]                         # the receipt has done its job
+
+
+def test_a_quarantine_cut_short_is_taken_back_and_the_file_tried_again(cfg, owner):
+    failed = cfg.failed("colorize")
+    claimed = half_moved(cfg, "bad_before.jpg", failed, b"junk")
+    spool = Spool(cfg, "colorize", owner)
+    got = spool.recover()
+    assert [c.name for c in got] == ["bad_before.jpg"] and not claimed.exists() and names(failed) == []
+    spool.quarantine(got[0], "cannot decode image")                 # it fails again: one copy, one reason
+    assert names(failed) == ["bad_before.jpg", "bad_before.jpg.reason.txt"]
+
+
+def test_a_second_move_of_the_same_file_reuses_the_first_link(cfg):
+    done = cfg.state_dir("done", "colorize")
+    src = half_moved(cfg, "y_before.jpg", done)
+    assert move_into(src, done, "y_before.jpg") == done / "y_before.jpg"
+    assert names(done) == ["y_before.jpg"] and not src.exists()
+
+
+_RECOVER = """
+import sys
+from daemon.config import parse_config
+from daemon.spool import Owner, Spool
+cfg = parse_config({"queues": {"colorize": {"task": "colorize", "model": "m"}}}, base=sys.argv[1])
+owner = Owner(cfg.state_dir("work"))
+spool = Spool(cfg, "colorize", owner)
+print("ready", flush=True)
+sys.stdin.readline()
+print("\\n".join(c.name for c in spool.recover()), flush=True)
+"""
+
+
+def test_of_two_services_starting_at_once_exactly_one_recovers_each_file(cfg, tmp_path):
+    work = cfg.state_dir("work", "colorize")
+    work.mkdir(parents=True)
+    left = [f"f{i:03d}_before.jpg" for i in range(300)]
+    for i, name in enumerate(left):
+        (work / f"123xdead00-{i}@{name}").write_bytes(b"x")   # a killed instance's claims
+    procs = [subprocess.Popen([PYTHON, "-c", _RECOVER, str(tmp_path)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2]) for _ in range(2)]
+    try:
+        for p in procs:
+            assert p.stdout.readline().strip() == "ready"
+        for p in procs:  # both recover at the same moment
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        got = [set(filter(None, p.communicate(timeout=60)[0].splitlines())) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert got[0] | got[1] == set(left) and not got[0] & got[1]
+
+
 def test_a_lock_held_by_another_process_counts_as_alive(cfg, owner):
     # A real second process holds a lock as Owner does; when it is killed, the kernel drops the lock.
     script = ("import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT);"
@@ -161,6 +238,13 @@ def test_move_into_copies_across_filesystems(tmp_path):
     finally:
         src.unlink(missing_ok=True)
     assert dest.read_bytes() == b"across" and not src.exists() and names(tmp_path / "failed") == ["x_before.jpg"]
+    # Cut short after the copy was placed, the move is finished, not made again as x_before-1.jpg.
+    src.write_bytes(b"across")
+    try:
+        assert move_into(src, tmp_path / "failed", "x_before.jpg") == dest
+    finally:
+        src.unlink(missing_ok=True)
+    assert names(tmp_path / "failed") == ["x_before.jpg"] and not src.exists()
 
 
 def test_sweep_removes_only_old_temporary_files(tmp_path):
