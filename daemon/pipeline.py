@@ -20,6 +20,13 @@ when the cap is reached), so a flood of files keeps memory flat. The pipeline
 knows nothing of devices beyond what the Predictor hides (autocast, pinned
 memory and non-blocking copies on CUDA), and nothing of inboxes: each job says
 where its result goes and whom to tell.
+
+close() waits for the work in flight until a deadline. Past it, the pipeline
+is abandoned: threads still busy (a long forward pass) may finish computing,
+but none writes a result or reports an outcome any more, so the files left
+in work/ can be taken back by whoever runs next (a reload's new pipeline)
+without anything being converted twice. A write under way when the deadline
+comes is finished first; close() waits for it.
 """
 
 from __future__ import annotations
@@ -177,6 +184,8 @@ class Pipeline:
         self.held = 0                            # results waiting for their outbox to take them
         self._blocked: dict[Path, str] = {}      # outbox folder -> why it takes no results, said once
         self._closing = False
+        self._abandoned = False                  # past close()'s deadline: nothing is written or reported
+        self._reporting = 0                      # threads writing a result or reporting an outcome now
         self.last_progress = time.monotonic()   # a batch run or an outcome given: for health()
         self._batchq: queue.SimpleQueue = queue.SimpleQueue()
         self._decoders = _Pool("decode", settings.decode_threads)
@@ -260,6 +269,11 @@ class Pipeline:
         self._encoders.close(drop=False)   # results already computed still get written
         self._encoders.join(deadline)
         self._decoders.join(deadline)
+        if not self.stopped:
+            with self._cond:  # writes under way finish first (a hung disk is given a minute)
+                self._abandoned = True
+                if not self._cond.wait_for(lambda: not self._reporting, 60):
+                    logger.error("a result is still being written after the pipeline was abandoned")
         with self._cond:
             return sum(self.inflight.values())
 
@@ -393,14 +407,33 @@ class Pipeline:
             data = encode(image, Path(job.out_name).suffix, self.s.jpeg_quality, item.source)
         except Exception as e:
             return self._fail(job, f"cannot encode the result: {type(e).__name__}: {e}")
+        if not self._enter():
+            return  # abandoned: its input stays in work/ for whoever runs next
         try:
-            out = write_atomic(job.out_dir, job.out_name, data, self.s.on_exists, receipt=job.receipt or None)
-        except OSError as e:
-            if e.errno in OUTBOX_FAULTS:
-                return self._hold(job, attempt, e, lambda n: self._encoders.submit(self._encode, item, y, n))
-            return self._retry(job, attempt, e, lambda n: self._encoders.submit(self._encode, item, y, n))
-        self._unblocked(job.out_dir)
-        self._finish(job, Outcome(True, out, size=job.size, ms=1000 * (time.monotonic() - job.complete_at)))
+            try:
+                out = write_atomic(job.out_dir, job.out_name, data, self.s.on_exists, receipt=job.receipt or None)
+            except OSError as e:
+                if e.errno in OUTBOX_FAULTS:
+                    return self._hold(job, attempt, e, lambda n: self._encoders.submit(self._encode, item, y, n))
+                return self._retry(job, attempt, e, lambda n: self._encoders.submit(self._encode, item, y, n))
+            self._unblocked(job.out_dir)
+            self._finish(job, Outcome(True, out, size=job.size, ms=1000 * (time.monotonic() - job.complete_at)),
+                         entered=True)
+        finally:
+            self._leave()
+
+    def _enter(self) -> bool:
+        """Start writing or reporting; False once abandoned (see the module docstring)."""
+        with self._cond:
+            if self._abandoned:
+                return False
+            self._reporting += 1
+            return True
+
+    def _leave(self) -> None:
+        with self._cond:
+            self._reporting -= 1
+            self._cond.notify_all()
 
     def _hold(self, job: Job, attempt: int, error: OSError, resubmit: Callable[[int], None]) -> None:
         """The outbox takes no results now: say so once, and try again later, for as long as it takes."""
@@ -437,12 +470,17 @@ class Pipeline:
     def _fail(self, job: Job, error: str, hint: str = "") -> None:
         self._finish(job, Outcome(False, None, error, hint, job.size, 1000 * (time.monotonic() - job.complete_at)))
 
-    def _finish(self, job: Job, outcome: Outcome) -> None:
+    def _finish(self, job: Job, outcome: Outcome, entered: bool = False) -> None:
+        """Report job's outcome (unless abandoned); entered: the caller has _enter()ed already."""
+        mine = not entered and self._enter()
         try:
-            job.on_done(job, outcome)
+            if entered or mine:
+                job.on_done(job, outcome)
         except Exception:
             logger.exception("internal error after {}", job.label or job.path)
         finally:
+            if mine:
+                self._leave()
             with self._cond:
                 self.inflight[job.queue] -= 1
                 self.last_progress = time.monotonic()

@@ -255,3 +255,18 @@ def test_auto_batch_size_is_measured_and_explained(colorizer):
     n, why = autobatch.measure(colorizer, sizes=(1, 2, 4), seconds_each=0.05)
     assert n in (1, 2, 4)
     assert "measured on cpu" in why and all(f"{k}: " in why for k in (1, 2, 4))
+
+
+def test_past_the_close_deadline_nothing_is_written_or_reported(tmp_path, colorizer):
+    """A reload takes back the files a pipeline could not finish in time: that pipeline must not
+    write them later (the file would be converted twice)."""
+    big = make_image(tmp_path / "in" / "big_before.png", (4000, 3000), "L", seed=1)
+    outcomes, out = Outcomes(), tmp_path / "out"
+    pipeline = Pipeline({"colorize": colorizer}, {"colorize": 1}, SETTINGS)
+    assert pipeline.reserve(timeout=30)
+    assert pipeline.submit(Job("colorize", big, out, "big_after.png", outcomes))
+    wait_for(lambda: pipeline.batches["colorize"] >= 1, 60, "the forward pass", every=0.002)
+    assert pipeline.close(time.monotonic()) == 1       # still encoding 12 megapixels: left unfinished
+    wait_for(lambda: pipeline.stopped, 60, "the encode thread to end")
+    assert outcomes.by_name == {} and not out.exists() and big.exists()
+
