@@ -45,6 +45,8 @@ def _check_args(args, cfg) -> None:
                          "are about the registry. Drop one or the other")
     if args.minutes is not None and args.minutes <= 0:
         raise UsageError(f"--minutes must be more than 0, got {args.minutes:g}")
+    if args.val_percent is not None and not 1 <= args.val_percent <= 50:
+        raise UsageError(f"--val-percent must be 1 to 50, got {args.val_percent:g}")
     if args.epochs is not None and args.epochs < (1 if args.from_scratch else 0):
         raise UsageError(f"--epochs must be 1 or more (0 with a model to start from: score and calibrate "
                          f"it without training), got {args.epochs}")
@@ -116,7 +118,7 @@ def main(args) -> int:
             report = new_report_dir(cfg.state_dir("reports", queue))
             job = TrainJob(queue=queue, task=qcfg.task, pairs=folders, out=str(stage), report=str(report),
                            start=str(start) if start else None, arch=str(arch) if arch else None,
-                           parent=parent, val_percent=cfg.retrain.val_percent, minutes=minutes,
+                           parent=parent, val_percent=args.val_percent or cfg.retrain.val_percent, minutes=minutes,
                            epochs=args.epochs, threads=None, nice=0, swap=args.swap)
             job.save(report / "job.json")
             logger.info("train {}: {} on {}, budget {}; report in {}", queue,

@@ -12,6 +12,7 @@ from daemon.retrain import training_lock
 from tests.conftest import write_config
 from tests.daemon.synthetic_pairs import tiny_champion, write_pairs
 from unet import load_model
+from unet.data import is_val
 
 
 @pytest.fixture(autouse=True)
@@ -35,10 +36,12 @@ def test_out_writes_a_new_model_folder_and_touches_no_registry(setup, tmp_path, 
     config, cfg, pairs = setup
     out = tmp_path / "models" / "colorize"
     code = cli(["train", "--config", str(config), "--queue", "colorize", "--pairs", str(pairs),
-                "--epochs", "3", "--out", str(out), "--from-scratch"])
+                "--epochs", "3", "--out", str(out), "--from-scratch", "--val-percent", "30"])
     assert code == 0, capsys.readouterr()
     model = load_model(out)                                       # a complete, loadable model folder
     assert model.meta["pairs"] == 40 and model.meta["metrics"]["psnr"] > 0
+    held = sum(is_val(p.stem.rsplit("_", 1)[0], 30) for p in pairs.glob("*_before.*"))
+    assert model.meta["metrics"]["pairs"] == held and 0 < held < 40  # --val-percent, not [retrain] val_percent
     assert model.net.cfg == load_model(cfg.queues["colorize"].model).net.cfg, "the shipped architecture"
     assert not cfg.state_dir("models").exists() or not any(cfg.state_dir("models", "colorize").glob("v*"))
     assert not list(out.parent.glob(".*")), "no temporary folders left beside it"
@@ -96,6 +99,8 @@ def test_arguments_that_cannot_work_are_refused_before_training(setup, tmp_path,
     assert "not found" in capsys.readouterr().err
     assert cli(base + ["--epochs", "0", "--from-scratch", "--out", str(tmp_path / "new")]) == 64
     assert "0 with a model to start from" in capsys.readouterr().err
+    assert cli(base + ["--val-percent", "60", "--out", str(tmp_path / "new")]) == 64
+    assert "1 to 50" in capsys.readouterr().err
 
 
 def test_zero_epochs_scores_and_calibrates_a_model_without_training_it(setup, tmp_path, capsys):
