@@ -38,7 +38,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Collection, Mapping
 
 from loguru import logger
 from watchdog.events import (FileClosedEvent, FileClosedNoWriteEvent, FileCreatedEvent, FileDeletedEvent,
@@ -119,12 +119,16 @@ class Watcher:
 
     def __init__(self, folders: Mapping[Path, Handler], accept: Callable[[str], bool], *,
                  settle: float = 1.0, rescan: float = 30.0, observer: str = "auto", poll: float = 1.0,
-                 threads: int = 2, label: str = "watcher", expect: str = "an accepted name"):
+                 threads: int = 2, label: str = "watcher", expect: str = "an accepted name",
+                 subfolders: Collection[str] = ()):
+        """subfolders: names of sub-folders that belong in the folders (train/); others are noted in the
+        log once, as files with other names are, since files in them are not converted."""
         if observer not in ("auto", "inotify", "polling"):
             raise ValueError(f"observer must be auto, inotify or polling, got {observer!r}")
         self.folders = {Path(os.path.abspath(f)): h for f, h in folders.items()}
         self.accept, self.settle, self.rescan = accept, settle, rescan
         self.kind, self.poll, self.label, self.expect = observer, poll, label, expect
+        self.subfolders = set(subfolders)
         self.close_events = False   # True while the observer reports close-after-write (inotify)
         self._msgs: queue.SimpleQueue = queue.SimpleQueue()
         self._ready: queue.SimpleQueue = queue.SimpleQueue()
@@ -270,8 +274,8 @@ class Watcher:
             return
         if not self.accept(path.name):
             # A sub-folder such as train/ is someone else's business (inotify reports its opening).
-            if kind != "deleted" and not path.is_dir():
-                self._note(path, f"left alone: the name is not {self.expect}")
+            if kind != "deleted":
+                self._note_odd(path, path.is_dir())
             return
         if kind == "deleted":
             self._pending.pop(path, None)
@@ -369,13 +373,21 @@ class Watcher:
             for name, is_dir in entries:
                 path = folder / name
                 present.add(path)
-                if is_partial(name) or (is_dir and not self.accept(name)):
-                    continue  # a sub-folder such as train/ is someone else's business
+                if is_partial(name):
+                    continue
                 if not self.accept(name):
-                    self._note(path, f"left alone: the name is not {self.expect}")
+                    self._note_odd(path, is_dir)
                 elif path not in self._pending and path not in self._inflight:
                     self._begin(path)
         self._noted &= present  # a name that comes back later is logged again
+
+    def _note_odd(self, path: Path, is_dir: bool) -> None:
+        """A name that is not taken: say so once (a sub-folder that belongs there, silently not)."""
+        if not is_dir:
+            self._note(path, f"left alone: the name is not {self.expect}")
+        elif path.name not in self.subfolders and not path.name.startswith("."):
+            self._note(path, f"left alone: a folder; only files directly in {path.parent} are taken "
+                             f"(move its files up into {path.parent})")
 
     def _note(self, path: Path, why: str) -> None:
         if path not in self._noted:

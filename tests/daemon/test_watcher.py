@@ -108,12 +108,14 @@ def test_a_file_renamed_in_is_taken_at_once(watch, tmp_path):
 
 def test_partial_names_are_never_taken_and_other_names_are_logged_once(watch):
     with captured_logs("INFO") as lines:
-        w, rec, folder = watch()
+        w, rec, folder = watch(subfolders={"train"})
         partial = [".hidden_before.jpg", "a_before.jpg.part", "b_before.jpg.tmp", "c_before.jpg.crdownload",
                    "d_before.jpg.partial", "e_before.jpg~"]
         for name in partial + ["notes.txt"]:
             (folder / name).write_bytes(b"z")
-        (folder / "train").mkdir()  # a sub-folder (the pairs inbox) is not worth a line either
+        (folder / "train").mkdir()  # a sub-folder that belongs there (the pairs inbox) is not worth a line
+        (folder / "scans").mkdir()  # another one is: its files are not taken
+        (folder / "scans" / "x_before.jpg").write_bytes(b"z")
         time.sleep(1.2)  # several rescans
         (folder / "last_before.jpg").write_bytes(b"z")
         wait_for(lambda: "last_before.jpg" in rec.names(), 10, "the good file")
@@ -121,6 +123,8 @@ def test_partial_names_are_never_taken_and_other_names_are_logged_once(watch):
     assert all((folder / n).exists() for n in partial + ["notes.txt"])  # all left alone
     assert sum("notes.txt" in line for line in lines) == 1, lines
     assert not any(".part" in line or "hidden" in line or "train" in line for line in lines), lines
+    [scans] = [line for line in lines if "scans" in line]
+    assert "a folder" in scans and "move its files up" in scans
 
 
 def test_the_polling_observer_waits_for_size_and_mtime_to_settle(watch):
