@@ -1,11 +1,17 @@
-"""Writing results: names, formats, and the temp-then-rename that hides half-written files."""
+"""Files that appear whole: result names and formats, the temp-then-rename that hides half-written
+results, moving inputs between folders without replacing anything, and sweeping temporary files."""
 
 from __future__ import annotations
 
+import errno
+import filecmp
 import io
 import os
 import re
 import secrets
+import shutil
+import stat
+import time
 from pathlib import Path
 
 from PIL import Image
@@ -140,3 +146,120 @@ def _place(tmp: Path, folder: Path, name: str, on_exists: str, keep: bool) -> Pa
             os.replace(tmp, final)
             return final
     raise FileExistsError(f"{folder}: no free name for {name}")
+
+
+def sweep_temp(folder: Path, older_than: float = 600.0, is_alive=None) -> int:
+    """Remove our temporary files (TEMP_PREFIX) that a killed process left in folder; return how many.
+
+    A file signed by a service instance (output.temp_name) goes as soon as is_alive says that
+    instance no longer runs; others only when old, as a live process sharing the folder may be
+    writing a fresh one.
+    """
+    removed, now = 0, time.time()
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    for e in entries:
+        if e.name.startswith(RECEIPT_PREFIX) or not e.name.startswith(TEMP_PREFIX):
+            continue  # a receipt tells recovery a result was written: Spool.recover() removes it
+        try:
+            writer = temp_writer(e.name)
+            dead = bool(writer) and is_alive is not None and not is_alive(writer)
+            if dead or now - e.stat(follow_symlinks=False).st_mtime > older_than:
+                os.unlink(e.path)
+                removed += 1
+        except OSError:
+            pass
+    return removed
+
+
+def move_into(src: Path, folder: Path, name: str) -> Path:
+    """Move src to folder/name without ever replacing a file there (NAME-1.EXT, ...); return the new path.
+
+    On one filesystem this is link-then-unlink, so the name appears whole or not
+    at all; across filesystems the file is copied to a temporary name first.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    st = os.lstat(src)
+    earlier = placed_copy(src, st, folder, name)
+    if earlier is not None:  # an earlier move was cut short (kill -9) after placing it: finish that one
+        src.unlink(missing_ok=True)
+        return earlier
+    staged = src
+    if st.st_dev != os.stat(folder).st_dev:
+        staged = folder / temp_name()
+        _copy(src, staged, st)
+    try:
+        final = _link_free(staged, folder, name)
+    except BaseException:
+        if staged != src:
+            staged.unlink(missing_ok=True)
+        raise
+    if staged != src:
+        src.unlink(missing_ok=True)
+    return final
+
+
+def placed_copy(src: Path, st: os.stat_result, folder: Path, name: str, by_bytes: bool = True) -> Path | None:
+    """The file an earlier move_into(src, folder, name) placed before it was cut short, if any.
+
+    A move on one filesystem is link-then-unlink: cut between the two, folder holds
+    a second link to src (the same inode). Across filesystems it is copy-then-unlink,
+    and the copy is recognised by its bytes (unless not by_bytes). Only the names move_into would try are
+    looked at, up to the first free one.
+    """
+    stem, ext = _split(name)
+    for n in range(100_000):
+        candidate = folder / (name if n == 0 else f"{stem}-{n}{ext}")
+        try:
+            cst = os.lstat(candidate)
+        except FileNotFoundError:
+            return None
+        except OSError:
+            continue
+        if os.path.samestat(cst, st):
+            return candidate
+        if (by_bytes and cst.st_dev != st.st_dev and stat.S_ISREG(st.st_mode) and stat.S_ISREG(cst.st_mode)
+                and cst.st_size == st.st_size and filecmp.cmp(src, candidate, shallow=False)):
+            return candidate
+    return None
+
+
+def _copy(src: Path, dst: Path, st: os.stat_result) -> None:
+    if stat.S_ISLNK(st.st_mode):
+        os.symlink(os.readlink(src), dst)
+    elif stat.S_ISREG(st.st_mode):
+        with open(src, "rb") as fi, open(dst, "xb") as fo:
+            shutil.copyfileobj(fi, fo, 1 << 20)
+            fo.flush()
+            os.fsync(fo.fileno())
+    else:  # a FIFO or device cannot be copied without opening it; keep an empty stand-in
+        dst.touch()
+
+
+def _link_free(staged: Path, folder: Path, name: str) -> Path:
+    stem, ext = _split(name)
+    for n in range(100_000):
+        final = folder / (name if n == 0 else f"{stem}-{n}{ext}")
+        try:
+            os.link(staged, final, follow_symlinks=False)
+        except FileExistsError:
+            continue
+        except OSError as e:
+            if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EMLINK, errno.EOPNOTSUPP):
+                raise
+            # No hard links here (some network filesystems): check, then rename.
+            if os.path.lexists(final):
+                continue
+            os.rename(staged, final)
+            return final
+        os.unlink(staged)
+        return final
+    raise FileExistsError(f"{folder}: no free name for {name}")
+
+
+def _split(name: str) -> tuple[str, str]:
+    """'a_before.jpg' -> ('a_before', '.jpg'); 'a.tar.gz' keeps its last suffix only, which is enough here."""
+    stem, ext = os.path.splitext(name)
+    return (stem, ext) if stem else (name, "")

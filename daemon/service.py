@@ -49,12 +49,12 @@ from .logs import setup_logging
 from .metrics import Metrics, MetricsServer
 from .models import candidates, model_dir
 from .notify import Health, Notifier, Watchdog, status_text
-from .output import EXT_FORMAT, output_name
+from .output import EXT_FORMAT, output_name, sweep_temp
 from .pipeline import Job, Outcome, Pipeline, PipelineSettings
 from .registry import RegistryError, open_registry
 from .retrain import Retrainer
 from .scheduler import RetrainScheduler
-from .spool import Claimed, Lost, Owner, Spool, sweep_temp
+from .spool import Claimed, Lost, Owner, Spool
 from .status import STATUS_FILE, StatusBoard
 from .watcher import Arrival, Watcher, is_partial
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from daemon.config import parse_config
-from daemon.spool import Lost, Owner, Spool, move_into, sweep_temp
+from daemon.output import move_into, sweep_temp
+from daemon.spool import Lost, Owner, Spool
 from tests.conftest import PYTHON
 from tests.daemon.service_helpers import names
 
