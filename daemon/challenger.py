@@ -105,17 +105,28 @@ def train_challenger(job: TrainJob, log=print, progress: bool | None = None, sho
     metrics = result.metrics
     tint = tuple(metrics["train_mean_chroma"]) if "train_mean_chroma" in metrics else None
 
-    champion, champion_metrics = None, None
+    champion, champion_metrics, served = None, None, None
     if job.start:
         champion = load_model(job.start)
-        champion_metrics = evaluate(champion, val_pairs, mean_chroma=tint)
-        log("champion on the same pairs: " + ", ".join(
-            f"{k} {v:.2f}" for k, v in champion_metrics.items() if isinstance(v, float)))
+        served = evaluate(champion, val_pairs, mean_chroma=tint)
+        log("champion as served, on the same pairs: " + _scores(served))
+        champion_metrics = served
+        if colorize:
+            # Weights against weights: the challenger's decoding was just calibrated on these pairs, to
+            # a colorfulness goal; the champion's was calibrated on other pairs once and may sit at
+            # another point of the PSNR/colorfulness trade-off (paler scores higher). Calibrate a copy
+            # of it here the same way (no training), and compare those scores.
+            again = train(load_model(job.start), train_pairs, val_pairs,
+                          TrainConfig(epochs=0, threads=job.threads), log=lambda m: None)
+            champion_metrics = again.metrics
+            log(f"champion calibrated like the challenger (gain {again.model.task_cfg.gain:g}): "
+                + _scores(champion_metrics))
 
     challenger.meta = {}
     record = {"queue": job.queue, "parent": job.parent, "data_fingerprint": fingerprint(pairs),
               "pairs": len(pairs), "train_pairs": len(train_pairs), "val_pairs": len(val_pairs),
-              "metrics": metrics, "champion_metrics": champion_metrics, "stopped": result.stopped,
+              "metrics": metrics, "champion_metrics": champion_metrics,
+              "champion_served_metrics": served, "stopped": result.stopped,
               "trained_from": job.start, "started": started, "finished": now_iso(),
               "train_seconds": round(time.monotonic() - t0, 1)}
     if tint is not None:
@@ -135,6 +146,10 @@ def _gray_afters(pairs) -> bool:
             if im.mode not in ("L", "LA", "1", "I", "I;16", "F"):
                 return False
     return bool(pairs)
+
+
+def _scores(metrics: dict) -> str:
+    return ", ".join(f"{k} {v:.2f}" for k, v in metrics.items() if isinstance(v, float))
 
 
 def _contact_sheet(folder: Path, pairs, champion, challenger, task: str) -> list[dict]:

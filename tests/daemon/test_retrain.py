@@ -89,7 +89,10 @@ def test_a_challenger_trained_on_good_pairs_is_promoted_and_serves(cfg):
     png = Image.open(outcome.report / "report.png")
     assert png.width >= 700 and png.height >= 600           # curves plus a contact sheet of held-out pairs
     assert read_counts(cfg.state_dir("pairs", "colorize"))["new"] == 0
-    assert "training colorize" in (outcome.report / "train.log").read_text()  # the child's own log
+    log = (outcome.report / "train.log").read_text()
+    assert "training colorize" in log  # the child's own log
+    # The champion is compared after calibrating its decoding on the same pairs; as served is kept too.
+    assert "champion calibrated like the challenger" in log and meta["champion_served_metrics"]["psnr"] > 0
 
 
 def test_a_challenger_trained_on_scrambled_pairs_is_rejected_and_the_champion_keeps_serving(cfg):
