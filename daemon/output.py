@@ -131,9 +131,7 @@ def _place(tmp: Path, folder: Path, name: str, on_exists: str, keep: bool) -> Pa
         else:
             os.replace(tmp, final)
         return final
-    stem, ext = os.path.splitext(name)
-    for n in range(0, 100_000):
-        final = folder / (name if n == 0 else f"{stem}-{n}{ext}")
+    for final in _names(folder, name):
         try:
             os.link(tmp, final)
             return final
@@ -206,12 +204,10 @@ def placed_copy(src: Path, st: os.stat_result, folder: Path, name: str, by_bytes
 
     A move on one filesystem is link-then-unlink: cut between the two, folder holds
     a second link to src (the same inode). Across filesystems it is copy-then-unlink,
-    and the copy is recognised by its bytes (unless not by_bytes). Only the names move_into would try are
-    looked at, up to the first free one.
+    and the copy is recognised by its bytes (when by_bytes). Only the names move_into
+    would try are looked at, up to the first free one.
     """
-    stem, ext = _split(name)
-    for n in range(100_000):
-        candidate = folder / (name if n == 0 else f"{stem}-{n}{ext}")
+    for candidate in _names(folder, name):
         try:
             cst = os.lstat(candidate)
         except FileNotFoundError:
@@ -239,9 +235,7 @@ def _copy(src: Path, dst: Path, st: os.stat_result) -> None:
 
 
 def _link_free(staged: Path, folder: Path, name: str) -> Path:
-    stem, ext = _split(name)
-    for n in range(100_000):
-        final = folder / (name if n == 0 else f"{stem}-{n}{ext}")
+    for final in _names(folder, name):
         try:
             os.link(staged, final, follow_symlinks=False)
         except FileExistsError:
@@ -259,7 +253,13 @@ def _link_free(staged: Path, folder: Path, name: str) -> Path:
     raise FileExistsError(f"{folder}: no free name for {name}")
 
 
-def _split(name: str) -> tuple[str, str]:
-    """'a_before.jpg' -> ('a_before', '.jpg'); 'a.tar.gz' keeps its last suffix only, which is enough here."""
+def _names(folder: Path, name: str):
+    """The names a file called name may take in folder, in turn: NAME.EXT, NAME-1.EXT, NAME-2.EXT, ...
+
+    'a.tar.gz' numbers before its last suffix only ('a.tar-1.gz'), which is enough here.
+    """
     stem, ext = os.path.splitext(name)
-    return (stem, ext) if stem else (name, "")
+    stem, ext = (stem, ext) if stem else (name, "")
+    yield folder / name
+    for n in range(1, 100_000):
+        yield folder / f"{stem}-{n}{ext}"

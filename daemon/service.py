@@ -215,7 +215,8 @@ class Service:
         self.watcher = Watcher({cfg.inbox(q): partial(self._take, q) for q in cfg.queues}, is_input,
                                settle=w.settle_seconds, rescan=w.rescan_seconds, observer=w.observer,
                                poll=w.poll_seconds, threads=2, label="inbox",
-                               expect="NAME_before.<image ext>", subfolders={cfg.train_inbox(q).name for q in cfg.queues})
+                               expect="NAME_before.<image ext>",
+                               subfolders={cfg.train_inbox(q).name for q in cfg.queues})
         self.watcher.start()
         intakes = {q: PairIntake(cfg, q) for q in cfg.queues}
         self.pairs_watcher = Watcher({cfg.train_inbox(q): intakes[q].handle for q in cfg.queues}, is_pair_file,
