@@ -45,6 +45,7 @@ class TrainJob:
     threads: int | None = None      # torch CPU threads; None: torch's default
     nice: int = 0                   # added niceness (the child lowers its own priority)
     swap: bool = False              # the pair folders hold the opposite direction: after -> before
+    seed: int = 0                   # the run's random seed: the same data and seed train the same model
 
     def save(self, path: Path) -> Path:
         write_json(Path(path), asdict(self))
@@ -98,9 +99,10 @@ def train_challenger(job: TrainJob, log=print, progress: bool | None = None, sho
                             f"the models, and this leaves {len(train_pairs)} to train and {len(val_pairs)} to "
                             f"score; add pairs")
     log(f"{len(pairs)} pairs: {len(train_pairs)} to train, {len(val_pairs)} held out")
+    torch.manual_seed(job.seed)  # a new network's first weights come from the seed too
     challenger = _starting_model(job, log, gray_output=_gray_afters(train_pairs))
     result = train(challenger, train_pairs, val_pairs,
-                   TrainConfig(minutes=job.minutes, epochs=job.epochs, threads=job.threads),
+                   TrainConfig(minutes=job.minutes, epochs=job.epochs, threads=job.threads, seed=job.seed),
                    log=log, progress=progress, should_stop=should_stop)
     metrics = result.metrics
     tint = tuple(metrics["train_mean_chroma"]) if "train_mean_chroma" in metrics else None
@@ -119,7 +121,9 @@ def train_challenger(job: TrainJob, log=print, progress: bool | None = None, sho
             again = train(load_model(job.start), train_pairs, val_pairs,
                           TrainConfig(epochs=0, threads=job.threads), log=lambda m: None)
             champion_metrics = again.metrics
-            log(f"champion calibrated like the challenger (gain {again.model.task_cfg.gain:g}): "
+            knobs = again.model.task_cfg
+            log(f"champion calibrated like the challenger (gain {knobs.gain:g}, tint gain "
+                f"{knobs.gain if knobs.tint_gain is None else knobs.tint_gain:g}): "
                 + _scores(champion_metrics))
 
     challenger.meta = {}

@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--val-percent", type=float,
                    help="share of the pairs held out (by name) to choose and calibrate the model "
                         "(default: [retrain] val_percent)")
+    c.add_argument("--seed", type=int, default=0, help="random seed of the run (default: 0)")
     c.add_argument("--out", type=Path, help="write the trained model folder here instead of the registry")
     c.add_argument("--from-scratch", action="store_true", help="start from a new network, not the champion")
     c.add_argument("--no-promote", action="store_true", help="register the result but never promote it")

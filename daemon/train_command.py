@@ -119,7 +119,7 @@ def main(args) -> int:
             job = TrainJob(queue=queue, task=qcfg.task, pairs=folders, out=str(stage), report=str(report),
                            start=str(start) if start else None, arch=str(arch) if arch else None,
                            parent=parent, val_percent=args.val_percent or cfg.retrain.val_percent, minutes=minutes,
-                           epochs=args.epochs, threads=None, nice=0, swap=args.swap)
+                           epochs=args.epochs, threads=None, nice=0, swap=args.swap, seed=args.seed)
             job.save(report / "job.json")
             logger.info("train {}: {} on {}, budget {}; report in {}", queue,
                         f"fine-tuning {start}" if start else "a new network", ", ".join(folders),

@@ -121,3 +121,16 @@ def test_a_second_training_run_for_the_same_queue_waits_its_turn(setup, capsys):
                     "--epochs", "1"]) == 75
     assert "in progress" in capsys.readouterr().err
     assert Registry(cfg.state_dir("models", "colorize")).champion_version() == 1  # nothing registered
+
+
+def test_the_same_seed_trains_the_same_model_and_another_seed_another(setup, tmp_path, capsys):
+    config, cfg, pairs = setup
+    models = {}
+    for name, seed in (("a", "3"), ("b", "3"), ("c", "4")):
+        out = tmp_path / name
+        assert cli(["train", "--config", str(config), "--queue", "colorize", "--pairs", str(pairs),
+                    "--epochs", "1", "--out", str(out), "--from-scratch", "--seed", seed]) == 0, capsys.readouterr()
+        models[name] = load_model(out).net.state_dict()
+    same = all(torch.equal(models["a"][k], v) for k, v in models["b"].items())
+    other = all(torch.equal(models["a"][k], v) for k, v in models["c"].items())
+    assert same and not other
