@@ -116,12 +116,15 @@ class PairSet:
     Images are grouped by working-size bucket (as the Predictor does at
     inference), so a batch is stacked without padding and the network trains
     on the framing it will see: the whole picture at the working size.
+    floor, when given, maps each pair's full-size (before, after) to a number
+    the loss wants beside it (see objective.error_floor).
     """
 
     def __init__(self, pairs: list[PairRef], shape_for, in_channels: int,
-                 margin: float = 1.4, log=None):
+                 margin: float = 1.4, log=None, floor=None):
         self.items: list[tuple[torch.Tensor, torch.Tensor, tuple[int, int]]] = []
         self.names: list[str] = []
+        self.floors: list[float] = []
         for p in pairs:
             try:
                 before, after = load_pair(p)
@@ -129,6 +132,7 @@ class PairSet:
                 if log:
                     log(f"skipping pair {p.name}: {e}")
                 continue
+            pair_floor = floor(before, after) if floor else 0.0
             key = shape_for(before.size)
             h, w = key
             # Keep a margin above working size so random crops are not upsampled blur.
@@ -138,13 +142,14 @@ class PairSet:
             after = after.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
             # The after is kept as RGB whatever the task; the task derives its target from it.
             self.items.append((_u8(before, in_channels), _u8(after, 3), key))
+            self.floors.append(pair_floor)
             self.names.append(p.name)
 
     def __len__(self):
         return len(self.items)
 
     def batches(self, batch_size: int, rng: random.Random, augment: bool = True):
-        """Yield (before (B, C, h, w), after (B, C', h, w)) floats in [0, 1], one epoch, shuffled."""
+        """Yield (before (B, C, h, w), after (B, C', h, w)) floats in [0, 1] and floor (B,), one epoch, shuffled."""
         by_key = defaultdict(list)
         for i, (_, _, key) in enumerate(self.items):
             by_key[key].append(i)
@@ -166,7 +171,8 @@ class PairSet:
                 b, a = self._augment(b, a, (h, w), rng)
             befores.append(_resize(b, (h, w)))
             afters.append(_resize(a, (h, w)))
-        return torch.stack(befores), torch.stack(afters)
+        floors = torch.tensor([self.floors[i] for i in idx], dtype=torch.float32)
+        return torch.stack(befores), torch.stack(afters), floors
 
     @staticmethod
     def _augment(b, a, key, rng: random.Random, min_area: float = 0.5):

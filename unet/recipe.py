@@ -5,12 +5,13 @@ colorize: luminance at 192 px on the long side (a 256x384 plate is seen at
 working size: chroma is smooth, and the 100 class logits of the bins head
 cost a quarter there. The fifth level (8x12 at that size) costs almost no
 time and gives the network the whole picture. The head is a blend: two
-regression channels trained with a near-L1 loss (safe, sepia-leaning) and,
-on a side head that reads the same features without training them, a 10x10
-grid of chroma classes trained with rebalanced cross-entropy (vivid, hues
-sometimes wrong). Their mix, and a chroma gain, are calibrated after
-training on the run's own held-out pairs (see unet.train.calibrate); on the
-plates the calibration chose the regression alone with a gain of 1.35.
+regression channels trained with the psnr loss (see objective.py: safe,
+sepia-leaning) and, on a side head that reads the same features without
+training them, a 10x10 grid of chroma classes trained with rebalanced
+cross-entropy (vivid, hues sometimes wrong). Their mix and two chroma gains
+(the tint's and the departures' from it) are calibrated after training on
+the run's own held-out pairs (see unet.train.calibrate); on the plates the
+calibration keeps the regression alone and raises its colors by gains.
 
 translate: RGB at 128 px on the long side, the same U-Net at full working
 size predicting a local affine color transform that is upsampled and applied

@@ -39,8 +39,11 @@ class TaskConfig:
     bins_extent: float = 0.32      # grid covers Cb, Cr in [-extent, extent] (full scale is 0.5)
     temperature: float = 0.5       # annealed-mean decoding: lower is more vivid, higher is safer
     blend: float = 0.5             # blend head: share of the vivid bins decode mixed into the regression
-    gain: float = 1.0              # the decoded chroma is multiplied by this: > 1 undoes some of the
-                                   # regression's pull toward gray (calibrated after training)
+    gain: float = 1.0              # the decoded chroma's departures from the image's mean chroma are
+                                   # multiplied by this: > 1 undoes some of the regression's pull toward
+                                   # a flat color (calibrated after training)
+    tint_gain: float | None = None # ... and the image's mean chroma (its overall tint) by this; None: by
+                                   # gain too, so the whole chroma is scaled (models before this knob)
     # translate
     out_channels: int = 3          # 1: gray output, 3: RGB output
 
@@ -53,8 +56,10 @@ class TaskConfig:
             raise ValueError(f"head must be bins, regression or blend, got {self.head!r}")
         if not 0 <= self.blend <= 1:
             raise ValueError(f"blend must be within 0..1, got {self.blend}")
-        if not 0 < self.gain <= 3:
-            raise ValueError(f"gain must be within (0, 3], got {self.gain}")
+        for knob in ("gain", "tint_gain"):
+            value = getattr(self, knob)
+            if value is not None and not 0 < value <= 3:
+                raise ValueError(f"{knob} must be within (0, 3], got {value}")
         if self.out_channels not in (1, 3):
             raise ValueError(f"out_channels must be 1 or 3, got {self.out_channels}")
         if not self.temperature > 0:
@@ -141,10 +146,16 @@ class Colorize(Task):
         return Prepared(x, key, (gray, p.alpha))
 
     def chroma(self, y: torch.Tensor, temperature: float | None = None, blend: float | None = None,
-               gain: float | None = None) -> torch.Tensor:
+               gain: float | None = None, tint_gain: float | None = None) -> torch.Tensor:
         """(B, out, h, w) network output -> (B, 2, h, w) Cb/Cr; the keywords override the config's knobs."""
         t = temperature or self.cfg.temperature
-        g = self.cfg.gain if gain is None else gain
+        # A gain given alone scales the whole chroma, as it did before tint_gain existed.
+        if gain is None:
+            g, tg = self.cfg.gain, self.cfg.tint_gain
+        else:
+            g, tg = gain, None
+        tg = g if tg is None else tg
+        tg = tint_gain if tint_gain is not None else tg
         if self.cfg.head == "regression":
             c = self.regression(y)
         elif self.cfg.head == "bins":
@@ -154,7 +165,7 @@ class Colorize(Task):
             c = self.regression(y)
             if a:
                 c = c + a * (self.bins.decode(y[:, :-2], t) - c)
-        return c if g == 1 else (c * g).clamp_(-0.5, 0.5)
+        return vivid(c, g, tg)
 
     def regression(self, y: torch.Tensor) -> torch.Tensor:
         """The regression channels (the last two) as Cb/Cr."""
@@ -181,6 +192,20 @@ class Colorize(Task):
         if before.shape[1] == 3:
             before = rgb_to_ycc(before)[:, :1]
         return (before - 0.5) / 0.25
+
+
+def vivid(c: torch.Tensor, gain: float, tint_gain: float) -> torch.Tensor:
+    """(B, 2, h, w) chroma -> each image's mean chroma times tint_gain plus its departures times gain.
+
+    Regression pulls a prediction toward the average of the colors a place
+    could have. It pulls the local colors (this petal red, that leaf green)
+    much harder than the overall tint, which the whole picture gives away
+    (a plate's paper, a photo's cast), so the two get gains of their own.
+    """
+    if gain == 1 and tint_gain == 1:
+        return c
+    mean = c.mean(dim=(2, 3), keepdim=True)
+    return (mean * tint_gain + (c - mean) * gain).clamp_(-0.5, 0.5)
 
 
 class Translate(Task):

@@ -8,7 +8,7 @@ import torch
 from tests.conftest import make_image
 from unet import TaskConfig, UNetConfig, new_model
 from unet.data import find_pairs
-from unet.train import GAINS, TrainConfig, TrainingError, train
+from unet.train import DETAIL_GAINS, GAINS, TINT_GAINS, TrainConfig, TrainingError, train
 
 
 def _pairs(folder, n=12, task="colorize"):
@@ -48,7 +48,8 @@ def test_a_short_run_lowers_the_loss(tmp_path, task):
     if task.name == "colorize":  # the decoding is calibrated on the run's validation pairs
         line = next(line for line in logs if line.startswith("decoding "))
         assert "gain" in line and {"bins": "temperature", "blend": "blend"}.get(task.head, "gain") in line
-        assert model.task_cfg.gain in GAINS
+        assert model.task_cfg.gain in DETAIL_GAINS
+        assert model.task_cfg.tint_gain in set(TINT_GAINS) | set(GAINS)
 
 
 def test_chroma_gain_scales_the_decoded_chroma_within_range():
