@@ -10,7 +10,6 @@ import time
 from dataclasses import dataclass, field, replace
 
 import torch
-import torch.nn.functional as F
 
 from .checkpoint import Model
 from .color import rgb_to_ycc
