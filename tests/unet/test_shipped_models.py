@@ -41,8 +41,6 @@ def test_colorize_beats_the_baselines_and_is_colorful_on_the_plates_validation_s
 
 
 @needs_plates
-@pytest.mark.xfail(reason="a known gap, in the README: the shipped model scores 27.39 dB at colorfulness 16.7; "
-                          "the bar is 27.5 dB", strict=False)
 def test_colorize_reaches_the_psnr_bar_on_the_plates_validation_set(colorize_scores):
     assert colorize_scores["psnr"] >= 27.5
 
