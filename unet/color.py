@@ -24,6 +24,10 @@ _YCC_TO_RGB = torch.tensor([
 ])
 
 
+# Its chroma columns: an error in (Cb, Cr) is this error in RGB, whatever Y is.
+CHROMA_TO_RGB = _YCC_TO_RGB[:, 1:]  # (3, 2)
+
+
 def rgb_to_ycc(rgb: torch.Tensor) -> torch.Tensor:
     """(B, 3, H, W) RGB in [0, 1] -> (B, 3, H, W) Y in [0, 1], Cb/Cr in [-0.5, 0.5]."""
     m = _RGB_TO_YCC.to(rgb.device, rgb.dtype)

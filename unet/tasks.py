@@ -149,13 +149,10 @@ class Colorize(Task):
                gain: float | None = None, tint_gain: float | None = None) -> torch.Tensor:
         """(B, out, h, w) network output -> (B, 2, h, w) Cb/Cr; the keywords override the config's knobs."""
         t = temperature or self.cfg.temperature
-        # A gain given alone scales the whole chroma, as it did before tint_gain existed.
-        if gain is None:
-            g, tg = self.cfg.gain, self.cfg.tint_gain
-        else:
-            g, tg = gain, None
-        tg = g if tg is None else tg
-        tg = tint_gain if tint_gain is not None else tg
+        g = self.cfg.gain if gain is None else gain
+        if tint_gain is None:  # a gain given alone scales the whole chroma, as before tint_gain existed
+            tint_gain = self.cfg.tint_gain if gain is None else None
+        tg = g if tint_gain is None else tint_gain
         if self.cfg.head == "regression":
             c = self.regression(y)
         elif self.cfg.head == "bins":
