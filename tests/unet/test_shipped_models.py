@@ -6,6 +6,7 @@ cleanly on a fresh clone.
 """
 
 import subprocess
+from pathlib import PurePosixPath, PureWindowsPath
 
 import numpy as np
 import pytest
@@ -26,6 +27,10 @@ def test_shipped_model_loads_and_is_small(name, task):
     assert model.task.name == task
     assert (MODELS / name / "model.safetensors").stat().st_size < 20e6
     assert {"data_fingerprint", "metrics", "code_version"} <= set(model.meta)
+    # A shipped model tells where it came from relative to the repository, never a path of the machine
+    # that trained it.
+    paths = [v for v in model.meta.values() if isinstance(v, str) and ("/" in v or "\\" in v)]
+    assert not [p for p in paths if PurePosixPath(p).is_absolute() or PureWindowsPath(p).is_absolute()], paths
 
 
 @pytest.fixture(scope="module")
