@@ -51,7 +51,7 @@ from unet.images import Plain
 from unet.tasks import Prepared
 
 from .config import Config
-from .output import encode, write_atomic
+from .output import encode, takes_ycc, write_atomic
 
 
 # Write errors that say the outbox cannot take results now, whatever the result.
@@ -403,8 +403,9 @@ class Pipeline:
     def _encode(self, item: _Item, y: torch.Tensor, attempt: int) -> None:
         job = item.job
         try:
-            image = item.predictor.finish(item.prepared, y)
-            data = encode(image, Path(job.out_name).suffix, self.s.jpeg_quality, item.source)
+            ext = Path(job.out_name).suffix
+            image = item.predictor.finish(item.prepared, y, ycc=takes_ycc(ext))
+            data = encode(image, ext, self.s.jpeg_quality, item.source)
         except Exception as e:
             return self._fail(job, f"cannot encode the result: {type(e).__name__}: {e}")
         if not self._enter():

@@ -65,8 +65,9 @@ class Predictor:
             y = self.task.reduce(self.net(x))
         return list(y.float().cpu().unbind(0))
 
-    def finish(self, item: Prepared, y: torch.Tensor) -> Image.Image:
-        return self.task.finish(y, item.ctx)
+    def finish(self, item: Prepared, y: torch.Tensor, ycc: bool = False) -> Image.Image:
+        """One image's result; with ycc, a YCbCr image where the task has one (for a JPEG encoder)."""
+        return self.task.finish(y, item.ctx, ycc)
 
     def predict(self, images: list[Image.Image | Plain]) -> list[Image.Image]:
         """Convert a list of images of any sizes and modes, in batches of up to max_batch."""

@@ -35,6 +35,25 @@ def test_colorize_keeps_the_inputs_own_luminance(colorizer, tmp_path):
     assert diff.mean() < 2.0
 
 
+def test_a_colorize_result_for_a_jpeg_is_ycbcr_with_the_inputs_luminance_exactly(colorizer, tmp_path):
+    im = Image.open(make_image(tmp_path / "g.png", (301, 157), "L"))
+    item = colorizer.prepare(im)
+    [y] = colorizer.run([item])
+    ycc, rgb = colorizer.finish(item, y, ycc=True), colorizer.finish(item, y)
+    assert ycc.mode == "YCbCr" and ycc.size == im.size and rgb.mode == "RGB"
+    assert np.array_equal(np.asarray(ycc.getchannel("Y")), np.asarray(im))
+    # Its chroma is the RGB result's at half resolution, as a JPEG stores it (the RGB one's round trip
+    # through 8-bit RGB costs it up to a level).
+    half = ((im.width + 1) // 2, (im.height + 1) // 2)
+    for band in ("Cb", "Cr"):
+        a = np.asarray(ycc.getchannel(band).resize(half, Image.Resampling.BOX), dtype=float)
+        b = np.asarray(rgb.convert("YCbCr").getchannel(band).resize(half, Image.Resampling.BOX), dtype=float)
+        assert np.abs(a - b).mean() < 1.5
+    # With alpha to keep there is no YCbCr image: the result is RGBA as before.
+    la = plain(Image.merge("LA", (im, Image.new("L", im.size, 200))))
+    assert colorizer.finish(colorizer.prepare(la), y, ycc=True).mode == "RGBA"
+
+
 def test_reverse_gives_gray_of_the_same_size(reverser, tmp_path):
     im = Image.open(make_image(tmp_path / "c.jpg", (123, 45)))
     out = reverser.predict([im])[0]
