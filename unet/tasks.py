@@ -260,23 +260,29 @@ class Translate(Task):
 
     def finish(self, y: torch.Tensor, ctx, ycc: bool = False, rows_per_strip: int = 512) -> Image.Image:
         """Apply the upsampled transform to the full-size input, a strip of rows at a time (RGB or gray
-        whatever ycc says: there is no YCbCr image to spare a conversion of)."""
+        whatever ycc says: there is no YCbCr image to spare a conversion of).
+
+        The coefficients are upsampled bilinearly (half-pixel centers, edges
+        held, as F.interpolate does) in two passes: along the rows once for
+        the whole image, then each strip's rows as a blend of two of those.
+        """
         rgb, alpha = ctx
         W, H = rgb.size
         full = np.array(rgb, dtype=np.uint8)  # a writable copy: torch wants one
         out = np.empty((H, W, self.cfg.out_channels), dtype=np.uint8)
-        coef = self.coefficients(y[None])[0].flatten(0, 1)[None]  # (1, out*4, h, w)
+        coef = self.coefficients(y[None])[0].flatten(0, 1)  # (out*4, h, w)
         h, w = coef.shape[-2:]
-        xs = (torch.arange(W, dtype=torch.float32) + 0.5) / W * 2 - 1
+        x0, x1, tx = _taps(w, W)
+        wide = torch.lerp(coef.index_select(2, x0), coef.index_select(2, x1), tx)  # (out*4, h, W)
+        y0, y1, ty = _taps(h, H)
         for r0 in range(0, H, rows_per_strip):
             r1 = min(H, r0 + rows_per_strip)
-            ys = (torch.arange(r0, r1, dtype=torch.float32) + 0.5) / H * 2 - 1
-            grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij")[::-1], dim=-1)[None]  # (1, rows, W, 2)
-            c = F.grid_sample(coef, grid, mode="bilinear", padding_mode="border", align_corners=False)
+            rows = slice(r0, r1)
+            c = torch.lerp(wide.index_select(1, y0[rows]), wide.index_select(1, y1[rows]), ty[rows, None])
             c = c.view(self.cfg.out_channels, 4, r1 - r0, W)
-            px = torch.from_numpy(full[r0:r1]).float().div_(255.0).permute(2, 0, 1)  # (3, rows, W)
-            o = (c[:, :3] * px[None]).sum(1) + c[:, 3]
-            out[r0:r1] = (o * 255.0).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+            px = torch.from_numpy(full[rows]).float().div_(255.0).permute(2, 0, 1)  # (3, rows, W)
+            o = c[:, 3].addcmul(c[:, 0], px[0]).addcmul_(c[:, 1], px[1]).addcmul_(c[:, 2], px[2])
+            out[rows] = (o * 255.0).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
         mode = "L" if self.cfg.out_channels == 1 else "RGB"
         return with_alpha(Image.fromarray(out[..., 0] if mode == "L" else out, mode), alpha)
 
@@ -286,6 +292,13 @@ class Translate(Task):
         if self.cfg.out_channels == 3 and after.shape[1] == 1:
             return after.expand(-1, 3, -1, -1)
         return after
+
+
+def _taps(n: int, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Bilinear upsampling of n samples to size: the two source indices and the weight of the second."""
+    pos = ((torch.arange(size, dtype=torch.float32) + 0.5) * (n / size) - 0.5).clamp_(0, n - 1)
+    i0 = pos.floor().long()
+    return i0, (i0 + 1).clamp_(max=n - 1), pos - i0
 
 
 TASKS = {"colorize": Colorize, "translate": Translate}
