@@ -1,11 +1,13 @@
 """Model throughput: forward-only images/s by batch size, and whole `reverser convert` images/s.
 
-    python bench/model_bench.py [--queue colorize] [--images 40] [--device cpu]
+    python bench/model_bench.py [--queue colorize] [--images 40] [--large 12] [--device cpu]
 
 Images are 256x384 (the plates' size), generated here. The forward-only
 figure is the network alone at the model's working size; the convert figure
 is the whole command as a user runs it (process start, model load, decode,
-network, full-size recombination, encode, write), on the same images.
+network, full-size recombination, encode, write), on the same images, and
+again on --large generated 4000x3000 JPEGs (12 MP: there the full-size work,
+not the network, is most of the time).
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--queue", choices=["colorize", "reverse"], default=None, help="default: both")
     ap.add_argument("--images", type=int, default=40, help="images for the convert figure")
+    ap.add_argument("--large", type=int, default=12, help="4000x3000 images for the full-size convert figure")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--batches", default="1,2,4,8,16")
     args = ap.parse_args()
@@ -99,6 +102,10 @@ def main():
         whole, steady = convert_rate(queue, args.images)
         print(f"  reverser convert, {args.images} images 256x384: {whole:.1f} images/s whole process, "
               f"{steady:.1f} images/s after start-up")
+        if args.large:
+            whole, steady = convert_rate(queue, args.large, (4000, 3000))
+            print(f"  reverser convert, {args.large} JPEGs 4000x3000: {whole:.2f} images/s whole process, "
+                  f"{steady:.2f} images/s after start-up")
 
 
 if __name__ == "__main__":
