@@ -61,17 +61,23 @@ def test_reverse_gives_gray_of_the_same_size(reverser, tmp_path):
     assert out.mode == "L" and out.size == (123, 45)
 
 
+@pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize("size", [(1, 1), (250, 1), (3, 200), (97, 61), (1200, 700)])
-def test_a_translate_result_applies_the_transform_the_training_applies(reverser, size):
+def test_a_translate_result_applies_the_transform_the_training_applies(size, channels):
     """finish() upsamples the coefficients strip by strip; training's apply() upsamples them whole."""
+    from unet import TaskConfig, UNetConfig, new_model
+
+    task = new_model(TaskConfig("translate", work_long=64, out_channels=channels),
+                     UNetConfig(widths=(8, 16), middle_blocks=1)).task
     rgb = Image.fromarray(np.random.default_rng(1).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
-    item = reverser.prepare(rgb)
-    [y] = reverser.run([item])
-    y = y + 0.3 * torch.randn(y.shape, generator=torch.Generator().manual_seed(0))  # a transform that varies
-    out = np.asarray(reverser.task.finish(y, item.ctx, rows_per_strip=64), dtype=float)
+    item = task.prepare(plain(rgb))
+    h, w = item.key
+    y = 0.3 * torch.randn((task.out_channels, h, w), generator=torch.Generator().manual_seed(0))
+    out = np.asarray(task.finish(y, item.ctx, rows_per_strip=64), dtype=float)
     x = torch.from_numpy(np.array(rgb)).permute(2, 0, 1)[None].float() / 255
-    ref = (reverser.task.apply(y[None], x)[0] * 255).round().clamp(0, 255).numpy()
-    assert np.abs(out - ref[0]).max() <= 1   # the same up to rounding
+    ref = (task.apply(y[None], x)[0] * 255).round().clamp(0, 255).numpy()
+    ref = ref[0] if channels == 1 else ref.transpose(1, 2, 0)
+    assert out.shape == ref.shape and np.abs(out - ref).max() <= 1   # the same up to rounding
 
 
 def test_mixed_sizes_and_modes_in_one_call(colorizer, tmp_path):
