@@ -46,11 +46,14 @@ class Model:
         return self.meta.get("version")
 
 
-def new_model(task_cfg: TaskConfig, unet_cfg: UNetConfig | None = None) -> Model:
+def new_model(task_cfg: TaskConfig, unet_cfg: UNetConfig | None = None, pretrained: bool = True) -> Model:
     """A freshly initialised model whose network shape fits the task.
 
     A nonzero side_channels in unet_cfg asks for the task's auxiliary outputs
-    (a blend head's bin logits) on a side head; the task says how many.
+    (a blend head's bin logits) on a side head; the task says how many. A
+    pretrained encoder starts from its ImageNet weights (pretrained=False
+    leaves it random: load_model fills every weight from the folder, so a
+    saved model never needs the package the first weights came from).
     """
     base = unet_cfg or UNetConfig()
     multiple = base.multiple
@@ -59,6 +62,8 @@ def new_model(task_cfg: TaskConfig, unet_cfg: UNetConfig | None = None) -> Model
                          "in_channels": task.in_channels, "out_channels": task.out_channels,
                          "side_channels": task.side_channels if base.side_channels else 0})
     net = UNet(ucfg)
+    if net.encoder is not None and pretrained:
+        net.encoder.load_pretrained()
     if task_cfg.name == "translate":
         # Start at the base transform (identity or luma): zero the head.
         torch.nn.init.zeros_(net.head.weight)
@@ -155,7 +160,10 @@ def load_model(folder: str | Path) -> Model:
         raise CheckpointError(
             f"{weights}: not a readable safetensors file ({e}); it may be truncated, corrupt, or a pickle"
         ) from None
-    model = new_model(task_cfg, unet_cfg)
+    try:
+        model = new_model(task_cfg, unet_cfg, pretrained=False)
+    except ValueError as e:
+        raise CheckpointError(f"{folder / CONFIG}: invalid architecture or task ({e})") from None
     if model.net.cfg != unet_cfg:
         raise CheckpointError(
             f"{folder / CONFIG}: channels {unet_cfg.in_channels}->{unet_cfg.out_channels} do not fit task "

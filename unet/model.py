@@ -22,6 +22,10 @@ class UNetConfig:
     side_channels: int = 0          # the first N outputs come from a side head that reads the features
                                     # without training them (its gradient stops there): an auxiliary
                                     # output that must not pull the network away from the main one
+    encoder: str = "none"           # none: the encoder stages above | efficientnet-lite0: an ImageNet-
+                                    # pretrained encoder (see encoder.py) whose five feature maps, strides
+                                    # 2 to 32, are the skips; widths are then the decoder's channels at
+                                    # strides 1, 2, 4, 8, 16 (exactly 5; the first unused with out_stride 2)
 
     def __post_init__(self):
         if len(self.widths) < 2:
@@ -32,11 +36,18 @@ class UNetConfig:
             raise ValueError(f"out_stride must be 1 or 2, got {self.out_stride}")
         if self.side_channels < 0:
             raise ValueError(f"side_channels must be 0 or more, got {self.side_channels}")
+        if self.encoder != "none":
+            from .encoder import ENCODERS
+            if self.encoder not in ENCODERS:
+                raise ValueError(f"encoder must be none or one of {sorted(ENCODERS)}, got {self.encoder!r}")
+            if len(self.widths) != 5:
+                raise ValueError(f"with an encoder, widths are the decoder's channels at strides 1 to 16: "
+                                 f"give 5, got {self.widths}")
 
     @property
     def multiple(self) -> int:
         """Input sides are padded to a multiple of this internally."""
-        return 2 ** (len(self.widths) - 1)
+        return 32 if self.encoder != "none" else 2 ** (len(self.widths) - 1)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -47,6 +58,7 @@ class UNetConfig:
     def from_dict(cls, d: dict) -> "UNetConfig":
         d = dict(d)
         d["widths"] = tuple(d["widths"])
+        d.setdefault("encoder", "none")   # models from before the knob
         return cls(**d)
 
 
@@ -103,6 +115,10 @@ class UNet(nn.Module):
         if cfg.side_channels >= cfg.out_channels:
             raise ValueError(f"side_channels ({cfg.side_channels}) must leave outputs for the main head "
                              f"(out_channels {cfg.out_channels})")
+        if cfg.encoder != "none":
+            self._build_pretrained(cfg)
+            return
+        self.encoder = None
         w = cfg.widths
         self.down = nn.ModuleList()
         c_prev = cfg.in_channels
@@ -126,6 +142,34 @@ class UNet(nn.Module):
         self.head = nn.Conv2d(levels[-1][0], cfg.out_channels - cfg.side_channels, 1)
         self.side = nn.Conv2d(levels[-1][0], cfg.side_channels, 1) if cfg.side_channels else None
 
+    def _build_pretrained(self, cfg: UNetConfig):
+        """A decoder over a pretrained encoder's feature maps: from stride 32 up to the output's stride."""
+        from .encoder import EfficientNetLite
+
+        if cfg.in_channels != 1:
+            raise ValueError(f"encoder {cfg.encoder!r} takes luminance (in_channels 1), got {cfg.in_channels}")
+        self.encoder = EfficientNetLite(cfg.encoder)
+        c_deep = self.encoder.channels[-1]
+        middle = [ResBlock(c_deep, cfg.norm) for _ in range(cfg.middle_blocks)]
+        if cfg.global_context:
+            middle.append(GlobalContext(c_deep))
+        self.middle = nn.Sequential(*middle)
+        # Level i is stride 2^i: its skip is the encoder's map there (the input itself at level 0).
+        skips = (cfg.in_channels, *self.encoder.channels[:-1])
+        self.up = nn.ModuleList()
+        c_below = c_deep
+        for level in reversed(range(cfg.out_stride - 1, 5)):
+            c = cfg.widths[level]
+            self.up.append(nn.Sequential(ConvNormAct(c_below + skips[level], c, cfg.norm), ConvNormAct(c, c, cfg.norm)))
+            c_below = c
+        self.head = nn.Conv2d(c_below, cfg.out_channels - cfg.side_channels, 1)
+        self.side = nn.Conv2d(c_below, cfg.side_channels, 1) if cfg.side_channels else None
+
+    def decoder_parameters(self):
+        """Every parameter but the pretrained encoder's (all of them without one)."""
+        enc = {id(p) for p in self.encoder.parameters()} if self.encoder is not None else set()
+        return [p for p in self.parameters() if id(p) not in enc]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, in_channels, H, W) -> (B, out_channels, H / out_stride, W / out_stride), any H and W."""
         h, w = x.shape[-2:]
@@ -134,12 +178,17 @@ class UNet(nn.Module):
         if pad_h or pad_w:
             # Replicate, not zeros: a black border would leak into edge colors.
             x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
-        skips = []
-        for stage in self.down:
-            x = stage(x)
-            skips.append(x)
-            x = F.max_pool2d(x, 2)
-        x = self.middle(x)
+        if self.encoder is not None:
+            skips = [x, *self.encoder(x)]          # (B, C_i, H / 2^i, W / 2^i), i = 0 .. 5
+            x = self.middle(skips.pop())
+            skips = skips[self.cfg.out_stride - 1:]   # the levels the decoder reaches
+        else:
+            skips = []
+            for stage in self.down:
+                x = stage(x)
+                skips.append(x)
+                x = F.max_pool2d(x, 2)
+            x = self.middle(x)
         for stage in self.up:
             skip = skips.pop()
             x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)

@@ -1,4 +1,4 @@
-"""Training: the loop, the losses, model selection, temperature calibration, evaluation."""
+"""Training: set-up, epochs, evaluation and model selection; the full-size scores a model is judged by."""
 
 from __future__ import annotations
 
@@ -9,13 +9,16 @@ import sys
 import time
 from dataclasses import dataclass, field, replace
 
+from typing import Callable
+
 import torch
 
+from .calibration import DETAIL_GAINS, GAINS, TINT_GAINS, calibrate, working_scores  # noqa: F401 (re-exported)
 from .checkpoint import Model
 from .color import rgb_to_ycc
 from .data import PairRef, PairSet, load_pair
 from .images import plain
-from .metrics import colorfulness, mean, psnr, tint
+from .metrics import AbAuc, colorfulness, mean, psnr, tint
 from .objective import Objective, error_floor
 from .predictor import Predictor, pick_device
 from .tasks import make_task
@@ -46,6 +49,10 @@ class TrainConfig:
     ema: float = 0.99              # evaluate and keep an exponential moving average of the weights, with this
                                    # decay per step (0: the raw weights); smooths the step-to-step noise
     eval_every_s: float = 60.0     # evaluate on validation pairs at most this often (and at the end)
+    freeze_encoder: float = 0.5    # a pretrained encoder is held still for this share of the budget while the
+                                   # new decoder learns to read it (a random decoder's gradients would
+                                   # scramble what the encoder knows), then trained ...
+    encoder_lr: float = 0.1        # ... at this share of the decoder's learning rate
     threads: int | None = None     # torch CPU threads; None leaves torch's default
     device: str = "cpu"            # cpu | cuda | cuda:N | auto (CUDA when present)
 
@@ -82,115 +89,61 @@ def _lr_factor(frac: float, warmup: float) -> float:
     return 0.5 * (1 + math.cos(math.pi * (frac - warmup) / (1 - warmup)))
 
 
-def _forward_all(net, task, data: PairSet, batch_size: int):
-    """Yield (y, before, after, floor) over a PairSet without augmentation, on the network's device."""
-    dev = next(net.parameters()).device
-    with torch.inference_mode():
-        for before, after, floor in data.batches(batch_size, random.Random(0), augment=False):
-            before, after = before.to(dev), after.to(dev)
-            yield net(task.as_input(before)), before, after, floor.to(dev)
+@dataclass
+class _Run:
+    """One training run's state, carried from its set-up through its epochs and evaluations."""
 
+    model: Model
+    cfg: TrainConfig
+    objective: Objective
+    train_set: PairSet
+    val_set: PairSet
+    opt: torch.optim.Optimizer
+    lrs: list[float]                 # each parameter group's peak learning rate
+    budget: _Budget
+    bar: "_progress_bar"
+    ema: "_Average | None"
+    log: Callable
+    plain: tuple | None              # the decoding models are compared by (colorize: gain 1)
+    best: tuple[float, dict] = (float("-inf"), {})
+    history: list[dict] = field(default_factory=list)
+    running: list[float] = field(default_factory=list)
+    step: int = 0
+    epoch: int = 0
+    stopped: str = "budget"
+    frozen: bool = False             # the pretrained encoder is held still (the first share of the budget)
+    rng: random.Random = field(default_factory=random.Random)
 
-def _working_scores(objective: Objective, net, data: PairSet, batch_size: int, knobs=(None,)) -> dict:
-    """Mean loss, and mean PSNR and colorfulness at working size per decoding setting.
+    @property
+    def net(self):
+        return self.model.net
 
-    The PSNR counts each pair's error floor (see objective.error_floor) beside the
-    working-size error, so it is about the full-size PSNR that is judged.
-
-    A setting is None (the task's own knobs) or a tuple of (knob, value) items
-    overriding some of them: temperature, blend, gain, tint_gain (see Colorize.chroma).
-    """
-    task = objective.task
-    losses, psnrs, colors = [], {t: [] for t in knobs}, {t: [] for t in knobs}
-    truth_colors = []
-    for y, before, after, floor in _forward_all(net, task, data, batch_size):
-        losses.append(objective.loss(y, before, after, floor).item())
-        truth = task.target(after).clamp(0, 1) if task.name == "translate" else after
-        for t in knobs:
-            out = objective.render(y, before, None if t is None else dict(t))
-            # Plus each pair's floor: the full-size error is what is judged, and it is the sum.
-            mse = ((out - truth) ** 2).flatten(1).mean(1).add(floor).clamp(min=1e-10)
-            psnrs[t] += (-10 * torch.log10(mse)).tolist()
-            if task.name == "colorize":
-                colors[t] += _colorfulness_t(out)
-        if task.name == "colorize":
-            truth_colors += _colorfulness_t(after)
-    return {"loss": mean(losses), "psnr": {t: mean(v) for t, v in psnrs.items()},
-            "colorfulness": {t: mean(v) for t, v in colors.items()}, "truth_colorfulness": mean(truth_colors)}
-
-
-def _colorfulness_t(rgb: torch.Tensor) -> list[float]:
-    """(B, 3, h, w) RGB in [0, 1] -> each image's colorfulness, as metrics.colorfulness computes it."""
-    r, g, b = (rgb * 255).double().flatten(2).unbind(1)   # (B, h*w) each
-    rg, yb = r - g, 0.5 * (r + g) - b
-    return (torch.hypot(rg.std(1, unbiased=False), yb.std(1, unbiased=False))
-            + 0.3 * torch.hypot(rg.mean(1), yb.mean(1))).tolist()
-
-
-GAINS = tuple(round(1 + 0.05 * i, 2) for i in range(17))          # 1.0 .. 1.8: the whole chroma
-DETAIL_GAINS = tuple(round(1 + 0.05 * i, 2) for i in range(25))   # 1.0 .. 2.2: departures from the tint
-TINT_GAINS = tuple(round(0.9 + 0.1 * i, 1) for i in range(8))     # 0.9 .. 1.6: the image's mean chroma
-
-
-def _settings(head: str) -> list[tuple]:
-    """The first round of decoding settings calibrate() tries for a colorize head: knob x whole-chroma gain."""
-    if head == "bins":
-        knob = [("temperature", round(1.0 - 0.05 * i, 2)) for i in range(18)]  # 1.0 .. 0.15
-    elif head == "blend":
-        knob = [("blend", 0.25 * i) for i in range(5)]                        # 0 .. 1
-    else:
-        knob = [None]
-    return [tuple(k for k in (k1, ("gain", g)) if k) for k1 in knob for g in GAINS]
-
-
-def _split_gains(setting: tuple) -> list[tuple]:
-    """The second round: the chosen knob with separate gains for the tint and the departures from it."""
-    knob = tuple(kv for kv in setting if kv[0] != "gain")
-    tints = sorted(set(TINT_GAINS) | {dict(setting)["gain"]})  # the first round's choice is among them
-    return [knob + (("gain", g), ("tint_gain", t)) for g in DETAIL_GAINS for t in tints]
-
-
-def calibrate(objective: Objective, net, val: PairSet, cfg: TrainConfig, log=print) -> dict:
-    """Choose the decoding knobs: the best PSNR among settings reaching vividness x the truth's colorfulness.
-
-    The knobs are the temperature of a bins head or the share of the vivid
-    decode of a blend head, and for every head two chroma gains: regression
-    toward the mean leaves colors paler than they are, and a gain above 1
-    gives some of it back at a small cost in PSNR. The first round scales
-    the whole chroma and picks the knob; the second gives the image's tint
-    and the departures from it gains of their own (see tasks.vivid). The
-    settings are scored at working size on the training run's own
-    validation pairs, never on a test set. When none reaches the goal, the
-    most colorful one is taken.
-    """
-    first = _settings(objective.task.cfg.head)
-    s1 = _working_scores(objective, net, val, cfg.batch_size, first)
-    goal = cfg.vividness * s1["truth_colorfulness"]
-    second = _split_gains(_best(s1, first, goal))
-    s2 = _working_scores(objective, net, val, cfg.batch_size, second)
-    # The second round holds the first's winner (tint gain = gain), so it can only do as well or better.
-    best = _best(s2, second, goal)
-    plain = first[0]
-    log(f"decoding {', '.join(f'{k} {v}' for k, v in best)}: colorfulness {s2['colorfulness'][best]:.1f} "
-        f"(goal {goal:.1f}), working-size PSNR {s2['psnr'][best]:.2f} dB; "
-        f"{', '.join(f'{k} {v}' for k, v in plain)}: {s1['colorfulness'][plain]:.1f}, {s1['psnr'][plain]:.2f} dB")
-    return dict(best)
-
-
-def _best(s: dict, settings: list[tuple], goal: float) -> tuple:
-    reaching = [k for k in settings if s["colorfulness"][k] >= goal]
-    if reaching:
-        return max(reaching, key=lambda k: s["psnr"][k])
-    return max(settings, key=lambda k: s["colorfulness"][k])
+    @property
+    def scored(self):
+        """What is evaluated and kept: the weight average, or the raw weights."""
+        return self.ema.net if self.ema is not None else self.model.net
 
 
 def train(model: Model, train_pairs: list[PairRef], val_pairs: list[PairRef], cfg: TrainConfig,
           log=print, progress: bool | None = None, should_stop=lambda: False) -> TrainResult:
     """Train model in place on train_pairs, keep the best state by validation PSNR, return it scored."""
+    run = _set_up(model, train_pairs, val_pairs, cfg, log, progress)
+    last_eval = time.monotonic()
+    while run.budget.fraction(run.step) < 1.0 and run.stopped == "budget":
+        _epoch(run, should_stop)
+        done = run.budget.fraction(run.step) >= 1.0 or run.stopped != "budget"
+        if done or time.monotonic() - last_eval >= cfg.eval_every_s:
+            _evaluate(run)
+            last_eval = time.monotonic()
+    run.bar.close()
+    return _finish(run, val_pairs)
+
+
+def _set_up(model: Model, train_pairs, val_pairs, cfg: TrainConfig, log, progress) -> _Run:
+    """Load the pairs, build the loss and the optimiser, and score the starting weights."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    rng = random.Random(cfg.seed)
     task, net = model.task, model.net
     floor = error_floor(task, net.cfg.out_stride) if task.name == "colorize" else None
     train_set = PairSet(train_pairs, task.shape_for, task.in_channels, log=log, floor=floor)
@@ -207,74 +160,104 @@ def train(model: Model, train_pairs: list[PairRef], val_pairs: list[PairRef], cf
         objective.weights = objective.weights.to(dev)
     fine_tune = bool(model.meta.get("version") or model.meta.get("metrics"))
     lr = cfg.fine_tune_lr if fine_tune else cfg.lr
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=cfg.weight_decay)
+    # A pretrained encoder learns at a fraction of the decoder's rate: it already knows what things are.
+    groups = [{"params": net.decoder_parameters(), "lr": lr}]
+    if net.encoder is not None:
+        groups.append({"params": list(net.encoder.parameters()), "lr": lr * cfg.encoder_lr})
+        log(f"pretrained encoder {net.cfg.encoder}: held still for the first {cfg.freeze_encoder:.0%} of the "
+            f"budget, then trained at {cfg.encoder_lr:g} of the decoder's learning rate")
+    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     steps_per_epoch = sum(1 for _ in train_set.batches(cfg.batch_size, random.Random(0), augment=False))
-    budget = _Budget(cfg, steps_per_epoch)
-    bar = _progress_bar(progress, cfg, steps_per_epoch)
-    ema = _Average(net, cfg.ema) if cfg.ema else None
-    scored = ema.net if ema is not None else net   # what is evaluated and kept
-
     # Models are compared on their plain output: the colorize decoding knobs were calibrated
     # for the starting weights and are calibrated again at the end, for the weights kept.
     plain = (("gain", 1.0),) if task.name == "colorize" else None
+    run = _Run(model, cfg, objective, train_set, val_set, opt, [g["lr"] for g in groups],
+               _Budget(cfg, steps_per_epoch), _progress_bar(progress, cfg, steps_per_epoch),
+               _Average(net, cfg.ema) if cfg.ema else None, log, plain)
+    run.rng.seed(cfg.seed)
     net.eval()
-    first = _working_scores(objective, net, val_set, cfg.batch_size, (plain,))
-    best = (first["psnr"][plain], copy.deepcopy(net.state_dict()))
-    history = [{"step": 0, "epoch": 0, "seconds": 0.0, "train_loss": None,
-                "val_loss": first["loss"], "val_psnr": best[0]}]
-    log(f"start: val loss {first['loss']:.4f}, val PSNR {best[0]:.2f} dB (working size)")
-    step, epoch, last_eval, stopped = 0, 0, time.monotonic(), "budget"
-    running = []
-    while budget.fraction(step) < 1.0 and stopped == "budget":
-        net.train()
-        for before, after, floor in train_set.batches(cfg.batch_size, rng):
-            before, after = before.to(dev, non_blocking=True), after.to(dev, non_blocking=True)
-            frac = budget.fraction(step)
-            if frac >= 1.0:
-                break
-            if should_stop():
-                stopped = "stopped"
-                break
-            for g in opt.param_groups:
-                g["lr"] = lr * _lr_factor(frac, cfg.warmup)
-            loss = objective.loss(net(task.as_input(before)), before, after, floor.to(dev))
-            if not torch.isfinite(loss):
-                raise TrainingError(f"loss became {loss.item()} at step {step}; the model was not changed")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-            opt.step()
-            if ema is not None:
-                ema.update(net, step)
-            step += 1
-            running.append(loss.item())
-            bar.update(step, budget.fraction(step), loss.item())
-        else:
-            epoch += 1
-        done = budget.fraction(step) >= 1.0 or stopped != "budget"
-        if done or time.monotonic() - last_eval >= cfg.eval_every_s:
-            scored.eval()
-            s = _working_scores(objective, scored, val_set, cfg.batch_size, (plain,))
-            psnr = s["psnr"][plain]
-            last_eval = time.monotonic()
-            entry = {"step": step, "epoch": epoch, "seconds": round(time.monotonic() - budget.start, 1),
-                     "train_loss": mean(running), "val_loss": s["loss"], "val_psnr": psnr}
-            history.append(entry)
-            running = []
-            bar.write(f"epoch {epoch} step {step}: train loss {entry['train_loss']:.4f}, "
-                      f"val loss {s['loss']:.4f}, val PSNR {psnr:.2f} dB", log)
-            if psnr > best[0]:
-                best = (psnr, copy.deepcopy(scored.state_dict()))
-    bar.close()
-    net.load_state_dict(best[1])
+    first = working_scores(objective, net, val_set, cfg.batch_size, (plain,))
+    run.best = (first["psnr"][plain], copy.deepcopy(net.state_dict()))
+    run.history.append({"step": 0, "epoch": 0, "seconds": 0.0, "train_loss": None,
+                        "val_loss": first["loss"], "val_psnr": run.best[0]})
+    log(f"start: val loss {first['loss']:.4f}, val PSNR {run.best[0]:.2f} dB (working size)")
+    return run
+
+
+def _hold_encoder(run: _Run, frac: float) -> None:
+    """Train mode for the decoder; the encoder's batch norm keeps its ImageNet statistics throughout
+    (batches of 8 would only add noise to them), and its weights are still for the first share."""
+    net = run.net
+    net.train()
+    if net.encoder is None:
+        return
+    net.encoder.eval()
+    frozen = frac < run.cfg.freeze_encoder
+    if frozen != run.frozen or run.step == 0:
+        net.encoder.requires_grad_(not frozen)
+        if run.frozen and not frozen:
+            run.log(f"step {run.step}: the encoder trains from here on")
+        run.frozen = frozen
+
+
+def _epoch(run: _Run, should_stop) -> None:
+    """One pass over the training pairs, or what is left of the budget of it."""
+    task, net, dev = run.model.task, run.net, next(run.net.parameters()).device
+    for before, after, floor in run.train_set.batches(run.cfg.batch_size, run.rng):
+        frac = run.budget.fraction(run.step)
+        if frac >= 1.0:
+            return
+        if should_stop():
+            run.stopped = "stopped"
+            return
+        _hold_encoder(run, frac)
+        before, after = before.to(dev, non_blocking=True), after.to(dev, non_blocking=True)
+        for g, peak in zip(run.opt.param_groups, run.lrs):
+            g["lr"] = peak * _lr_factor(frac, run.cfg.warmup)
+        loss = run.objective.loss(net(task.as_input(before)), before, after, floor.to(dev))
+        if not torch.isfinite(loss):
+            raise TrainingError(f"loss became {loss.item()} at step {run.step}; the model was not changed")
+        run.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        run.opt.step()
+        if run.ema is not None:
+            run.ema.update(net, run.step)
+        run.step += 1
+        run.running.append(loss.item())
+        run.bar.update(run.step, run.budget.fraction(run.step), loss.item())
+    run.epoch += 1
+
+
+def _evaluate(run: _Run) -> None:
+    """Score the kept weights on the validation pairs; remember them when they are the best yet."""
+    scored = run.scored
+    scored.eval()
+    s = working_scores(run.objective, scored, run.val_set, run.cfg.batch_size, (run.plain,))
+    psnr = s["psnr"][run.plain]
+    entry = {"step": run.step, "epoch": run.epoch, "seconds": round(time.monotonic() - run.budget.start, 1),
+             "train_loss": mean(run.running), "val_loss": s["loss"], "val_psnr": psnr}
+    run.history.append(entry)
+    run.running = []
+    run.bar.write(f"epoch {run.epoch} step {run.step}: train loss {entry['train_loss']:.4f}, "
+                  f"val loss {s['loss']:.4f}, val PSNR {psnr:.2f} dB", run.log)
+    if psnr > run.best[0]:
+        run.best = (psnr, copy.deepcopy(scored.state_dict()))
+
+
+def _finish(run: _Run, val_pairs: list[PairRef]) -> TrainResult:
+    """Take the best weights back, calibrate the colorize decoding for them, and score them at full size."""
+    model, net = run.model, run.net
+    net.load_state_dict(run.best[1])
+    net.requires_grad_(True)
     net.eval()
-    if task.name == "colorize":
-        model.task_cfg = replace(model.task_cfg, **calibrate(objective, net, val_set, cfg, log))
+    if model.task.name == "colorize":
+        model.task_cfg = replace(model.task_cfg, **calibrate(run.objective, net, run.val_set, run.cfg, run.log))
         model.task = make_task(model.task_cfg, net.cfg.multiple)
     net.cpu()  # saved and served from the CPU; full-size recombination is CPU work anyway
-    metrics = evaluate(model, val_pairs, mean_chroma=mean_chroma(train_set))
-    log("validation: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items() if isinstance(v, float)))
-    return TrainResult(model, history, metrics, stopped)
+    metrics = evaluate(model, val_pairs, mean_chroma=mean_chroma(run.train_set))
+    run.log("validation: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items() if isinstance(v, float)))
+    return TrainResult(model, run.history, metrics, run.stopped)
 
 
 def mean_chroma(data: PairSet) -> tuple[float, float]:
@@ -292,6 +275,7 @@ def evaluate(model: Model, pairs: list[PairRef], mean_chroma: tuple[float, float
     """Full-resolution scores over pairs: the model, and the baselines beside it."""
     pred = Predictor(model, device=device, max_batch=8)
     scores = {"psnr": [], "colorfulness": [], "truth_colorfulness": [], "gray_psnr": [], "tint_psnr": []}
+    auc, gray_auc = AbAuc(), AbAuc()   # hue right, not only vivid (colorize): the model's and gray's
     tint_chroma = mean_chroma or tuple(model.meta.get("train_mean_chroma") or (0.0, 0.0))
     for p in pairs:
         before, after = load_pair(p)
@@ -304,10 +288,13 @@ def evaluate(model: Model, pairs: list[PairRef], mean_chroma: tuple[float, float
         scores["gray_psnr"].append(psnr(gray.convert("RGB") if truth.mode == "RGB" else gray, truth))
         if model.task.name == "colorize":
             scores["tint_psnr"].append(psnr(tint(gray, *tint_chroma), truth))
+            auc.add(out, truth)
+            gray_auc.add(gray, truth)
     out = {k: mean(v) for k, v in scores.items() if v}
     out["pairs"] = len(pairs)
     if model.task.name == "colorize":
         out["train_mean_chroma"] = list(tint_chroma)
+        out["auc"], out["gray_auc"] = auc.score(), gray_auc.score()
     return out
 
 
