@@ -20,8 +20,10 @@ run: setup
 check: setup
 	$(PY) -m daemon check --config config.toml
 
+# The import contracts in pyproject.toml first (which room of daemon/ may import which; no cycles).
 # pytest exits 5 when it collected nothing: that must fail, never pass vacuously.
 test: setup
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: no tests were collected" >&2; exit 1; fi; exit $$rc
 

@@ -1,1 +1,36 @@
-"""reverser's service: folders, queues, schedules and signals around the unet package."""
+"""reverser's service: folders, queues, schedules and signals around the unet package.
+
+The rooms, each importing only from the rooms below it (pyproject.toml's
+import-linter contracts, checked by `make test`):
+
+    commands/     the CLI and one module per command; nothing imports these
+    service.py    the life cycle: start-up, main loop, reload, shutdown; wires the rooms together
+    preflight.py  the checks before start-up (config, folders, device, models)
+    conversion/   watcher, claim protocol (spool), inbox feed, pipeline, encoding, batch sizing, hot swap
+    learning/     pairs intake, registry, serving model, challenger, retraining, promotion, reports, scheduler
+    ops/          status board, Prometheus metrics, systemd notify, the health check, logs, journal (no torch)
+    core/         config, file operations (fs), name rules (names), quarantine
+    errors.py     exit codes and UsageError
+
+conversion/, learning/ and ops/ never import each other.
+
+To change X, open Y:
+
+    a config key or its default           core/config.py (and config.toml, which documents every key)
+    which files are inputs, partial, pairs core/names.py
+    an image format read or written       unet/data.py IMAGE_EXTS (the table), conversion/encode.py (options)
+    how results are named                 core/names.py output_name
+    atomic writes, moves, free names      core/fs.py
+    the reason note of a failed file      core/quarantine.py
+    claiming, done/, recovery after crash conversion/spool.py
+    batching, decoding, writing results   conversion/pipeline.py
+    what happens to an input after it     conversion/feed.py
+    the promotion rule                    learning/promotion.py decide
+    the nightly training run              learning/retrain.py (child: learning/challenger.py)
+    report.json / report.png              learning/report.py
+    `reverser models list`                commands/models.py format_versions
+    a Prometheus metric                   ops/prometheus.py
+    status.json / `reverser status`       ops/status.py, commands/status.py
+    when the watchdog says "stalled"      ops/health.py
+    a command-line option                 commands/cli.py, then the command's module
+"""

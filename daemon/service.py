@@ -10,7 +10,10 @@ in work/ and go through first at the next start). SIGHUP reloads the config
 and the models; a config or model that does not load is refused with the
 reason logged, and the running one is kept.
 
-Other parts plug in here: the pairs intake is a second Watcher over
+This module wires the rooms and keeps the life cycle; the work is elsewhere:
+file handling in conversion/feed.py, model loading in learning/serving.py,
+validation in preflight.py. conversion/ and learning/ never import each other;
+they meet here. The pairs intake is a second Watcher over
 inbox/<q>/train/, built and stopped beside the inbox watcher in _bring_up and
 _bring_down; the nightly retraining's scheduler starts in startup(), is
 rebuilt in reload() and is shut down first in shutdown(). systemd and metrics
@@ -18,51 +21,40 @@ rebuilt in reload() and is shut down first in shutdown(). systemd and metrics
 STATUS= with the status file, WATCHDOG=1 from the main loop only while
 _stall() finds nothing (notify.Watchdog), RELOADING=1 around SIGHUP and
 STOPPING=1 at shutdown; the optional Prometheus endpoint counts in self.metrics.
+`reverser run` (commands/run.py) builds and runs a Service.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import signal
-import stat
-import sys
 import threading
 import time
 from functools import partial
-from pathlib import Path
 
 from loguru import logger
 
-from unet import Predictor
-from unet.checkpoint import CheckpointError
-
-from . import autobatch
-from .check import require_valid, task_mismatch
-from .cli import EX_OK
-from .config import Config, ConfigError, load_config
-from .hotswap import ChampionWatch, model_key
-from .intake import PairIntake, read_counts
-from .intake import accepts as is_pair_file
-from .logs import setup_logging
-from .metrics import Metrics, MetricsServer
-from .models import candidates, model_dir
-from .notify import Health, Notifier, Watchdog, status_text
-from .output import EXT_FORMAT, output_name, sweep_temp
-from .pipeline import Job, Outcome, Pipeline, PipelineSettings
-from .registry import RegistryError, open_registry
-from .retrain import Retrainer
-from .scheduler import RetrainScheduler
-from .spool import Claimed, Lost, Owner, Spool
-from .status import STATUS_FILE, StatusBoard
-from .watcher import Arrival, Watcher, is_partial
-
-
-def is_input(name: str) -> bool:
-    """NAME_before.<image ext>: the names the service converts."""
-    stem, ext = os.path.splitext(name)
-    return ext.lower() in EXT_FORMAT and stem.lower().endswith("_before") and len(stem) > len("_before")
+from .conversion import autobatch
+from .conversion.feed import InboxFeed, count_waiting
+from .conversion.hotswap import ChampionWatch, model_key
+from .conversion.pipeline import Pipeline, PipelineSettings
+from .conversion.spool import Owner, Spool
+from .conversion.watcher import Watcher
+from .core.config import Config, ConfigError, load_config
+from .core.fs import sweep_temp
+from .core.names import is_input, is_pair_file
+from .errors import EX_OK
+from .learning.intake import PairIntake, read_counts
+from .learning.retrain import Retrainer
+from .learning.scheduler import RetrainScheduler
+from .learning.serving import load_predictor, load_serving, model_dir
+from .ops.health import Health
+from .ops.logs import setup_logging
+from .ops.notify import Notifier, Watchdog, status_text
+from .ops.prometheus import Metrics, MetricsServer
+from .ops.status import STATUS_FILE, StatusBoard
+from .preflight import require_valid
 
 
 class Service:
@@ -80,6 +72,7 @@ class Service:
         self.retrainer: Retrainer | None = None
         self.scheduler: RetrainScheduler | None = None
         self.champions: ChampionWatch | None = None
+        self.feed: InboxFeed | None = None
         self.spools: dict[str, Spool] = {}
         self.unfinished = False       # worker threads still busy when we return: exit without waiting
         self._batch_cache: dict[tuple, tuple[int, str]] = {}
@@ -136,7 +129,7 @@ class Service:
         if cfg.runtime.torch_threads:
             torch.set_num_threads(cfg.runtime.torch_threads)
         self.owner = Owner(cfg.state_dir("work"))
-        predictors = self._load_models(cfg)
+        predictors = load_serving(cfg)
         device = str(next(iter(predictors.values())).device)
         self.board = StatusBoard(list(cfg.queues), device)
         logger.info("reverser starting, pid {}: device {} (torch {}, {} CPU thread(s))",
@@ -154,38 +147,7 @@ class Service:
                     cfg.paths.inbox, ", ".join(cfg.queues), cfg.paths.outbox)
         self.notifier.ready(self.status_line())  # systemd: models loaded, device chosen, watchers running
 
-    def _load_models(self, cfg: Config) -> dict[str, Predictor]:
-        """Every queue's model on the configured device; a ConfigError naming the queue if none loads.
-
-        A champion that does not load gives way to the newest earlier champion
-        that does (then the configured model), with an error in the log.
-        """
-        out = {}
-        for q in cfg.queues:
-            try:
-                open_registry(cfg, q)  # the shipped model becomes version 1 of an empty registry
-            except (RegistryError, CheckpointError) as e:
-                raise ConfigError(cfg.file, f"[queues.{q}]", f"the model registry is unusable: {e}") from None
-            broken = []
-            for folder in candidates(cfg, q):
-                try:
-                    out[q] = self._load_one(cfg, folder, cfg.queues[q].task)
-                    break
-                except CheckpointError as e:
-                    broken.append(e)
-                except (ValueError, RuntimeError) as e:  # the device: CUDA absent, no such GPU, CUDA broken
-                    raise ConfigError(cfg.file, "[runtime] device", f"cannot use it: {e}") from None
-            else:
-                raise ConfigError(cfg.file, f"[queues.{q}] model", f"cannot load the model: {broken[0]}",
-                                  "point model at a model folder (model.safetensors, config.json, meta.json); "
-                                  "`reverser check` tests every model")
-            if broken:
-                logger.error("queue {}: {}; serving version {} from {} instead. Replace the broken model, or pick "
-                             "one with `reverser models --queue {} list` and `promote VERSION`",
-                             q, "; ".join(map(str, broken)), out[q].version, out[q].model.path, q)
-        return out
-
-    def _max_batch(self, cfg: Config, q: str, predictor: Predictor) -> tuple[int, str]:
+    def _max_batch(self, cfg: Config, q: str, predictor) -> tuple[int, str]:
         if cfg.runtime.max_batch != "auto":
             return cfg.runtime.max_batch, "configured"
         key = (str(predictor.device), model_key(predictor.model.path))
@@ -193,7 +155,7 @@ class Service:
             self._batch_cache[key] = autobatch.measure(predictor)
         return self._batch_cache[key]
 
-    def _bring_up(self, cfg: Config, predictors: dict[str, Predictor], recover_own: bool = False) -> None:
+    def _bring_up(self, cfg: Config, predictors: dict, recover_own: bool = False) -> None:
         """Spools, pipeline, recovery of work/, the inbox watcher and the champion watch, for cfg."""
         self.spools = {q: Spool(cfg, q, self.owner) for q in cfg.queues}
         for folder in [cfg.paths.state] + [d for q in cfg.queues
@@ -207,18 +169,19 @@ class Service:
             self.metrics.model_version(q, p.version)  # metrics:
             logger.info("queue {} ({}): model version {} from {}; batch size {} ({}); {} -> {}",
                         q, p.task.name, p.version, p.model.path, n, why, cfg.inbox(q), cfg.outbox(q))
-        self.pipeline = Pipeline(predictors, batches, PipelineSettings.from_config(cfg),
+        self.pipeline = Pipeline(predictors, batches, PipelineSettings.from_config(cfg, writer=self.owner.id),
                                  before_batch=self._batch_started,   # systemd: watchdog health; metrics
                                  after_batch=self.health.batch_finished)
-        self._recover(recover_own)
+        self.feed = InboxFeed(cfg, self.spools, self.pipeline, self._counted_file)
+        self.feed.recover(recover_own)
         w = cfg.watch
-        self.watcher = Watcher({cfg.inbox(q): partial(self._take, q) for q in cfg.queues}, is_input,
+        self.watcher = Watcher({cfg.inbox(q): partial(self.feed.take, q) for q in cfg.queues}, is_input,
                                settle=w.settle_seconds, rescan=w.rescan_seconds, observer=w.observer,
                                poll=w.poll_seconds, threads=2, label="inbox",
                                expect="NAME_before.<image ext>",
                                subfolders={cfg.train_inbox(q).name for q in cfg.queues})
         self.watcher.start()
-        intakes = {q: PairIntake(cfg, q) for q in cfg.queues}
+        intakes = {q: PairIntake(cfg, q, writer=self.owner.id) for q in cfg.queues}
         self.pairs_watcher = Watcher({cfg.train_inbox(q): intakes[q].handle for q in cfg.queues}, is_pair_file,
                                      settle=w.settle_seconds, rescan=w.rescan_seconds, observer=w.observer,
                                      poll=w.poll_seconds, threads=1, label="pairs",
@@ -229,123 +192,21 @@ class Service:
         logger.info("watching {} inbox folder(s) with {}; full scan every {:g} s; status in {}",
                     len(cfg.queues), how, w.rescan_seconds, cfg.paths.state / STATUS_FILE)
         self.champions = ChampionWatch(self.pipeline, list(cfg.queues), partial(model_dir, cfg),
-                                       lambda q, folder: self._load_one(cfg, folder, cfg.queues[q].task),
+                                       lambda q, folder: load_predictor(cfg, folder, cfg.queues[q].task),
                                        on_swap=self._swapped)
         self.champions.start()
 
-    def _load_one(self, cfg: Config, folder: Path, task: str | None = None) -> Predictor:
-        p = Predictor(folder, device=cfg.runtime.device, max_batch=1)
-        if task is not None and p.task.name != task:
-            raise CheckpointError(task_mismatch(folder, p.task.name, task))
-        return p
-
-    def _swapped(self, q: str, p: Predictor) -> None:
+    def _swapped(self, q: str, p) -> None:
         self.board.set_model(q, p.model.path, p.version)
         self.metrics.model_version(q, p.version)  # metrics:
 
-    def _recover(self, include_own: bool) -> None:
-        """Files left in work/ (a crash, or a reload) go through the pipeline first, from a helper thread."""
-        items = [c for s in self.spools.values() for c in s.recover(include_own)]
-        if not items:
-            return
-        logger.info("recovering {} file(s) left in work/ by an earlier run; they go through first", len(items))
-
-        pipeline, spools = self.pipeline, self.spools
-
-        def feed():
-            for c in items:
-                if not pipeline.reserve():
-                    return  # closing: they stay in work/
-                self._start(pipeline, spools[c.queue], c, time.monotonic())
-
-        threading.Thread(target=feed, name="recover", daemon=True).start()
-
-    # -- taking files -------------------------------------------------------------------------
-
-    def _take(self, q: str, arrival: Arrival) -> None:
-        """Watcher handler: claim a complete inbox file and start it through the pipeline."""
-        pipeline, spool = self.pipeline, self.spools[q]
-        if not pipeline.reserve():
-            return  # closing: the file stays in the inbox
-        try:
-            item = self._claim(spool, arrival.path)
-        except Lost:
-            pipeline.unreserve()
-            logger.debug("{}: gone before we could claim it (another service took it?)", arrival.path)
-            return
-        except OSError as e:
-            pipeline.unreserve()
-            logger.warning("{}: cannot take it from the inbox ({}); trying again at the next scan",
-                           arrival.path, e.strerror or e)
-            return
-        self._start(pipeline, spool, item, arrival.at)
-
-    def _claim(self, spool: Spool, path: Path) -> Claimed:
-        lim = self.cfg.limits
-        for attempt in range(lim.retry_attempts + 1):
-            try:
-                return spool.claim(path)
-            except (Lost, FileExistsError):
-                raise
-            except OSError as e:
-                if attempt == lim.retry_attempts or e.errno in (errno.ENAMETOOLONG, errno.EROFS):
-                    raise
-                time.sleep(lim.retry_backoff_seconds * 2 ** attempt)  # permission briefly denied, say
-        raise AssertionError("unreachable")
-
-    def _start(self, pipeline: Pipeline, spool: Spool, item: Claimed, complete_at: float) -> None:
-        """A claimed file (room reserved in pipeline): refuse what is not a plain file, else submit it."""
-        try:
-            st = os.lstat(item.path)
-        except OSError as e:
-            pipeline.unreserve()
-            logger.warning("{}: {} vanished from work/ ({})", spool.queue, item.name, e)
-            return
-        if not stat.S_ISREG(st.st_mode):
-            pipeline.unreserve()
-            if stat.S_ISLNK(st.st_mode):
-                why = ("it is a symbolic link; links are never followed, so nothing outside the inbox is read",
-                       "copy the file itself into the inbox, not a link to it")
-            else:
-                why = ("it is not a regular file (a FIFO, socket or device)", "drop an image file instead")
-            self._quarantine(spool, item, *why)
-            return
-        job = Job(spool.queue, item.path, self.cfg.outbox(spool.queue),
-                  output_name(item.name, self.cfg.output.format), partial(self._finished, spool, item),
-                  complete_at, label=item.name, size=st.st_size, receipt=spool.receipt(item))
-        if not pipeline.submit(job):
-            logger.debug("{}: {} stays in work/ (stopping)", spool.queue, item.name)
-
-    def _finished(self, spool: Spool, item: Claimed, job: Job, outcome: Outcome) -> None:
-        """Pipeline callback: move the input on, count it, and say so in one line."""
-        q, log = spool.queue, logger.bind(queue=spool.queue, file=item.name)
-        if not outcome.ok:
-            self._quarantine(spool, item, outcome.error, outcome.hint)
-            return
-        try:
-            spool.done(item)
-            spool.forget_receipt(item)
-        except OSError as e:
-            log.error("{}: {} was converted, but moving the input out of work/ failed ({}); "
-                      "it stays there, and the next start moves it to done/ without converting it again",
-                      q, item.name, e)
-        self.board.record(q, True)
-        self.metrics.file_processed(q, outcome.ms / 1000)  # metrics:
-        log.bind(output=outcome.output.name, bytes=outcome.size, ms=round(outcome.ms)).info(
-            "{}: {} ({}) -> {} in {:.0f} ms", q, item.name, _size(outcome.size), outcome.output.name, outcome.ms)
-
-    def _quarantine(self, spool: Spool, item: Claimed, problem: str, hint: str = "") -> None:
-        log = logger.bind(queue=spool.queue, file=item.name)
-        try:
-            dest = spool.quarantine(item, problem, hint)
-        except OSError as e:
-            log.error("{}: {} failed ({}), and moving it to {} failed too ({}); it stays in work/",
-                      spool.queue, item.name, problem, spool.failed_dir, e)
-            return
-        self.board.record(spool.queue, False)
-        self.metrics.file_failed(spool.queue)  # metrics:
-        log.warning("{}: {} failed: {}; moved to {} with {}.reason.txt beside it", spool.queue, item.name,
-                    problem, dest.parent, dest.name)
+    def _counted_file(self, q: str, ok: bool, seconds: float) -> None:
+        """The feed's report of one finished input: the status board, and metrics."""
+        self.board.record(q, ok)
+        if ok:
+            self.metrics.file_processed(q, seconds)  # metrics:
+        else:
+            self.metrics.file_failed(q)  # metrics:
 
     # -- main loop ----------------------------------------------------------------------------
 
@@ -365,19 +226,17 @@ class Service:
             self.wake.wait(max(0.05, min(next_status - time.monotonic(), 1.0)))
             self.wake.clear()
 
-    def healthy(self) -> tuple[bool, str]:
-        """(healthy, why not): pipeline threads alive and moving, and the observer watching."""
-        ok, why = self.pipeline.health()
-        if ok and not self.watcher.observer_alive:
-            return False, "the file-system observer is not running (the next scan restarts it)"
-        return ok, why
-
     def _stall(self) -> str | None:
-        """systemd: why the service is wedged (the watchdog then stops pinging), or None."""
-        ok, why = self.healthy()
+        """systemd: why the service is wedged (the watchdog then stops pinging), or None: the pipeline's
+        threads alive, the observer watching, and work moving (ops.health.Health, the one stall check)."""
+        dead = self.pipeline.dead_threads()
+        if dead:
+            return dead
+        if not self.watcher.observer_alive:
+            return "the file-system observer is not running (the next scan restarts it)"
         # Results held for an outbox that takes none (disk full) are waiting, not wedged.
         queued = sum(self.pipeline.inflight.values()) - self.pipeline.held
-        return why if not ok else self.health.problem(queued)
+        return self.health.problem(queued)
 
     def status_line(self) -> str:
         """systemd: the STATUS= line, e.g. 'queued 3 (colorize 3, reverse 0); 12.0 files/min; models ...'."""
@@ -397,7 +256,7 @@ class Service:
         """metrics: wrap Retrainer.run to record each run's decision (Retrainer has no outcome hook)."""
         def counted(queue: str, **kw):
             outcome = run(queue, **kw)
-            self.metrics.training(queue, outcome.decision)
+            self.metrics.training(queue, outcome.decision, outcome.psnr_gain_db)
             return outcome
         return counted
 
@@ -412,16 +271,13 @@ class Service:
         cfg = self.cfg
         waiting = {}
         for q in cfg.queues:
-            try:
-                waiting[q] = sum(1 for e in os.scandir(cfg.inbox(q)) if is_input(e.name) and not is_partial(e.name))
-            except OSError:
-                waiting[q] = 0
+            waiting[q] = count_waiting(cfg.inbox(q))
             self.metrics.queue_depth(q, waiting[q] + self.pipeline.inflight.get(q, 0))  # metrics:
         self.waiting = waiting
         pairs = {q: {"pairs": read_counts(cfg.state_dir("pairs", q))} for q in cfg.queues}
         try:
             self.board.write(cfg.paths.state, waiting, dict(self.pipeline.inflight), cfg.status.interval_seconds,
-                             pairs)
+                             pairs, writer=self.owner.id)
         except OSError as e:
             logger.warning("cannot write {}: {}", cfg.paths.state / STATUS_FILE, e)
 
@@ -435,7 +291,7 @@ class Service:
         try:
             new = load_config(self.cfg.file)
             require_valid(new, fallback=True)  # the checks of `reverser check`
-            predictors = self._load_models(new)
+            predictors = load_serving(new)
         except ConfigError as e:
             logger.error("Reload refused, the running configuration stays in force: {}", e)
             self.notifier.ready(f"reload refused: {e.problem}; running the previous configuration")
@@ -483,26 +339,3 @@ class Service:
         c = {q: (x.processed, x.failed) for q, x in self.board.queues.items()}
         logger.info("Stopped: {}.{}", ", ".join(f"{q} {p} converted, {f} failed" for q, (p, f) in c.items()),
                     f" {left} claimed file(s) stay in work/ and go through first at the next start." if left else "")
-
-
-def _size(n: int) -> str:
-    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
-
-
-def main(args) -> int:
-    cfg = load_config(args.config)
-    # The checks of `reverser check`: a bad config exits 78 before anything starts (a broken
-    # champion is no reason to stop when an earlier model loads: _load_models falls back to it).
-    require_valid(cfg, fallback=True)
-    setup_logging(cfg.logging, getattr(args, "log_json", False))
-    service = Service(cfg, getattr(args, "log_json", False))
-    code = service.run()
-    if service.unfinished:
-        # The drain time ran out with a forward pass still running: leave without
-        # waiting for it (its files are in work/ for the next start).
-        logger.complete()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    logger.complete()
-    return code

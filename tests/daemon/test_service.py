@@ -12,10 +12,12 @@ import pytest
 import torch
 from PIL import Image
 
-from daemon.config import load_config
-from daemon.spool import Owner
-from tests.conftest import child_env, make_image, write_config
-from tests.daemon.service_helpers import Service, names, services, wait_for
+from daemon.core.config import load_config
+from daemon.conversion.spool import Owner
+from tests.support.config import write_config
+from tests.support.images import make_image
+from tests.support.processes import child_env
+from tests.support.service import Service, names, services, wait_for
 from unet import TaskConfig, UNetConfig, new_model, save_model
 
 QUICK = '[watch]\nsettle_seconds = 0.3\nrescan_seconds = 2\n[status]\ninterval_seconds = 0.5\n'
@@ -175,7 +177,7 @@ def test_log_lines_are_json_with_queue_file_and_timing(svc):
 def test_status_reports_the_running_service(svc, env):
     import subprocess
 
-    from tests.conftest import PYTHON
+    from tests.support.processes import PYTHON
 
     make_image(svc.cfg.inbox("reverse") / "counted_before.png", (70, 50), "RGB")
     (svc.cfg.inbox("reverse") / "uncounted_before.png").write_bytes(b"not an image")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.support.processes import ROOT
 
 DEPLOY = ROOT / "deploy"
 UNIT = DEPLOY / "reverser.service"

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.conftest import child_env
+from tests.support.processes import child_env
 
 ROWS: list[dict] = []
 HEADER = ("| scenario | files or rounds | lost | processed twice | peak RSS of the service | time |\n"

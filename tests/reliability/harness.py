@@ -24,9 +24,11 @@ from pathlib import Path
 
 from PIL import Image
 
-from daemon.config import load_config
-from tests.conftest import PYTHON, _merge_sections, make_image, write_config
-from tests.daemon.service_helpers import Service, names, wait_for
+from daemon.core.config import load_config
+from tests.support.config import merge_sections, write_config
+from tests.support.images import make_image
+from tests.support.processes import PYTHON
+from tests.support.service import Service, names, wait_for
 
 # Quick settle and scan times, one model thread, short retry pauses: a small, busy machine.
 QUICK = ('[runtime]\ntorch_threads = 1\n'
@@ -83,7 +85,7 @@ class Rig:
     def __init__(self, root: Path, models: dict[str, Path], env: dict, text: str = "",
                  prefix: tuple[str, ...] = ()):
         self.root, self.env, self.prefix = root, env, prefix
-        self.cfg_path = write_config(root, models, _merge_sections(QUICK, text))
+        self.cfg_path = write_config(root, models, merge_sections(QUICK, text))
         self.cfg = load_config(self.cfg_path)
         self.runs: list[Child] = []
         self.peak_kb = 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 import time
 
-from tests.conftest import make_image
+from tests.support.images import make_image
 from tests.reliability.harness import Rig, poll
 
 

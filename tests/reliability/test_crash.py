@@ -10,7 +10,7 @@ import time
 import pytest
 
 from tests.reliability.harness import Flood, OutboxChecker, Rig, account, picture_pool, poll, settled
-from tests.daemon.service_helpers import names
+from tests.support.service import names
 
 
 @pytest.mark.parametrize("n, rounds", [

@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from tests.conftest import make_image
-from tests.daemon.service_helpers import names
+from tests.support.images import make_image
+from tests.support.service import names
 from tests.reliability.harness import Rig, poll, without_file_permission_override
 
 NO_DAC = without_file_permission_override()

@@ -14,10 +14,12 @@ from pathlib import Path
 
 import torch
 
-from daemon.intake import PairIntake
-from daemon.registry import Registry, now_iso, write_json
-from tests.conftest import PYTHON, make_image
-from tests.daemon.synthetic_pairs import write_pairs
+from daemon.learning.intake import PairIntake
+from daemon.core.fs import now_iso, write_json
+from daemon.learning.registry import Registry
+from tests.support.images import make_image
+from tests.support.processes import PYTHON
+from tests.support.pairs import write_pairs
 from tests.reliability.harness import Rig, poll
 from unet import TaskConfig, UNetConfig, load_model, new_model, save_model
 
@@ -162,7 +164,7 @@ def _nan_in_training(folder: Path) -> None:
 
 def test_a_training_run_that_goes_to_nan_changes_nothing_and_the_champion_keeps_serving(tmp_path, service_env,
                                                                                         record):
-    from tests.daemon.synthetic_pairs import tiny_champion
+    from tests.support.pairs import tiny_champion
 
     shipped = tiny_champion(tmp_path / "shipped" / "colorize")
     _nan_in_training(shipped)

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from tests.conftest import make_image
-from tests.daemon.service_helpers import names
+from tests.support.images import make_image
+from tests.support.service import names
 from tests.reliability.harness import Rig, account, poll, temp_files, without_file_permission_override
 
 NO_DAC = without_file_permission_override()

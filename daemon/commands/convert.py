@@ -1,0 +1,95 @@
+"""reverser convert: files or folders, once, through the service's pipeline; a progress bar and a verdict per file."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from unet import Predictor
+from unet.checkpoint import CheckpointError
+
+from ..conversion import autobatch
+from ..conversion.pipeline import Job, JobOutcome, Pipeline, PipelineSettings
+from ..core.config import Config, load_config
+from ..core.names import is_convertible, output_name
+from ..errors import EX_CONFIG, EX_DATAERR, EX_OK, UsageError
+from ..learning.serving import model_dir
+from ..ops.logs import setup_logging
+
+AUTO_MEASURE_FROM = 32   # inputs; fewer run at batch 1 when max_batch is "auto"
+
+
+def find_inputs(paths: list[Path]) -> list[Path]:
+    """Files as given; folders contribute their image files (not recursively, not hidden ones)."""
+    found = []
+    for p in paths:
+        if p.is_dir():
+            found += sorted(f for f in p.iterdir() if f.is_file() and is_convertible(f.name))
+        elif p.exists():
+            found.append(p)
+        else:
+            raise UsageError(f"{p}: no such file or folder")
+    return found
+
+
+def main(args) -> int:
+    cfg = load_config(args.config)
+    queue = args.queue or next(iter(cfg.queues))
+    if queue not in cfg.queues:
+        raise UsageError(f"no queue {queue!r} in {cfg.file}; queues: {', '.join(cfg.queues)}")
+    inputs = find_inputs(args.paths)
+    if not inputs:
+        print("reverser convert: no image files found", file=sys.stderr)
+        return EX_DATAERR
+    # The bar and the per-file lines are the output; the pipeline's own lines only when they matter.
+    setup_logging(replace(cfg.logging, level="WARNING", file=None))
+    if cfg.runtime.torch_threads:
+        import torch
+
+        torch.set_num_threads(cfg.runtime.torch_threads)
+    try:
+        predictor = Predictor(model_dir(cfg, queue), device=cfg.runtime.device, max_batch=1)
+    except (CheckpointError, ValueError) as e:
+        print(f"reverser convert: cannot load the {queue!r} model: {e}", file=sys.stderr)
+        return EX_CONFIG
+    failed = convert_files(predictor, inputs, cfg, args.output, queue)
+    return EX_DATAERR if failed else EX_OK
+
+
+def convert_files(predictor: Predictor, inputs: list[Path], cfg: Config, out_dir: Path | None,
+                  queue: str = "convert") -> int:
+    """Convert each input through the service's pipeline; return how many failed."""
+    from tqdm import tqdm
+
+    max_batch = cfg.runtime.max_batch
+    if max_batch == "auto":
+        # Measuring costs a few forward passes: worth it for a folder, not for a handful of files.
+        max_batch = autobatch.measure(predictor)[0] if len(inputs) >= AUTO_MEASURE_FROM else 1
+    bar = tqdm(total=len(inputs), unit="img", disable=not sys.stderr.isatty())
+    failures = []
+    lock = threading.Lock()
+
+    def done(job: Job, outcome: JobOutcome) -> None:
+        with lock:
+            if not outcome.ok:
+                failures.append(job.path)
+                bar.write(f"{job.path}: failed: {outcome.error}", file=sys.stderr)
+            bar.update()
+
+    pipeline = Pipeline({queue: predictor}, {queue: max_batch}, PipelineSettings.from_config(cfg))
+    try:
+        for path in inputs:
+            pipeline.reserve()  # blocks while the pipeline is full: memory stays bounded for any number of inputs
+            pipeline.submit(Job(queue, path, out_dir or path.parent, output_name(path.name, cfg.output.format),
+                                done, label=path.name))
+        pipeline.wait_idle()
+    finally:
+        pipeline.close(time.monotonic() + 5.0)
+        bar.close()
+    ok = len(inputs) - len(failures)
+    print(f"converted {ok} of {len(inputs)} file(s)" + (f"; {len(failures)} failed" if failures else ""),
+          file=sys.stderr)
+    return len(failures)

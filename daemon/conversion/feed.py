@@ -1,0 +1,148 @@
+"""The inbox feed: complete files in, claimed into work/, through the pipeline, inputs moved on after.
+
+    watcher Arrival --take()--> Spool.claim (work/) --> Pipeline.submit
+        ... JobOutcome --> done/ (or deleted) and the receipt forgotten; or failed/ with a reason
+
+What is not a regular file (a link, a FIFO, a device) is quarantined without
+being read. Files left in work/ by a crash (or a reload) go through first,
+from a helper thread. Each finished input is reported to on_result(queue, ok,
+seconds), which the service uses for its status board and metrics.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import threading
+import time
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+from loguru import logger
+
+from ..core.config import Config
+from ..core.names import is_input, is_partial, output_name
+from .pipeline import Job, JobOutcome, Pipeline
+from .spool import Claimed, Lost, Spool
+from .watcher import Arrival
+
+
+def count_waiting(inbox: Path) -> int:
+    """Inputs waiting in an inbox folder, not yet claimed (0 when it cannot be read)."""
+    try:
+        return sum(1 for e in os.scandir(inbox) if is_input(e.name) and not is_partial(e.name))
+    except OSError:
+        return 0
+
+
+class InboxFeed:
+    """Claims each complete inbox file, submits it to the pipeline, and moves its input on when it is done."""
+
+    def __init__(self, cfg: Config, spools: dict[str, Spool], pipeline: Pipeline,
+                 on_result: Callable[[str, bool, float], None]):
+        self.cfg, self.spools, self.pipeline, self.on_result = cfg, spools, pipeline, on_result
+
+    def recover(self, include_own: bool) -> None:
+        """Files left in work/ (a crash, or a reload) go through the pipeline first, from a helper thread."""
+        items = [c for s in self.spools.values() for c in s.recover(include_own)]
+        if not items:
+            return
+        logger.info("recovering {} file(s) left in work/ by an earlier run; they go through first", len(items))
+
+        def feed():
+            for c in items:
+                if not self.pipeline.reserve():
+                    return  # closing: they stay in work/
+                self._start(self.spools[c.queue], c, time.monotonic())
+
+        threading.Thread(target=feed, name="recover", daemon=True).start()
+
+    def take(self, q: str, arrival: Arrival) -> None:
+        """Watcher handler: claim a complete inbox file and start it through the pipeline."""
+        pipeline, spool = self.pipeline, self.spools[q]
+        if not pipeline.reserve():
+            return  # closing: the file stays in the inbox
+        try:
+            item = self._claim(spool, arrival.path)
+        except Lost:
+            pipeline.unreserve()
+            logger.debug("{}: gone before we could claim it (another service took it?)", arrival.path)
+            return
+        except OSError as e:
+            pipeline.unreserve()
+            logger.warning("{}: cannot take it from the inbox ({}); trying again at the next scan",
+                           arrival.path, e.strerror or e)
+            return
+        self._start(spool, item, arrival.at)
+
+    def _claim(self, spool: Spool, path: Path) -> Claimed:
+        lim = self.cfg.limits
+        for attempt in range(lim.retry_attempts + 1):
+            try:
+                return spool.claim(path)
+            except (Lost, FileExistsError):
+                raise
+            except OSError as e:
+                if attempt == lim.retry_attempts or e.errno in (errno.ENAMETOOLONG, errno.EROFS):
+                    raise
+                time.sleep(lim.retry_backoff_seconds * 2 ** attempt)  # permission briefly denied, say
+        raise AssertionError("unreachable")
+
+    def _start(self, spool: Spool, item: Claimed, complete_at: float) -> None:
+        """A claimed file (room reserved in the pipeline): refuse what is not a plain file, else submit it."""
+        pipeline = self.pipeline
+        try:
+            st = os.lstat(item.path)
+        except OSError as e:
+            pipeline.unreserve()
+            logger.warning("{}: {} vanished from work/ ({})", spool.queue, item.name, e)
+            return
+        if not stat.S_ISREG(st.st_mode):
+            pipeline.unreserve()
+            if stat.S_ISLNK(st.st_mode):
+                why = ("it is a symbolic link; links are never followed, so nothing outside the inbox is read",
+                       "copy the file itself into the inbox, not a link to it")
+            else:
+                why = ("it is not a regular file (a FIFO, socket or device)", "drop an image file instead")
+            self._quarantine(spool, item, *why)
+            return
+        job = Job(spool.queue, item.path, self.cfg.outbox(spool.queue),
+                  output_name(item.name, self.cfg.output.format), partial(self._finished, spool, item),
+                  complete_at, label=item.name, size=st.st_size, receipt=spool.receipt(item))
+        if not pipeline.submit(job):
+            logger.debug("{}: {} stays in work/ (stopping)", spool.queue, item.name)
+
+    def _finished(self, spool: Spool, item: Claimed, job: Job, outcome: JobOutcome) -> None:
+        """Pipeline callback: move the input on, count it, and say so in one line."""
+        q, log = spool.queue, logger.bind(queue=spool.queue, file=item.name)
+        if not outcome.ok:
+            self._quarantine(spool, item, outcome.error, outcome.hint)
+            return
+        try:
+            spool.done(item)
+            spool.forget_receipt(item)
+        except OSError as e:
+            log.error("{}: {} was converted, but moving the input out of work/ failed ({}); "
+                      "it stays there, and the next start moves it to done/ without converting it again",
+                      q, item.name, e)
+        self.on_result(q, True, outcome.ms / 1000)
+        log.bind(output=outcome.output.name, bytes=outcome.size, ms=round(outcome.ms)).info(
+            "{}: {} ({}) -> {} in {:.0f} ms", q, item.name, _size(outcome.size), outcome.output.name, outcome.ms)
+
+    def _quarantine(self, spool: Spool, item: Claimed, problem: str, hint: str = "") -> None:
+        log = logger.bind(queue=spool.queue, file=item.name)
+        try:
+            dest = spool.quarantine(item, problem, hint)
+        except OSError as e:
+            log.error("{}: {} failed ({}), and moving it to {} failed too ({}); it stays in work/",
+                      spool.queue, item.name, problem, spool.failed_dir, e)
+            return
+        self.on_result(spool.queue, False, 0.0)
+        log.warning("{}: {} failed: {}; moved to {} with {}.reason.txt beside it", spool.queue, item.name,
+                    problem, dest.parent, dest.name)
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"

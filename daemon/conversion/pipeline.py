@@ -1,0 +1,492 @@
+"""The micro-batching pipeline: decode threads -> bounded queue -> batcher -> one forward -> encode threads.
+
+A job is one file. Decode threads read it, check the limits, decode it and
+prepare the model input at its working size; the batcher's one thread takes up
+to max_batch prepared items of one queue and working size, waiting at most
+max_delay_ms counted from the first of them queued, and runs one forward pass;
+encode threads recombine each output at full size, encode it and write it
+temp-then-rename. The model computes while other threads decode and encode.
+
+An outbox that cannot take results (its disk full, read-only, no permission)
+is not the input's fault: such a result is held, and its write tried again
+every little while, for as long as it takes, without failing or quarantining
+the input. Held jobs keep their room, so the service stops claiming new files
+meanwhile and the rest wait in the inbox.
+
+One bad image fails alone: decoding and encoding are per item, and a batch
+whose forward pass fails (an out-of-memory error above all) is split in halves
+and retried, down to single items. Jobs in flight are capped (reserve() blocks
+when the cap is reached), so a flood of files keeps memory flat. The pipeline
+knows nothing of devices beyond what the Predictor hides (autocast, pinned
+memory and non-blocking copies on CUDA), and nothing of inboxes: each job says
+where its result goes and whom to tell.
+
+close() waits for the work in flight until a deadline. Past it, the pipeline
+is abandoned: threads still busy (a long forward pass) may finish computing,
+but none writes a result or reports an outcome any more, so the files left
+in work/ can be taken back by whoever runs next (a reload's new pipeline)
+without anything being converted twice. A write under way when the deadline
+comes is finished first; close() waits for it.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import queue
+import stat
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from loguru import logger
+
+from unet import ImageError, Predictor, open_image
+from unet.images import Plain
+from unet.tasks import Prepared
+
+from ..core.config import Config
+from ..core.fs import write_atomic
+from .encode import encode, takes_ycc
+
+
+# Write errors that say the outbox cannot take results now, whatever the result.
+OUTBOX_FAULTS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+HOLD_MAX_SECONDS = 30.0   # the longest pause between tries of a held result
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    max_delay_ms: float = 25.0          # wait for more items this long, from the first one queued
+    decode_threads: int = 2
+    encode_threads: int = 2
+    capacity: int = 64                  # jobs in flight at most (decoded images held in memory)
+    max_pixels: int = 120_000_000       # refused before decoding
+    max_file_bytes: int = 300_000_000   # refused unread
+    retry_attempts: int = 4             # transient read/write errors are retried this often
+    retry_backoff: float = 0.5          # first wait between tries; doubles
+    jpeg_quality: int = 92
+    on_exists: str = "number"
+    writer: str = ""                    # the service instance's id, put into temporary names (spool.Owner)
+
+    @classmethod
+    def from_config(cls, cfg: Config, writer: str = "") -> "PipelineSettings":
+        r, lim = cfg.runtime, cfg.limits
+        return cls(r.max_delay_ms, r.decode_threads, r.encode_threads, r.queue_size, lim.max_pixels,
+                   int(lim.max_file_mb * 1e6), lim.retry_attempts, lim.retry_backoff_seconds,
+                   cfg.output.jpeg_quality, cfg.output.on_exists, writer)
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """What became of a job, for the one who submitted it."""
+
+    ok: bool
+    output: Path | None = None   # the result's final path
+    error: str = ""              # what went wrong, in words a user can act on
+    hint: str = ""               # what to do about it, when we know better than the generic advice
+    size: int = 0                # input bytes
+    ms: float = 0.0              # from job.complete_at (the file found complete) to its result written, or the failure
+
+
+@dataclass
+class Job:
+    queue: str
+    path: Path                                  # the file to read
+    out_dir: Path                               # where the result goes
+    out_name: str                               # its name (numbered if taken, per on_exists)
+    on_done: Callable[["Job", JobOutcome], None]   # called once, on a pipeline thread
+    complete_at: float = field(default_factory=time.monotonic)
+    label: str = ""                             # the name to show a user (not the work/ name)
+    size: int = 0
+    receipt: str = ""                           # write the result through out_dir/receipt and keep it
+
+
+@dataclass
+class _Item:
+    job: Job
+    source: Plain
+    prepared: Prepared
+    predictor: Predictor     # the model that prepared it runs it, even across a hot swap
+    queued: float            # monotonic time it entered the batch queue
+
+
+class _Pool:
+    """A few worker threads on a queue of callables; close() drops what has not started."""
+
+    def __init__(self, name: str, n: int):
+        self.q: queue.SimpleQueue = queue.SimpleQueue()
+        self.threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True) for i in range(n)]
+        for t in self.threads:
+            t.start()
+
+    def submit(self, fn, *args) -> None:
+        self.q.put((fn, args))
+
+    def _work(self) -> None:
+        while (task := self.q.get()) is not None:
+            fn, args = task
+            try:
+                fn(*args)
+            except Exception:  # a bug in one task must not kill the thread
+                logger.exception("internal error in {}", threading.current_thread().name)
+
+    def close(self, drop: bool) -> None:
+        if drop:
+            while True:
+                try:
+                    self.q.get_nowait()
+                except queue.Empty:
+                    break
+        for _ in self.threads:
+            self.q.put(None)
+
+    def join(self, deadline: float) -> bool:
+        for t in self.threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in self.threads)
+
+
+class _Named(io.BytesIO):
+    """File bytes that Pillow's messages call by the file's name, not by an object address."""
+
+    def __init__(self, data: bytes, name: str):
+        super().__init__(data)
+        self.shown = name
+
+    def __repr__(self) -> str:
+        return repr(self.shown)
+
+
+_STOP = object()
+
+
+class Pipeline:
+    """Decode, batch, forward, encode; see the module docstring."""
+
+    def __init__(self, predictors: dict[str, Predictor], max_batch: dict[str, int], settings: PipelineSettings,
+                 before_batch: Callable[[str, int], object] | None = None,
+                 after_batch: Callable[[object], None] | None = None):
+        """before_batch(queue, size) is called before each forward pass and after_batch(its result) after it,
+        failed or not: a health check can tell a wedged forward pass from an idle pipeline."""
+        self._predictors = dict(predictors)
+        self._before_batch, self._after_batch = before_batch, after_batch
+        self.max_batch = dict(max_batch)
+        self.s = settings
+        self._cond = threading.Condition()
+        self._reserved = 0
+        self.inflight: dict[str, int] = defaultdict(int)   # per queue: submitted, outcome not yet given
+        self.batches: dict[str, int] = defaultdict(int)    # per queue: forward passes run
+        self.device_seconds: dict[str, float] = defaultdict(float)
+        self.held = 0                            # results waiting for their outbox to take them
+        self._blocked: dict[Path, str] = {}      # outbox folder -> why it takes no results, said once
+        self._closing = False
+        self._abandoned = False                  # past close()'s deadline: nothing is written or reported
+        self._reporting = 0                      # threads writing a result or reporting an outcome now
+        self._batchq: queue.SimpleQueue = queue.SimpleQueue()
+        self._decoders = _Pool("decode", settings.decode_threads)
+        self._encoders = _Pool("encode", settings.encode_threads)
+        self._batcher = threading.Thread(target=self._batch_loop, name="batcher", daemon=True)
+        self._batcher.start()
+
+    # -- for callers --------------------------------------------------------------------------
+
+    def predictor(self, q: str) -> Predictor:
+        return self._predictors[q]
+
+    def swap(self, q: str, predictor: Predictor) -> None:
+        """Use predictor for queue q from the next decoded item on; items already prepared keep theirs."""
+        self._predictors[q] = predictor
+
+    def reserve(self, timeout: float | None = None) -> bool:
+        """Wait for room for one more job; False when the pipeline is closing (or on timeout)."""
+        with self._cond:
+            ok = self._cond.wait_for(
+                lambda: self._closing or self._reserved + sum(self.inflight.values()) < self.s.capacity, timeout)
+            if self._closing or not ok:
+                return False
+            self._reserved += 1
+            return True
+
+    def unreserve(self) -> None:
+        with self._cond:
+            self._reserved -= 1
+            self._cond.notify_all()
+
+    def submit(self, job: Job) -> bool:
+        """Start a job whose room was reserved; False when closing (the job is then not run)."""
+        with self._cond:
+            self._reserved -= 1
+            if self._closing:
+                self._cond.notify_all()
+                return False
+            self.inflight[job.queue] += 1
+        self._decoders.submit(self._decode, job, 1)
+        return True
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until every submitted job has its outcome."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not any(self.inflight.values()) and not self._reserved, timeout)
+
+    def dead_threads(self) -> str | None:
+        """Which worker threads stopped (a bug), in words, or None. Whether work in flight moves is
+        ops.health.Health's question: the pipeline's before_batch/after_batch hooks feed it."""
+        threads = [self._batcher, *self._decoders.threads, *self._encoders.threads]
+        dead = [t.name for t in threads if not t.is_alive()]
+        return f"worker thread(s) {', '.join(dead)} stopped" if dead and not self._closing else None
+
+    @property
+    def stopped(self) -> bool:
+        """All worker threads have ended (after close())."""
+        return not any(t.is_alive() for t in (self._batcher, *self._decoders.threads, *self._encoders.threads))
+
+    def stop_intake(self) -> None:
+        """Refuse new jobs from now on; reserve() waiters get False."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+
+    def close(self, deadline: float) -> int:
+        """Stop: finish the batch in flight and write what is computed, by deadline; return jobs left unfinished.
+
+        Jobs not yet in a forward pass are dropped: their files stay where they
+        are (work/) and whoever owns them picks them up again.
+        """
+        self.stop_intake()
+        self._decoders.close(drop=True)
+        self._batchq.put(_STOP)
+        self._batcher.join(max(0.0, deadline - time.monotonic()))
+        self._encoders.close(drop=False)   # results already computed still get written
+        self._encoders.join(deadline)
+        self._decoders.join(deadline)
+        if not self.stopped:
+            with self._cond:  # writes under way finish first (a hung disk is given a minute)
+                self._abandoned = True
+                if not self._cond.wait_for(lambda: not self._reporting, 60):
+                    logger.error("a result is still being written after the pipeline was abandoned")
+        with self._cond:
+            return sum(self.inflight.values())
+
+    # -- decode -------------------------------------------------------------------------------
+
+    def _decode(self, job: Job, attempt: int) -> None:
+        if self._closing:
+            return
+        try:
+            st = os.stat(job.path)
+            job.size = st.st_size
+            if not stat.S_ISREG(st.st_mode):
+                raise ImageError("not a regular file")
+            if st.st_size > self.s.max_file_bytes:
+                raise ImageError(f"the file is {st.st_size / 1e6:.1f} MB, over the limit of "
+                                 f"{self.s.max_file_bytes / 1e6:g} MB; raise limits.max_file_mb if it is wanted")
+            data = job.path.read_bytes()
+        except ImageError as e:
+            return self._fail(job, str(e))
+        except OSError as e:
+            return self._retry(job, attempt, e, lambda n: self._decoders.submit(self._decode, job, n))
+        predictor = self._predictors[job.queue]
+        try:
+            source = open_image(_Named(data, job.label or job.path.name), self.s.max_pixels)
+            prepared = predictor.prepare(source)
+        except ImageError as e:
+            return self._fail(job, str(e))
+        except Exception as e:  # Pillow raises a zoo of errors on hostile files
+            return self._fail(job, f"cannot decode image: {type(e).__name__}: {e}")
+        self._batchq.put(_Item(job, source, prepared, predictor, time.monotonic()))
+
+    def _retry(self, job: Job, attempt: int, error: OSError, resubmit: Callable[[int], None]) -> None:
+        """A transient error (vanished, permission): try again after a growing pause, then give up."""
+        if attempt > self.s.retry_attempts:
+            return self._fail(job, f"{error.strerror or error} (tried {attempt} times)",
+                              "check the file's permissions and free space, and that nothing else moves "
+                              "or locks the file")
+        delay = self.s.retry_backoff * 2 ** (attempt - 1)
+        logger.debug("{}: {}; trying again in {:.1f} s", job.label or job.path.name, error, delay)
+
+        def again():
+            if not self._closing:  # a closing pipeline leaves the job where it is
+                resubmit(attempt + 1)
+
+        t = threading.Timer(delay, again)
+        t.daemon = True
+        t.start()
+
+    # -- batch and forward ----------------------------------------------------------------------
+
+    def _batch_loop(self) -> None:
+        groups: dict[tuple, list[_Item]] = {}
+        delay = self.s.max_delay_ms / 1000.0
+        while not self._closing:
+            now = time.monotonic()
+            group = self._pick(groups, now, delay)
+            if group is not None:
+                self._forward(group)
+                continue
+            wait = min((g[0].queued + delay for g in groups.values()), default=None)
+            try:
+                item = self._batchq.get(timeout=None if wait is None else max(0.0, wait - now))
+            except queue.Empty:
+                continue
+            while item is not None:
+                if item is _STOP:
+                    return
+                # Items batch with items of the same model and working size.
+                groups.setdefault((id(item.predictor), item.prepared.key), []).append(item)
+                try:
+                    item = self._batchq.get_nowait()
+                except queue.Empty:
+                    item = None
+
+    def _pick(self, groups: dict, now: float, delay: float) -> list[_Item] | None:
+        """The oldest group that is full or has waited long enough, cut to max_batch; None if none is."""
+        best = None
+        for key, items in groups.items():
+            full = len(items) >= self.max_batch.get(items[0].job.queue, 1)
+            if (full or now >= items[0].queued + delay) and (best is None or items[0].queued < groups[best][0].queued):
+                best = key
+        if best is None:
+            return None
+        items = groups[best]
+        n = self.max_batch.get(items[0].job.queue, 1)
+        batch, rest = items[:n], items[n:]
+        if rest:
+            groups[best] = rest
+        else:
+            del groups[best]
+        return batch
+
+    def _forward(self, items: list[_Item]) -> None:
+        predictor, q = items[0].predictor, items[0].job.queue
+        token = self._before_batch(q, len(items)) if self._before_batch else None
+        t = time.perf_counter()
+        try:
+            ys = predictor.run([it.prepared for it in items])
+        except Exception as e:
+            if self._after_batch:
+                self._after_batch(token)
+            oom = _is_oom(e)
+            if oom and predictor.cuda:
+                torch.cuda.empty_cache()
+            if len(items) > 1:
+                logger.warning("batch of {} ({}) failed ({}); splitting it and trying the halves",
+                               len(items), q, "out of memory" if oom else f"{type(e).__name__}: {e}")
+                half = len(items) // 2
+                self._forward(items[:half])
+                self._forward(items[half:])
+                return
+            msg = "the device ran out of memory even for this image alone" if oom else f"model error: {e}"
+            return self._fail(items[0].job, msg, "drop it again when the device is less busy" if oom else "")
+        ms = 1000 * (time.perf_counter() - t)
+        if self._after_batch:
+            self._after_batch(token)
+        self.batches[q] += 1
+        self.device_seconds[q] += ms / 1000
+        h, w = items[0].prepared.key
+        logger.info("batch: {} x {} at {}x{} on {} in {:.0f} ms", len(items), q, w, h, predictor.device, ms)
+        for it, y in zip(items, ys):
+            self._encoders.submit(self._encode, it, y, 1)
+
+    # -- encode and write ---------------------------------------------------------------------
+
+    def _encode(self, item: _Item, y: torch.Tensor, attempt: int) -> None:
+        job = item.job
+        try:
+            ext = Path(job.out_name).suffix
+            image = item.predictor.finish(item.prepared, y, ycc=takes_ycc(ext))
+            data = encode(image, ext, self.s.jpeg_quality, item.source)
+        except Exception as e:
+            return self._fail(job, f"cannot encode the result: {type(e).__name__}: {e}")
+        if not self._enter():
+            return  # abandoned: its input stays in work/ for whoever runs next
+        try:
+            try:
+                out = write_atomic(job.out_dir, job.out_name, data, self.s.on_exists, receipt=job.receipt or None,
+                                   writer=self.s.writer)
+            except OSError as e:
+                if e.errno in OUTBOX_FAULTS:
+                    return self._hold(job, attempt, e, lambda n: self._encoders.submit(self._encode, item, y, n))
+                return self._retry(job, attempt, e, lambda n: self._encoders.submit(self._encode, item, y, n))
+            self._unblocked(job.out_dir)
+            self._finish(job, JobOutcome(True, out, size=job.size, ms=1000 * (time.monotonic() - job.complete_at)),
+                         entered=True)
+        finally:
+            self._leave()
+
+    def _enter(self) -> bool:
+        """Start writing or reporting; False once abandoned (see the module docstring)."""
+        with self._cond:
+            if self._abandoned:
+                return False
+            self._reporting += 1
+            return True
+
+    def _leave(self) -> None:
+        with self._cond:
+            self._reporting -= 1
+            self._cond.notify_all()
+
+    def _hold(self, job: Job, attempt: int, error: OSError, resubmit: Callable[[int], None]) -> None:
+        """The outbox takes no results now: say so once, and try again later, for as long as it takes."""
+        why = error.strerror or str(error)
+        with self._cond:
+            first = self._blocked.get(job.out_dir) != why
+            self._blocked[job.out_dir] = why
+            self.held += 1
+        delay = min(HOLD_MAX_SECONDS, self.s.retry_backoff * 2 ** (attempt - 1))
+        if first:
+            logger.error("cannot write results into {}: {}. Results wait (their inputs, {} first, stay in work/; "
+                         "none is failed or lost) and are tried again every {:g} s at most: free space there "
+                         "or fix its permissions", job.out_dir, why, job.label or job.path.name, HOLD_MAX_SECONDS)
+
+        def again():
+            with self._cond:
+                self.held -= 1
+            if not self._closing:  # a closing pipeline leaves the job in work/, for the next start
+                resubmit(attempt + 1)
+
+        t = threading.Timer(delay, again)
+        t.daemon = True
+        t.start()
+
+    def _unblocked(self, folder: Path) -> None:
+        if folder in self._blocked:
+            with self._cond:
+                why = self._blocked.pop(folder, None)
+            if why is not None:
+                logger.info("results are written into {} again", folder)
+
+    # -- outcomes -------------------------------------------------------------------------------
+
+    def _fail(self, job: Job, error: str, hint: str = "") -> None:
+        self._finish(job, JobOutcome(False, None, error, hint, job.size, 1000 * (time.monotonic() - job.complete_at)))
+
+    def _finish(self, job: Job, outcome: JobOutcome, entered: bool = False) -> None:
+        """Report job's outcome (unless abandoned); entered: the caller has _enter()ed already."""
+        mine = not entered and self._enter()
+        try:
+            if entered or mine:
+                job.on_done(job, outcome)
+        except Exception:
+            logger.exception("internal error after {}", job.label or job.path)
+        finally:
+            if mine:
+                self._leave()
+            with self._cond:
+                self.inflight[job.queue] -= 1
+                self._cond.notify_all()
+
+
+def _is_oom(e: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, or the CPU allocator's RuntimeError."""
+    if isinstance(e, (torch.cuda.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(e).lower()
+    return isinstance(e, RuntimeError) and any(
+        s in text for s in ("out of memory", "can't allocate memory", "not enough memory"))

@@ -1,0 +1,330 @@
+"""The claim protocol: inputs move between folders by atomic rename, as in Maildir and Postfix.
+
+    inbox/<q>/NAME --claim--> <state>/work/<q>/<ticket>@NAME --done--> <state>/done/<q>/NAME (or deleted)
+                                                             --fail--> outbox/<q>/failed/NAME + NAME.reason.txt
+
+A rename either happens or not, so of two services sharing an inbox exactly
+one wins each file; the loser sees the file gone. The ticket names the service
+instance that claimed the file, and every instance holds a lock while it runs:
+at start-up, files in work/ whose instance holds no lock (it crashed or was
+killed) are claimed again, by a rename to a ticket of the new instance (so of two
+instances starting at once, one takes each), and go back through the pipeline.
+Locks, not pids, decide, so a reused pid (after a reboot, or pid 1 in two
+containers) cannot hide a crashed instance's files.
+
+A result and its input cannot move in one step, so a crash between the result's
+rename into the outbox and the input's move out of work/ would convert the input
+again at the next start. Receipts close that window: the result is written
+through outbox/<q>/.reverser-receipt-<ticket>, which stays behind as a second hard
+link to it until the input has left work/. At start-up a claimed file whose
+receipt has a link count of 2 was converted already: its input goes to done/,
+and it is not converted again. A receipt with a count of 1 is an attempt that
+never placed its result, and the file is converted as any other.
+
+A move out of work/ is link-then-unlink (copy-then-unlink across filesystems).
+Cut between the two, the file is in two folders: the next move of it finds the
+first copy and finishes (no NAME-1 in done/), and a start-up takes back a link
+into failed/ (its reason not yet written) and tries the file again.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import itertools
+import os
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from loguru import logger
+
+from ..core.config import Config
+from ..core.fs import RECEIPT_PREFIX, TEMP_PREFIX, move_into, placed_copy
+from ..core.names import NAME_MAX
+from ..core.quarantine import quarantine
+
+FALLBACK_WORK = ".reverser-work"  # used when the inbox and <state> are on different filesystems
+
+
+class Lost(Exception):
+    """The file was gone when we tried to claim it: another service took it, or its owner moved it away."""
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A file this service owns, in work/."""
+
+    queue: str
+    path: Path      # where it is now: work/<q>/<ticket>@NAME
+    name: str       # the name it was dropped under
+
+    @property
+    def ticket(self) -> str:
+        """The claim's ticket, '' for a file put into work/ by hand."""
+        if self.path.parent.name.endswith("@"):
+            return self.path.parent.name[:-1]  # a long name, claimed into work/<q>/<ticket>@/NAME
+        ticket, sep, _ = self.path.name.partition("@")
+        return ticket if sep else ""
+
+
+class Owner:
+    """This process's identity in tickets, and the lock that tells other instances it is alive."""
+
+    def __init__(self, work_root: Path):
+        self.id = f"{os.getpid()}x{secrets.token_hex(3)}"
+        self.dir = work_root / ".owners"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        # Locked under a hidden name, then renamed into place: a lock file seen under
+        # its real name is always held by a live instance, or by none (it was killed).
+        hidden = self.dir / f".{self.id}.lock"
+        self._fd = os.open(hidden, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.rename(hidden, self.dir / f"{self.id}.lock")
+        self._seq = itertools.count()
+        self._lock = threading.Lock()
+        self._sweep()
+
+    def ticket(self) -> str:
+        with self._lock:
+            return f"{self.id}-{next(self._seq)}"
+
+    def is_alive(self, owner_id: str) -> bool:
+        """Whether the instance that wrote a ticket still runs (holds its lock)."""
+        if owner_id == self.id:
+            return True
+        path = self.dir / f"{owner_id}.lock"
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # also releases the lock we may just have taken
+        path.unlink(missing_ok=True)  # a dead instance's lock file: tidy it away
+        return False
+
+    def _sweep(self, grace: float = 60.0) -> None:
+        """Remove the lock files that killed instances left behind (is_alive() removes a dead one's)."""
+        now = time.time()
+        for e in os.scandir(self.dir):
+            if not e.name.endswith(".lock"):
+                continue
+            if not e.name.startswith("."):
+                self.is_alive(e.name[:-len(".lock")])
+                continue
+            try:  # killed between creating its lock and naming it: only old ones, never a starting one
+                if now - e.stat().st_mtime < grace:
+                    continue
+                fd = os.open(e.path, os.O_RDWR)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                os.unlink(e.path)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            (self.dir / f"{self.id}.lock").unlink(missing_ok=True)
+            self._fd = -1
+
+
+class Spool:
+    """One queue's claim, done, quarantine and recovery."""
+
+    def __init__(self, cfg: Config, queue: str, owner: Owner):
+        self.queue, self.owner = queue, owner
+        self.inbox = cfg.inbox(queue)
+        self.done_dir = cfg.state_dir("done", queue)
+        self.failed_dir = cfg.failed(queue)
+        self.outbox = cfg.outbox(queue)
+        self.keep_inputs = cfg.output.keep_inputs
+        for d in (self.inbox, cfg.state_dir("work", queue)):
+            d.mkdir(parents=True, exist_ok=True)
+        # A claim must be a rename, and a rename cannot cross filesystems: when the
+        # inbox is elsewhere (a network share), claimed files wait in a hidden
+        # folder inside the inbox instead.
+        self.work_dirs = [cfg.state_dir("work", queue), self.inbox / FALLBACK_WORK]
+        if os.stat(self.inbox).st_dev == os.stat(self.work_dirs[0]).st_dev:
+            self.work = self.work_dirs[0]
+        else:
+            self.work = self.work_dirs[1]
+            self.work.mkdir(exist_ok=True)
+            logger.info("queue {}: the inbox is on another filesystem than the state folder; "
+                        "claimed files wait in {}", queue, self.work)
+
+    def claim(self, path: Path, name: str = "", work: Path | None = None) -> Claimed:
+        """Take path out of the inbox (into work, by default self.work) under a ticket of ours, as name
+        (by default its own), by one atomic rename; raise Lost when it is already gone."""
+        name, work = name or path.name, work or self.work
+        ticket = self.owner.ticket()
+        target = work / f"{ticket}@{name}"
+        folder = None
+        if len(os.fsencode(target.name)) > NAME_MAX:
+            # The ticket does not fit beside a name this long: the file keeps its name
+            # in a folder named by the ticket instead, work/<q>/<ticket>@/NAME.
+            folder = work / f"{ticket}@"
+            folder.mkdir()
+            target = folder / name
+        try:
+            os.rename(path, target)
+        except BaseException as e:
+            if folder is not None:
+                folder.rmdir()
+            if isinstance(e, FileNotFoundError):
+                raise Lost(path) from None
+            raise
+        return Claimed(self.queue, target, name)
+
+    def done(self, item: Claimed) -> Path | None:
+        """The input succeeded: keep it in done/ (never replacing an older one) or delete it."""
+        if not self.keep_inputs:
+            item.path.unlink(missing_ok=True)
+            _left(item)
+            return None
+        final = move_into(item.path, self.done_dir, item.name, writer=self.owner.id)
+        _left(item)
+        return final
+
+    def quarantine(self, item: Claimed, problem: str, hint: str = "") -> Path:
+        """Move a failed input to outbox/<q>/failed/ with NAME.reason.txt beside it; return its new path."""
+        final = quarantine(item.path, self.failed_dir, item.name, problem, hint, queue=self.queue,
+                           inbox=self.inbox, writer=self.owner.id)
+        _left(item)
+        return final
+
+    def receipt(self, item: Claimed) -> str:
+        """The name of item's receipt in the outbox ('' when it has no ticket); see the module docstring."""
+        return f"{RECEIPT_PREFIX}{item.ticket}" if item.ticket else ""
+
+    def forget_receipt(self, item: Claimed) -> None:
+        """The input has left work/: its receipt has done its job."""
+        if item.ticket:
+            (self.outbox / self.receipt(item)).unlink(missing_ok=True)
+
+    def recover(self, include_own: bool = False) -> list[Claimed]:
+        """Files in work/ whose claimant is gone (a crash), oldest first; with include_own, ours as well.
+
+        Each is claimed again under a ticket of ours first, by a rename, so that of two services
+        starting at once, exactly one takes each. Those whose result was written before the
+        crash are moved to done/ here, not returned.
+        """
+        found = []
+        for old in self._unowned(include_own):
+            work = old.path.parent.parent if old.path.parent.name.endswith("@") else old.path.parent
+            try:
+                item = self.claim(old.path, old.name, work)
+            except Lost:
+                continue  # another service starting at the same time took it
+            except OSError as e:
+                logger.error("{}: cannot take {} back from work/ ({}); it stays there until the next start",
+                             self.queue, old.path, e)
+                continue
+            _left(old)
+            if not self._settled(item, self.receipt(old)):
+                found.append(item)
+        self._drop_receipts(include_own)
+        for item in found:
+            self._undo_quarantine(item)
+        return found
+
+    def _undo_quarantine(self, item: Claimed) -> None:
+        """A quarantine cut short after linking item into failed/ (before its reason was written):
+        take that link back, so the file is tried again and ends in exactly one place."""
+        try:
+            half = placed_copy(item.path, os.lstat(item.path), self.failed_dir, item.name, by_bytes=False)
+            if half is not None:
+                half.unlink()
+                logger.info("{}: {} was being moved to {} when the last run stopped; it is tried again",
+                            self.queue, item.name, self.failed_dir)
+        except OSError:
+            pass  # it is tried again; a quarantine after that finds and reuses the link
+
+    def _settled(self, item: Claimed, receipt_name: str) -> bool:
+        """Whether item's result is in the outbox already (the receipt of its last claim has a second link);
+        if so, finish it."""
+        if not receipt_name:
+            return False
+        receipt = self.outbox / receipt_name
+        try:
+            links = os.lstat(receipt).st_nlink
+        except FileNotFoundError:
+            return False
+        if links < 2:
+            receipt.unlink(missing_ok=True)  # written, never placed: convert it again
+            return False
+        try:
+            self.done(item)
+        except OSError as e:
+            logger.error("{}: {} was converted before the last stop, but moving it out of work/ failed ({}); "
+                         "it stays there and is not converted again", self.queue, item.name, e)
+            return True
+        receipt.unlink(missing_ok=True)
+        logger.info("{}: {} was converted before the last stop (its result is in {}); not converting it again",
+                    self.queue, item.name, self.outbox)
+        return True
+
+    def _drop_receipts(self, include_own: bool) -> None:
+        """Remove receipts whose claim is over (the input left work/) and whose writer no longer runs."""
+        try:
+            receipts = [e.name for e in os.scandir(self.outbox) if e.name.startswith(RECEIPT_PREFIX)]
+        except FileNotFoundError:
+            return
+        tickets = set()
+        for folder in self.work_dirs:
+            try:
+                tickets |= {e.name.partition("@")[0] for e in os.scandir(folder) if "@" in e.name}
+            except FileNotFoundError:
+                continue
+        for name in receipts:
+            ticket = name[len(RECEIPT_PREFIX):]
+            owner_id = ticket.rpartition("-")[0]
+            mine = owner_id == self.owner.id
+            over = (mine and include_own) or (not mine and not self.owner.is_alive(owner_id))
+            if ticket not in tickets and over:
+                (self.outbox / name).unlink(missing_ok=True)
+
+    def _unowned(self, include_own: bool) -> list[Claimed]:
+        found = []
+        for folder in self.work_dirs:
+            try:
+                entries = list(os.scandir(folder))
+            except FileNotFoundError:
+                continue
+            for e in entries:
+                is_dir = e.is_dir(follow_symlinks=False)
+                if e.name.startswith(TEMP_PREFIX) or (is_dir and not e.name.endswith("@")):
+                    continue
+                ticket, sep, name = e.name.partition("@")
+                owner_id = ticket.rpartition("-")[0] if sep else ""
+                if sep and owner_id == self.owner.id and not include_own:
+                    continue
+                if sep and owner_id != self.owner.id and self.owner.is_alive(owner_id):
+                    continue  # another running service's work in progress
+                path = Path(e.path)
+                if is_dir:  # a long name's claim: work/<q>/<ticket>@/NAME
+                    inside = [p for p in path.iterdir()]
+                    if not inside:
+                        path.rmdir()  # killed between making the folder and the rename into it
+                        continue
+                    path, name = inside[0], inside[0].name
+                found.append((path.lstat().st_mtime_ns, Claimed(self.queue, path, name if sep else e.name)))
+        return [c for _, c in sorted(found, key=lambda t: t[0])]
+
+
+def _left(item: Claimed) -> None:
+    """The input has left work/: remove the folder a long name was claimed into."""
+    if item.path.parent.name.endswith("@"):
+        try:
+            item.path.parent.rmdir()
+        except OSError:
+            pass

@@ -1,0 +1,405 @@
+"""Watching folders for complete files: one watchdog observer, a tracker thread, handler threads.
+
+A created event fires when a copy starts, so a file is handed on only when it
+is complete: at its close-after-write event where inotify gives one, else (and
+always for the polling observer) once its size and mtime have not changed for
+the settle time. A file renamed into a folder (the safe way to deliver) is
+complete at once. Names that writers use for partial files are never handed
+on; other names the caller does not accept are left alone and logged once.
+
+A start-up scan finds files dropped while nobody watched, and a reconcile scan
+every `rescan` seconds finds what events missed (inotify overflows silently in
+watchdog) and restarts an observer whose thread died.
+
+Reusable: the service watches inbox/<queue>/ for NAME_before.<image ext>; the
+pairs intake can watch inbox/<queue>/train/ with its own filter and handler:
+
+    w = Watcher({folder: handler}, accept=lambda name: ..., settle=1.0, rescan=30, observer="auto")
+    w.start(); ...; w.stop()
+
+handler(arrival) runs on one of the watcher's threads, never on the observer's,
+so a slow handler never delays events. Each path is handed to one handler call
+at a time. A file the handler leaves in place is offered again at a later
+reconcile scan, which is how a handler can wait for something (a pair's other
+half). Folders are watched non-recursively; symlinks and other non-regular
+entries are handed on at once (the handler decides: the service quarantines
+them), directories never.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+import queue
+import stat
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Collection, Mapping
+
+from loguru import logger
+from watchdog.events import (FileClosedEvent, FileClosedNoWriteEvent, FileCreatedEvent, FileDeletedEvent,
+                             FileModifiedEvent, FileMovedEvent, FileOpenedEvent, FileSystemEventHandler)
+
+from ..core.names import is_partial
+
+
+class _QuietStop(logging.Filter):
+    """watchdog 7 logs an error when its inotify thread is stopped mid-read, which is how stop() works."""
+
+    def filter(self, record):
+        return "called when the thread is inactive" not in record.getMessage()
+
+
+logging.getLogger("watchdog.observers.inotify").addFilter(_QuietStop())
+
+def _shorten_move_pairing() -> None:
+    """Let watchdog hold a rename's first half 20 ms, not 500 ms, while it looks for the second half.
+
+    watchdog queues every IN_MOVED_FROM for its `delay` to pair it with an
+    IN_MOVED_TO, and its queue is first in, first out: each claim (a rename out
+    of the inbox) held every later event back by up to half a second. The
+    tracker needs no pairs (it treats a move's two ends apart) and the kernel
+    reports the halves of one rename together, so a short delay loses nothing.
+    """
+    try:
+        from watchdog.observers.inotify_move_event_grouper import InotifyMoveEventGrouper
+    except ImportError:  # other watchdog versions: keep their behaviour
+        return
+    InotifyMoveEventGrouper.delay = min(InotifyMoveEventGrouper.delay, 0.02)
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """A complete file, as handed to a handler."""
+
+    path: Path
+    at: float       # time.monotonic() when it was found complete: the start of its latency
+    how: str        # closed | renamed | settled | special (not a regular file)
+
+
+Handler = Callable[[Arrival], None]
+
+
+@dataclass
+class _Track:
+    """A file seen but not yet complete."""
+
+    size: int
+    mtime_ns: int
+    changed: float          # monotonic time size or mtime last changed (or first seen)
+    writing: bool = False   # inotify saw it opened or written and not closed yet
+
+
+class _Forward(FileSystemEventHandler):
+    """Runs on the observer's thread: only puts events on the tracker's queue."""
+
+    def __init__(self, put):
+        self.put = put
+
+    def dispatch(self, event):
+        if not event.is_directory:
+            self.put(("event", event))
+
+
+_KINDS = {FileCreatedEvent: "created", FileModifiedEvent: "modified", FileOpenedEvent: "opened",
+          FileClosedEvent: "closed", FileClosedNoWriteEvent: "closed-nowrite", FileDeletedEvent: "deleted"}
+
+
+class Watcher:
+    """Hand each complete file that appears in some folders to that folder's handler."""
+
+    def __init__(self, folders: Mapping[Path, Handler], accept: Callable[[str], bool], *,
+                 settle: float = 1.0, rescan: float = 30.0, observer: str = "auto", poll: float = 1.0,
+                 threads: int = 2, label: str = "watcher", expect: str = "an accepted name",
+                 subfolders: Collection[str] = ()):
+        """subfolders: names of sub-folders that belong in the folders (train/); others are noted in the
+        log once, as files with other names are, since files in them are not converted."""
+        if observer not in ("auto", "inotify", "polling"):
+            raise ValueError(f"observer must be auto, inotify or polling, got {observer!r}")
+        self.folders = {Path(os.path.abspath(f)): h for f, h in folders.items()}
+        self.accept, self.settle, self.rescan = accept, settle, rescan
+        self.kind, self.poll, self.label, self.expect = observer, poll, label, expect
+        self.subfolders = set(subfolders)
+        self.close_events = False   # True while the observer reports close-after-write (inotify)
+        self._msgs: queue.SimpleQueue = queue.SimpleQueue()
+        self._ready: queue.SimpleQueue = queue.SimpleQueue()
+        self._pending: dict[Path, _Track] = {}
+        self._due: list[tuple[float, int, Path]] = []   # heap of (when to look again, tie-break, path)
+        self._seq = itertools.count()
+        self._inflight: set[Path] = set()   # handed on, handler not finished
+        self._again: set[Path] = set()      # changed while in flight: look again when the handler returns
+        self._noted: set[Path] = set()      # left alone and logged once
+        self._observer = None
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._n_handlers = threads
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Create the folders, start the observer, then scan (so nothing dropped in between is missed)."""
+        for folder in self.folders:
+            folder.mkdir(parents=True, exist_ok=True)
+        self._start_observer()
+        self._threads = [threading.Thread(target=self._track, name=f"{self.label}-tracker", daemon=True)]
+        self._threads += [threading.Thread(target=self._serve, name=f"{self.label}-handler-{i}", daemon=True)
+                          for i in range(self._n_handlers)]
+        for t in self._threads:
+            t.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop watching; files not yet handed on stay where they are. Waits for running handlers."""
+        self._stopping.set()
+        self._msgs.put(("stop", None))
+        for _ in range(self._n_handlers):
+            self._ready.put(None)
+        self._stop_observer()
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+
+    def rescan_now(self) -> None:
+        """Ask for a reconcile scan at once (the tracker runs it)."""
+        self._msgs.put(("scan", None))
+
+    @property
+    def observer_alive(self) -> bool:
+        obs = self._observer
+        return obs is not None and obs.is_alive() and all(e.is_alive() for e in obs.emitters) \
+            and len(obs.emitters) == len(self.folders)
+
+    # -- observer ---------------------------------------------------------------------------
+
+    def _start_observer(self) -> None:
+        obs, self.close_events = self._new_observer(self.kind)
+        try:
+            for folder in self.folders:
+                obs.schedule(_Forward(self._msgs.put), str(folder), recursive=False)
+            obs.start()
+        except OSError as e:
+            obs.stop()
+            if self.kind != "auto":
+                raise
+            # Usually the inotify watch limit: polling still works, only slower to notice.
+            logger.warning("{}: inotify is unavailable ({}); polling every {:g} s instead. "
+                           "Raise fs.inotify.max_user_watches to use inotify.", self.label, e, self.poll)
+            obs, self.close_events = self._new_observer("polling")
+            for folder in self.folders:
+                obs.schedule(_Forward(self._msgs.put), str(folder), recursive=False)
+            obs.start()
+        self._observer = obs
+
+    def _new_observer(self, kind: str):
+        if kind == "polling":
+            from watchdog.observers.polling import PollingObserver
+
+            return PollingObserver(timeout=self.poll), False
+        try:
+            from watchdog.observers.inotify import InotifyObserver
+
+            _shorten_move_pairing()
+            # Full events: a file moved in from an unwatched folder arrives as a move, not a create.
+            return InotifyObserver(generate_full_events=True), True
+        except (ImportError, OSError):
+            if kind == "inotify":
+                raise
+            from watchdog.observers import Observer
+
+            return Observer(), False
+
+    def _stop_observer(self) -> None:
+        obs, self._observer = self._observer, None
+        if obs is not None:
+            try:
+                obs.stop()
+                obs.join(2.0)
+            except (OSError, RuntimeError):
+                pass
+
+    def _ensure_observer(self) -> None:
+        if self.observer_alive or self._stopping.is_set():
+            return
+        logger.warning("{}: the file-system observer had stopped; restarting it", self.label)
+        self._stop_observer()
+        try:
+            self._start_observer()
+        except OSError as e:
+            logger.error("{}: cannot restart the observer ({}); scanning every {:g} s meanwhile",
+                         self.label, e, self.rescan)
+
+    # -- tracker: events and timers in, complete paths out ------------------------------------
+
+    def _track(self) -> None:
+        next_scan = 0.0  # the start-up scan runs first thing
+        while True:
+            now = time.monotonic()
+            if now >= next_scan:
+                self._reconcile()
+                next_scan = time.monotonic() + self.rescan
+            self._check_due(time.monotonic())
+            wake = min(next_scan, self._due[0][0] if self._due else next_scan)
+            try:
+                kind, obj = self._msgs.get(timeout=max(0.0, wake - time.monotonic()))
+            except queue.Empty:
+                continue
+            if kind == "stop":
+                return
+            if kind == "event":
+                self._on_event(obj)
+            elif kind == "done":
+                self._on_done(obj)
+            elif kind == "scan":
+                next_scan = 0.0
+
+    def _on_event(self, event) -> None:
+        if isinstance(event, FileMovedEvent):
+            if event.src_path:
+                self._on_path("deleted", Path(os.fsdecode(event.src_path)))
+            if event.dest_path:
+                self._on_path("renamed", Path(os.fsdecode(event.dest_path)))
+        elif type(event) in _KINDS:
+            self._on_path(_KINDS[type(event)], Path(os.fsdecode(event.src_path)))
+
+    def _on_path(self, kind: str, path: Path) -> None:
+        if path.parent not in self.folders or is_partial(path.name):
+            return
+        if not self.accept(path.name):
+            # A sub-folder such as train/ is someone else's business (inotify reports its opening).
+            if kind != "deleted":
+                self._note_odd(path, path.is_dir())
+            return
+        if kind == "deleted":
+            self._pending.pop(path, None)
+            return
+        if path in self._inflight:
+            self._again.add(path)
+            return
+        if self.close_events and kind in ("closed", "renamed"):
+            self._pending.pop(path, None)
+            # Events can lag behind: a scan may have found this file settled and
+            # handed it on already. Only a file still there is handed on.
+            if os.path.lexists(path) and not os.path.isdir(path):
+                self._hand_on(path, kind)
+            return
+        track = self._pending.get(path)
+        if track is None:
+            track = self._begin(path)
+            if track is None:
+                return
+        track.changed = time.monotonic()
+        if self.close_events:
+            if kind in ("opened", "modified"):
+                track.writing = True
+            elif kind == "closed-nowrite":
+                track.writing = False  # a reader closed it; a writer would show up again by writing
+
+    def _begin(self, path: Path) -> _Track | None:
+        """Start tracking path; None (and handled) when it is gone, a folder, or needs no waiting."""
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            self._note(path, f"cannot look at it ({e}); will try again at the next scan")
+            return None
+        if stat.S_ISDIR(st.st_mode):
+            self._note(path, "left alone: a folder, not a file")
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            self._hand_on(path, "special")  # a symlink, FIFO or device: nothing to wait for
+            return None
+        now = time.monotonic()
+        track = self._pending[path] = _Track(st.st_size, st.st_mtime_ns, now)
+        heapq.heappush(self._due, (now + self.settle, next(self._seq), path))
+        return track
+
+    def _check_due(self, now: float) -> None:
+        while self._due and self._due[0][0] <= now:
+            _, _, path = heapq.heappop(self._due)
+            track = self._pending.get(path)
+            if track is None:
+                continue
+            try:
+                st = os.lstat(path)
+            except OSError:
+                self._pending.pop(path, None)
+                continue
+            if (st.st_size, st.st_mtime_ns) != (track.size, track.mtime_ns):
+                track.size, track.mtime_ns, track.changed = st.st_size, st.st_mtime_ns, now
+            # An open writer is waited for until it closes; if that event was lost, a
+            # file unchanged for a whole rescan interval is taken anyway.
+            wait = max(self.settle, self.rescan) if track.writing else self.settle
+            if now - track.changed >= wait:
+                del self._pending[path]
+                self._hand_on(path, "settled")
+            else:
+                heapq.heappush(self._due, (track.changed + wait, next(self._seq), path))
+
+    def _hand_on(self, path: Path, how: str) -> None:
+        if path in self._inflight:
+            return
+        self._inflight.add(path)
+        self._ready.put(Arrival(path, time.monotonic(), how))
+
+    def _on_done(self, path: Path) -> None:
+        self._inflight.discard(path)
+        if path in self._again:
+            self._again.discard(path)
+            if path not in self._pending:
+                self._begin(path)
+
+    def _reconcile(self) -> None:
+        """The start-up and periodic scan: track every acceptable file nobody is tracking."""
+        if self._stopping.is_set():
+            return
+        self._ensure_observer()
+        present = set()
+        for folder in self.folders:
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in os.scandir(folder)]
+            except OSError as e:
+                logger.warning("{}: cannot scan {} ({})", self.label, folder, e)
+                continue
+            for name, is_dir in entries:
+                path = folder / name
+                present.add(path)
+                if is_partial(name):
+                    continue
+                if not self.accept(name):
+                    self._note_odd(path, is_dir)
+                elif path not in self._pending and path not in self._inflight:
+                    self._begin(path)
+        self._noted &= present  # a name that comes back later is logged again
+
+    def _note_odd(self, path: Path, is_dir: bool) -> None:
+        """A name that is not taken: say so once (a sub-folder that belongs there, silently not)."""
+        if not is_dir:
+            self._note(path, f"left alone: the name is not {self.expect}")
+        elif path.name not in self.subfolders and not path.name.startswith("."):
+            self._note(path, f"left alone: a folder; only files directly in {path.parent} are taken "
+                             f"(move its files up into {path.parent})")
+
+    def _note(self, path: Path, why: str) -> None:
+        if path not in self._noted:
+            self._noted.add(path)
+            logger.info("{}: {}", path, why)
+
+    # -- handler threads ----------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        while True:
+            arrival = self._ready.get()
+            if arrival is None or self._stopping.is_set():
+                return
+            try:
+                self.folders[arrival.path.parent](arrival)
+            except Exception:
+                logger.exception("{}: handling {} failed; it is offered again at the next scan",
+                                 self.label, arrival.path)
+            finally:
+                self._msgs.put(("done", arrival.path))

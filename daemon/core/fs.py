@@ -1,0 +1,300 @@
+"""File operations that never show a half-state: temp-then-rename writes, moves that never replace a file,
+free names, file locks, JSON and JSON-lines files, hashes and timestamps.
+
+Every writer in daemon/ goes through here (DESIGN: data never passes through a
+half-state a user can see). A temporary name may carry the id of the service
+instance that writes it (`writer`, the spool's Owner id), so that a restart
+can sweep a dead instance's leftovers at once instead of waiting for them to age.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import filecmp
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import stat
+import time
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+TEMP_PREFIX = ".reverser-"
+RECEIPT_PREFIX = TEMP_PREFIX + "receipt-"   # + a claim's ticket: see write_atomic(receipt=)
+
+
+def temp_name(writer: str = "") -> str:
+    """.reverser-[WRITER-]HEX.tmp: a hidden name, signed by the service instance that writes it, if any."""
+    return f"{TEMP_PREFIX}{writer + '-' if writer else ''}{secrets.token_hex(6)}.tmp"
+
+
+def temp_writer(name: str) -> str:
+    """The instance id in a temporary name made by temp_name(), '' when it has none."""
+    body = name[len(TEMP_PREFIX):]
+    return body.rpartition("-")[0] if name.startswith(TEMP_PREFIX) and body.endswith(".tmp") else ""
+
+
+def write_atomic(folder: Path, name: str, data: bytes, on_exists: str = "number",
+                 receipt: str | None = None, writer: str = "") -> Path:
+    """Write data as folder/name so no reader ever sees a partial file; return the final path.
+
+    on_exists="number" never replaces a file: NAME_after.jpg taken gives
+    NAME_after-1.jpg, and so on. The final name is claimed with link(), which
+    fails when the name exists, so two writers cannot both take it.
+
+    receipt: write through folder/receipt (a hidden name) and keep it after the
+    result is in place, as a second hard link to it, until the caller removes it.
+    A link count of 2 then proves the result was placed; see conversion/spool.py
+    for how a restart uses that. Where hard links are not supported the receipt
+    is lost in the rename. writer: the instance id put into temporary names.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / (receipt or temp_name(writer))
+    if receipt:
+        tmp.unlink(missing_ok=True)  # left by an attempt that never placed its result
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    placed = False
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        final = _place(tmp, folder, name, on_exists, keep=bool(receipt), writer=writer)
+        placed = True
+        return final
+    finally:
+        if not (placed and receipt):
+            tmp.unlink(missing_ok=True)
+
+
+def _place(tmp: Path, folder: Path, name: str, on_exists: str, keep: bool, writer: str = "") -> Path:
+    """Give the written file tmp its final name in folder; keep: tmp stays as a second link."""
+    if on_exists == "replace":
+        final = folder / name
+        if keep:
+            second = folder / temp_name(writer)
+            os.link(tmp, second)
+            try:
+                os.replace(second, final)
+            finally:
+                second.unlink(missing_ok=True)
+        else:
+            os.replace(tmp, final)
+        return final
+    for final in free_names(folder, name):
+        try:
+            os.link(tmp, final)
+            return final
+        except FileExistsError:
+            continue
+        except OSError:
+            # Filesystems without hard links (some network shares): check, then rename.
+            if final.exists():
+                continue
+            os.replace(tmp, final)
+            return final
+    raise FileExistsError(f"{folder}: no free name for {name}")
+
+
+def sweep_temp(folder: Path, older_than: float = 600.0, is_alive=None) -> int:
+    """Remove our temporary files (TEMP_PREFIX) that a killed process left in folder; return how many.
+
+    A file signed by a service instance (temp_name(writer)) goes as soon as is_alive says that
+    instance no longer runs; others only when old, as a live process sharing the folder may be
+    writing a fresh one.
+    """
+    removed, now = 0, time.time()
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    for e in entries:
+        if e.name.startswith(RECEIPT_PREFIX) or not e.name.startswith(TEMP_PREFIX):
+            continue  # a receipt tells recovery a result was written: Spool.recover() removes it
+        try:
+            writer = temp_writer(e.name)
+            dead = bool(writer) and is_alive is not None and not is_alive(writer)
+            if dead or now - e.stat(follow_symlinks=False).st_mtime > older_than:
+                os.unlink(e.path)
+                removed += 1
+        except OSError:
+            pass
+    return removed
+
+
+def move_into(src: Path, folder: Path, name: str, writer: str = "") -> Path:
+    """Move src to folder/name without ever replacing a file there (NAME-1.EXT, ...); return the new path.
+
+    On one filesystem this is link-then-unlink, so the name appears whole or not
+    at all; across filesystems the file is copied to a temporary name first.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    st = os.lstat(src)
+    earlier = placed_copy(src, st, folder, name)
+    if earlier is not None:  # an earlier move was cut short (kill -9) after placing it: finish that one
+        src.unlink(missing_ok=True)
+        return earlier
+    staged = src
+    if st.st_dev != os.stat(folder).st_dev:
+        staged = folder / temp_name(writer)
+        copy_entry(src, staged, st)
+    try:
+        final = _link_free(staged, folder, name)
+    except BaseException:
+        if staged != src:
+            staged.unlink(missing_ok=True)
+        raise
+    if staged != src:
+        src.unlink(missing_ok=True)
+    return final
+
+
+def placed_copy(src: Path, st: os.stat_result, folder: Path, name: str, by_bytes: bool = True) -> Path | None:
+    """The file an earlier move_into(src, folder, name) placed before it was cut short, if any.
+
+    A move on one filesystem is link-then-unlink: cut between the two, folder holds
+    a second link to src (the same inode). Across filesystems it is copy-then-unlink,
+    and the copy is recognised by its bytes (when by_bytes). Only the names move_into
+    would try are looked at, up to the first free one.
+    """
+    for candidate in free_names(folder, name):
+        try:
+            cst = os.lstat(candidate)
+        except FileNotFoundError:
+            return None
+        except OSError:
+            continue
+        if os.path.samestat(cst, st):
+            return candidate
+        if (by_bytes and cst.st_dev != st.st_dev and stat.S_ISREG(st.st_mode) and stat.S_ISREG(cst.st_mode)
+                and cst.st_size == st.st_size and filecmp.cmp(src, candidate, shallow=False)):
+            return candidate
+    return None
+
+
+def copy_entry(src: Path, dst: Path, st: os.stat_result) -> None:
+    """Copy src (whose lstat is st) to the new name dst, flushed to disk: across filesystems, before a rename."""
+    if stat.S_ISLNK(st.st_mode):
+        os.symlink(os.readlink(src), dst)
+    elif stat.S_ISREG(st.st_mode):
+        with open(src, "rb") as fi, open(dst, "xb") as fo:
+            shutil.copyfileobj(fi, fo, 1 << 20)
+            fo.flush()
+            os.fsync(fo.fileno())
+    else:  # a FIFO or device cannot be copied without opening it; keep an empty stand-in
+        dst.touch()
+
+
+def _link_free(staged: Path, folder: Path, name: str) -> Path:
+    for final in free_names(folder, name):
+        try:
+            os.link(staged, final, follow_symlinks=False)
+        except FileExistsError:
+            continue
+        except OSError as e:
+            if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EMLINK, errno.EOPNOTSUPP):
+                raise
+            # No hard links here (some network filesystems): check, then rename.
+            if os.path.lexists(final):
+                continue
+            os.rename(staged, final)
+            return final
+        os.unlink(staged)
+        return final
+    raise FileExistsError(f"{folder}: no free name for {name}")
+
+
+def free_names(folder: Path, name: str):
+    """The names a file called name may take in folder, in turn: NAME.EXT, NAME-1.EXT, NAME-2.EXT, ..."""
+    return (folder / n for n in numbered(name))
+
+
+def numbered(name: str, first: int = 1, split_ext: bool = True):
+    """name, then name numbered from first: NAME.EXT, NAME-1.EXT, NAME-2.EXT, ... (up to 100 000 names).
+
+    The one numbering rule of every free name here (results, done/ and failed/ files,
+    pair names, report folders). split_ext=False numbers after the whole name (a pair's
+    name or a time stamp, which have no extension). 'a.tar.gz' numbers before its last
+    suffix only ('a.tar-1.gz'), which is enough here.
+    """
+    stem, ext = os.path.splitext(name) if split_ext else (name, "")
+    stem, ext = (stem, ext) if stem else (name, "")
+    yield name
+    for n in range(first, first + 100_000):
+        yield f"{stem}-{n}{ext}"
+
+
+def move(src: Path, dst: Path) -> None:
+    """Rename src to dst (replacing it); across filesystems, copy to a hidden name beside dst, rename, delete src."""
+    try:
+        os.rename(src, dst)
+    except OSError as e:
+        if e.errno != errno.EXDEV:
+            raise
+        tmp = dst.with_name(temp_name())
+        try:
+            copy_entry(src, tmp, os.lstat(src))
+            os.replace(tmp, dst)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        os.unlink(src)
+
+
+@contextmanager
+def file_lock(path: Path, blocking: bool = True):
+    """Hold an exclusive flock on path (created if need be) while inside; across processes and hosts sharing
+    the folder. Not blocking: raise BlockingIOError at once when another holder has it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def now_iso() -> str:
+    """Local time with its offset, to the second: what a person reading history.jsonl wants."""
+    return datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def write_json(path: Path, obj) -> None:
+    """Write a JSON file whole: temp name in the same folder, fsync, rename."""
+    write_atomic(path.parent, path.name, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode(), "replace")
+
+
+def append_jsonl(path: Path, entry: dict) -> None:
+    """Append one JSON line to path and flush it to disk (history.jsonl, index.jsonl)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Every whole line of a JSON-lines file; [] when there is none. A torn last line (a power cut) is skipped."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except FileNotFoundError:
+        return []
+    out = []
+    for line in lines:
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,86 @@
+"""Which names mean what: image extensions, inputs, partial files, training pairs, results, reason files.
+
+One rule per question, each used by every part that asks it: the watcher,
+the service's inbox scan, `reverser convert`, the pairs intake and quarantine.
+The image-extension table is unet's (unet.data.IMAGE_EXTS, what training
+reads); the Pillow format of each extension is Pillow's own.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from PIL import Image
+
+from unet.data import IMAGE_EXTS
+
+Image.init()
+# Suffix -> Pillow format, for inputs we read and outputs we write.
+EXT_FORMAT = {ext: Image.registered_extensions()[ext] for ext in sorted(IMAGE_EXTS)}
+FORMAT_EXT = {"jpeg": ".jpg", "png": ".png", "webp": ".webp", "tiff": ".tif"}
+# Formats we read but do not write: a GIF result would be palette-quantized.
+WRITE_INSTEAD = {".gif": ".png"}
+# Names writers use while a file is still arriving.
+PARTIAL_SUFFIXES = (".part", ".tmp", ".crdownload", ".partial", "~")
+REASON_SUFFIX = ".reason.txt"
+NAME_MAX = 255   # bytes in one file name, on every filesystem Linux mounts for this
+_BEFORE = re.compile(r"_before$", re.IGNORECASE)
+_HALF = re.compile(r"^(?P<name>.+)_(?P<half>before|after)$", re.IGNORECASE)
+
+
+def is_image(name: str) -> bool:
+    """An image file's name by its extension (any case)."""
+    return Path(name).suffix.lower() in IMAGE_EXTS
+
+
+def is_partial(name: str) -> bool:
+    """Names writers use while a file is incomplete (and hidden files): never taken."""
+    return name.startswith(".") or name.lower().endswith(PARTIAL_SUFFIXES)
+
+
+def is_input(name: str) -> bool:
+    """NAME_before.<image ext>: the names the service converts."""
+    stem, ext = os.path.splitext(name)
+    return is_image(name) and stem.lower().endswith("_before") and len(stem) > len("_before")
+
+
+def is_convertible(name: str) -> bool:
+    """What `reverser convert` takes from a folder: image files, not hidden, not results (_after)."""
+    return not name.startswith(".") and is_image(name) and "_after" not in Path(name).stem
+
+
+def is_pair_file(name: str) -> bool:
+    """What the pairs intake takes: an image file name, not hidden, not a partial download."""
+    return not is_partial(name) and is_image(name)
+
+
+def pair_half(stem: str) -> tuple[str, str] | None:
+    """NAME_before -> (NAME, 'before'), NAME_after -> (NAME, 'after'); None for any other stem."""
+    m = _HALF.match(stem)
+    return (m["name"], m["half"].lower()) if m else None
+
+
+def output_name(input_name: str, fmt: str = "same") -> str:
+    """NAME_before.EXT -> NAME_after.EXT; NAME.EXT -> NAME_after.EXT; fmt other than same picks the EXT."""
+    path = Path(input_name)
+    stem = _BEFORE.sub("", path.stem)
+    ext = path.suffix.lower() if fmt == "same" else FORMAT_EXT[fmt]
+    ext = WRITE_INSTEAD.get(ext, ext) if ext in EXT_FORMAT else ".png"
+    if fmt == "same" and path.suffix and path.suffix.lower() == ext:
+        ext = path.suffix  # keep the user's spelling: .JPG stays .JPG
+    return f"{stem}_after{ext}"
+
+
+def format_list() -> str:
+    """The formats read, for a person: 'BMP, GIF, JPEG, PNG, TIFF or WebP'."""
+    shown = sorted({"WebP" if f == "WEBP" else f for f in EXT_FORMAT.values()})
+    return ", ".join(shown[:-1]) + " or " + shown[-1]
+
+
+def reason_name(name: str) -> str:
+    """NAME.reason.txt, the name cut short when the whole would not fit (the note names the file in full)."""
+    while len(os.fsencode(name + REASON_SUFFIX)) > NAME_MAX:
+        name = name[:-1]
+    return name + REASON_SUFFIX

@@ -1,0 +1,161 @@
+"""Status: counters the service keeps, <state>/status.json rewritten every few seconds, and how to read it.
+
+status.json is replaced atomically, so a reader never sees half of it. It
+says which process wrote it and when, so `reverser status` can tell a running
+service from a stopped or stuck one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ..core.fs import write_atomic
+
+STATUS_FILE = "status.json"
+RATE_WINDOW = 60.0   # seconds over which rates are counted
+NOT_RUNNING = 3      # exit status of `reverser status` when no service runs (as LSB init scripts do)
+
+
+@dataclass
+class QueueCounts:
+    processed: int = 0
+    failed: int = 0
+    recent: deque = field(default_factory=deque)   # monotonic times of recent outcomes, for rates
+    model: dict = field(default_factory=dict)      # path, version
+    max_batch: int = 0
+    batch_reason: str = ""
+
+
+class StatusBoard:
+    """Thread-safe counters per queue, and the status snapshot built from them."""
+
+    def __init__(self, queues: list[str], device: str):
+        self.started = time.time()
+        self.started_mono = time.monotonic()
+        self.device = device
+        self.state = "starting"
+        self._lock = threading.Lock()
+        self.queues = {q: QueueCounts() for q in queues}
+
+    def record(self, queue: str, ok: bool) -> None:
+        """One file finished: converted (ok) or quarantined."""
+        now = time.monotonic()
+        with self._lock:
+            c = self.queues[queue]
+            if ok:
+                c.processed += 1
+            else:
+                c.failed += 1
+            c.recent.append(now)
+            while c.recent and c.recent[0] < now - RATE_WINDOW:
+                c.recent.popleft()
+
+    def set_model(self, queue: str, path, version, max_batch: int | None = None, reason: str | None = None):
+        with self._lock:
+            c = self.queues.setdefault(queue, QueueCounts())
+            c.model = {"path": str(path), "version": version}
+            if max_batch is not None:
+                c.max_batch, c.batch_reason = max_batch, reason or ""
+
+    def snapshot(self, waiting: dict[str, int], working: dict[str, int], extra: dict[str, dict] | None = None) -> dict:
+        """The status.json document; waiting and working are per-queue file counts, extra more per-queue keys."""
+        now = time.monotonic()
+        uptime = now - self.started_mono
+        with self._lock:
+            queues = {}
+            for q, c in self.queues.items():
+                while c.recent and c.recent[0] < now - RATE_WINDOW:
+                    c.recent.popleft()
+                window = min(RATE_WINDOW, max(uptime, 10.0))  # a rate over the first instants means little
+                queues[q] = {"waiting": waiting.get(q, 0), "working": working.get(q, 0),
+                             "processed": c.processed, "failed": c.failed,
+                             "per_minute": round(60 * len(c.recent) / window, 2),
+                             "per_minute_since_start": round(60 * (c.processed + c.failed) / max(uptime, 10.0), 2),
+                             "model": c.model, "max_batch": c.max_batch, "batch_reason": c.batch_reason,
+                             **(extra or {}).get(q, {})}
+        return {"state": self.state, "pid": os.getpid(), "host": socket.gethostname(), "device": self.device,
+                "started": _iso(self.started), "updated": _iso(time.time()), "updated_unix": time.time(),
+                "uptime_seconds": round(uptime, 1), "queues": queues}
+
+    def write(self, state_dir: Path, waiting: dict[str, int], working: dict[str, int], interval: float,
+              extra: dict[str, dict] | None = None, writer: str = "") -> None:
+        doc = self.snapshot(waiting, working, extra)
+        doc["interval_seconds"] = interval
+        write_atomic(state_dir, STATUS_FILE, (json.dumps(doc, indent=2) + "\n").encode(), on_exists="replace",
+                     writer=writer)
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def liveness(doc: dict, now: float | None = None) -> tuple[bool, str]:
+    """(running, a sentence saying so) for a status document."""
+    now = now or time.time()
+    age = now - float(doc.get("updated_unix", 0))
+    interval = float(doc.get("interval_seconds", 2.0))
+    if doc.get("state") == "stopped":
+        return False, f"not running: stopped cleanly {_ago(age)}"
+    if doc.get("host") == socket.gethostname() and not _pid_alive(int(doc.get("pid", 0))):
+        return False, f"not running: process {doc.get('pid')} is gone (it stopped without saying so {_ago(age)}; " \
+                      f"files it was working on are taken first at the next start)"
+    if age > 3 * interval + 5:
+        return False, f"stale: no update for {age:.0f} s (expected every {interval:g} s); the service may be stuck"
+    return True, "running"
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _ago(seconds: float) -> str:
+    s = int(max(seconds, 0))
+    if s < 120:
+        return f"{s} s ago"
+    if s < 7200:
+        return f"{s // 60} min ago"
+    return f"{s // 3600} h {s % 3600 // 60} min ago"
+
+
+def _duration(seconds: float) -> str:
+    s = int(seconds)
+    d, s = divmod(s, 86400)
+    h, s = divmod(s, 3600)
+    m, s = divmod(s, 60)
+    return (f"{d}d " if d else "") + (f"{h}h " if d or h else "") + f"{m}m {s}s"
+
+
+def render(doc: dict, running: bool, why: str) -> str:
+    """The human-readable summary `reverser status` prints."""
+    head = (f"reverser: running, pid {doc.get('pid')}, up {_duration(doc.get('uptime_seconds', 0))}, "
+            f"device {doc.get('device')}" if running else f"reverser: {why}")
+    lines = [head, f"  status written {doc.get('updated')}", ""]
+    rows = [("queue", "waiting", "working", "processed", "failed", "per min", "pairs (new)", "model")]
+    for q, c in doc.get("queues", {}).items():
+        m = c.get("model") or {}
+        model = f"v{m.get('version')} {m.get('path', '')}" + (f" (batch {c['max_batch']})" if c.get("max_batch") else "")
+        p = c.get("pairs") or {}
+        rows.append((q, str(c.get("waiting", 0)), str(c.get("working", 0)), str(c.get("processed", 0)),
+                     str(c.get("failed", 0)), f"{c.get('per_minute', 0):.1f}",
+                     f"{p.get('pairs', 0)} ({p.get('new', 0)})", model))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for r in rows:
+        cells = [r[0].ljust(widths[0])] + [r[i].rjust(widths[i]) for i in range(1, len(widths))]
+        lines.append("  " + "  ".join(cells) + "  " + r[-1])
+    return "\n".join(lines)

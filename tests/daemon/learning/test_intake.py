@@ -1,0 +1,214 @@
+"""The pairs intake: halves arriving apart, timeouts, duplicates, lone color photos, corrupt halves."""
+
+import json
+import shutil
+
+import pytest
+from PIL import Image
+
+from daemon.core.config import load_config
+from daemon.learning.intake import PairIntake, mark_trained, read_counts
+from tests.support.config import write_config
+from tests.support.images import make_image
+from unet.data import find_pairs
+
+
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self):
+        return self.t
+
+
+@pytest.fixture
+def setup(tmp_path, tiny_models):
+    cfg = load_config(write_config(tmp_path, tiny_models, "[retrain]\npair_timeout_minutes = 10\n"))
+    clock = Clock()
+    return cfg, clock, PairIntake(cfg, "colorize", clock=clock)
+
+
+def _pair(folder, name, seed=0, size=(64, 48), after_size=None):
+    color = make_image(folder / f"{name}_after.png", after_size or size, seed=seed)
+    before = folder / f"{name}_before.png"
+    Image.open(color).convert("L").resize(size).save(before)
+    return before, color
+
+
+def _reason(cfg, name) -> str:
+    return (cfg.failed("colorize") / f"{name}.reason.txt").read_text()
+
+
+def test_halves_arriving_minutes_apart_make_one_pair(setup):
+    cfg, clock, intake = setup
+    inbox = cfg.train_inbox("colorize")
+    before, after = _pair(inbox.parent / "elsewhere", "boat", seed=1)
+    inbox.mkdir(parents=True)
+    shutil.move(before, inbox / before.name)
+    assert intake.handle(inbox / "boat_before.png") == "waiting"
+    clock.t += 7 * 60                      # seven minutes later, within the ten allowed
+    assert intake.handle(inbox / "boat_before.png") == "waiting"  # offered again by a rescan: still waiting
+    shutil.move(after, inbox / after.name)
+    assert intake.handle(inbox / "boat_after.png") == "filed"
+
+    pairs_dir = cfg.state_dir("pairs", "colorize")
+    assert sorted(p.name for p in pairs_dir.glob("*.png")) == ["boat_after.png", "boat_before.png"]
+    assert list(inbox.iterdir()) == []
+    assert find_pairs([pairs_dir])[0].name == "boat"
+    counts = read_counts(pairs_dir)
+    assert counts["pairs"] == 1 and counts["new"] == 1
+    assert not cfg.failed("colorize").exists()
+
+
+def test_a_half_left_alone_past_the_timeout_is_quarantined_with_a_reason(setup):
+    cfg, clock, intake = setup
+    inbox = cfg.train_inbox("colorize")
+    _pair(inbox, "kite")
+    (inbox / "kite_after.png").unlink()
+    assert intake.handle(inbox / "kite_before.png") == "waiting"
+    clock.t += 9 * 60
+    assert intake.sweep() == [] and (inbox / "kite_before.png").exists()
+    clock.t += 2 * 60
+    assert intake.sweep() == [inbox / "kite_before.png"]
+    assert not (inbox / "kite_before.png").exists()
+    assert (cfg.failed("colorize") / "kite_before.png").exists()
+    reason = _reason(cfg, "kite_before.png")
+    assert "kite_after" in reason and "pair_timeout_minutes" in reason and "11 minutes" in reason
+
+
+def test_a_duplicate_is_refused_whatever_its_name(setup):
+    cfg, clock, intake = setup
+    inbox = cfg.train_inbox("colorize")
+    _pair(inbox, "cat", seed=3)
+    intake.scan()
+    assert read_counts(cfg.state_dir("pairs", "colorize"))["pairs"] == 1
+    # The same pictures again, renamed.
+    pairs_dir = cfg.state_dir("pairs", "colorize")
+    shutil.copy(pairs_dir / "cat_before.png", inbox / "kitty_before.png")
+    shutil.copy(pairs_dir / "cat_after.png", inbox / "kitty_after.png")
+    intake.scan()
+    assert read_counts(pairs_dir)["pairs"] == 1 and read_counts(pairs_dir)["new"] == 1
+    reason = _reason(cfg, "kitty_before.png")
+    assert "duplicate" in reason and "'cat'" in reason
+    assert (cfg.failed("colorize") / "kitty_after.png").exists()
+    # Also a fresh intake (after a restart) knows the filed hashes.
+    shutil.copy(pairs_dir / "cat_after.png", inbox / "cat2.png")
+    assert PairIntake(cfg, "colorize", clock=clock).handle(inbox / "cat2.png") == "refused"
+
+
+def test_a_lone_color_photo_is_a_pair_and_a_lone_gray_one_is_not(setup, tmp_path, tiny_models):
+    cfg, clock, intake = setup
+    inbox = cfg.train_inbox("colorize")
+    make_image(inbox / "sunset.jpg", (80, 60), seed=5)
+    make_image(inbox / "old scan.png", (80, 60), mode="L", seed=6)
+    intake.scan()
+    pairs_dir = cfg.state_dir("pairs", "colorize")
+    [pair] = find_pairs([pairs_dir], allow_lone_color=True)
+    assert pair.name == "sunset" and pair.before is None and pair.after.name == "sunset_after.jpg"
+    assert "in color" in _reason(cfg, "old scan.png")
+
+    # A translate queue learns only from explicit pairs: a lone photo is refused with a reason.
+    reverse = PairIntake(cfg, "reverse", clock=clock)
+    photo = make_image(cfg.train_inbox("reverse") / "street.jpg", (80, 60), seed=7)
+    assert reverse.handle(photo) == "refused"
+    assert "NAME_before" in (cfg.failed("reverse") / "street.jpg.reason.txt").read_text()
+
+
+def test_a_corrupt_half_sends_both_halves_back_with_a_reason_naming_it(setup):
+    cfg, clock, intake = setup
+    inbox = cfg.train_inbox("colorize")
+    before, after = _pair(inbox, "dog", seed=8)
+    jpg = inbox / "dog_after.jpg"
+    Image.open(after).save(jpg, quality=90)
+    after.unlink()
+    jpg.write_bytes(jpg.read_bytes()[: jpg.stat().st_size // 3])  # a download cut short
+    intake.scan()
+    assert not any(cfg.state_dir("pairs", "colorize").glob("dog*"))
+    failed = cfg.failed("colorize")
+    assert (failed / "dog_before.png").exists() and (failed / "dog_after.jpg").exists()
+    reason = _reason(cfg, "dog_after.jpg")
+    assert "after half dog_after.jpg" in reason and "cannot be used" in reason
+
+
+def test_a_link_in_the_train_inbox_is_refused_and_its_target_left_alone(setup, tmp_path):
+    cfg, clock, intake = setup
+    inbox = cfg.train_inbox("colorize")
+    inbox.mkdir(parents=True)
+    target = make_image(tmp_path / "private" / "secret.png", (64, 48), seed=13)
+    (inbox / "secret.png").symlink_to(target)
+    intake.scan()
+    assert target.exists() and not list(cfg.state_dir("pairs", "colorize").glob("*.png"))
+    assert (cfg.failed("colorize") / "secret.png").is_symlink()
+    assert "not a regular file" in _reason(cfg, "secret.png")
+
+
+def test_sizes_that_differ_are_filed_with_a_note_and_other_pictures_are_refused(setup):
+    cfg, clock, intake = setup
+    inbox = cfg.train_inbox("colorize")
+    _pair(inbox, "big", seed=9, size=(64, 48), after_size=(128, 96))   # same picture, twice the size
+    _pair(inbox, "odd", seed=10, size=(64, 48), after_size=(64, 64))   # not the same framing
+    intake.scan()
+    pairs_dir = cfg.state_dir("pairs", "colorize")
+    [entry] = [json.loads(line) for line in (pairs_dir / "index.jsonl").read_text().splitlines()]
+    assert entry["name"] == "big" and "resized" in entry["note"] and "128x96" in entry["note"]
+    assert "same picture" in _reason(cfg, "odd_before.png")
+
+
+def test_a_taken_name_with_new_pictures_is_filed_under_a_new_name(setup):
+    cfg, clock, intake = setup
+    inbox = cfg.train_inbox("colorize")
+    _pair(inbox, "tree", seed=11)
+    intake.scan()
+    _pair(inbox, "tree", seed=12)
+    intake.scan()
+    names = [p.name for p in find_pairs([cfg.state_dir("pairs", "colorize")])]
+    assert names == ["tree", "tree-2"]
+
+
+def test_new_pairs_stop_counting_as_new_after_a_training_run(setup):
+    cfg, clock, intake = setup
+    inbox = cfg.train_inbox("colorize")
+    for i in range(3):
+        _pair(inbox, f"p{i}", seed=20 + i)
+    intake.scan()
+    pairs_dir = cfg.state_dir("pairs", "colorize")
+    assert read_counts(pairs_dir)["new"] == 3
+    _pair(inbox, "late", seed=30)
+    intake.scan()                              # arrived while a run that used the first 3 trained
+    counts = mark_trained(pairs_dir, True, used_new=3)
+    assert counts["pairs"] == 4 and counts["new"] == 1 and counts["last_training"]
+
+
+def test_behind_the_real_watcher_halves_pair_up_and_a_lone_half_times_out(tmp_path, tiny_models):
+    # The wiring the service uses: a Watcher on inbox/<queue>/train/ handing complete files to handle().
+    import time
+
+    from daemon.core.names import is_pair_file as accepts
+    from daemon.conversion.watcher import Watcher
+
+    cfg = load_config(write_config(tmp_path, tiny_models, "[retrain]\npair_timeout_minutes = 0.06\n"))
+    intake = PairIntake(cfg, "colorize")
+    inbox = cfg.train_inbox("colorize")
+    watcher = Watcher({inbox: intake.handle}, accept=accepts, settle=0.2, rescan=0.3, label="pairs")
+    watcher.start()
+    try:
+        outside = tmp_path / "outside"
+        before, after = _pair(outside, "owl", seed=40)
+        _pair(outside, "lonely", seed=41)
+        inbox.mkdir(parents=True, exist_ok=True)
+        shutil.move(before, inbox / before.name)
+        shutil.move(outside / "lonely_before.png", inbox / "lonely_before.png")
+        time.sleep(1.0)                                  # the after comes a little later
+        shutil.move(after, inbox / after.name)
+        pairs_dir = cfg.state_dir("pairs", "colorize")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not (
+                (pairs_dir / "owl_after.png").exists() and (cfg.failed("colorize") / "lonely_before.png").exists()):
+            time.sleep(0.1)
+    finally:
+        watcher.stop()
+    assert (pairs_dir / "owl_before.png").exists() and (pairs_dir / "owl_after.png").exists()
+    assert "lonely_after" in _reason(cfg, "lonely_before.png")
+    assert sorted(p.name for p in inbox.iterdir()) == []
