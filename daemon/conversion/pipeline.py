@@ -32,14 +32,13 @@ comes is finished first; close() waits for it.
 from __future__ import annotations
 
 import errno
-import io
 import os
 import queue
 import stat
 import threading
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -50,61 +49,15 @@ from unet import ImageError, Predictor, open_image
 from unet.images import Plain
 from unet.tasks import Prepared
 
-from ..core.config import Config
 from ..core.fs import write_atomic
 from .encode import encode, takes_ycc
+from .jobs import Job, JobOutcome, PipelineSettings
+from .workers import Named, Pool, is_oom, later
 
 
 # Write errors that say the outbox cannot take results now, whatever the result.
 OUTBOX_FAULTS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 HOLD_MAX_SECONDS = 30.0   # the longest pause between tries of a held result
-
-
-@dataclass(frozen=True)
-class PipelineSettings:
-    max_delay_ms: float = 25.0          # wait for more items this long, from the first one queued
-    decode_threads: int = 2
-    encode_threads: int = 2
-    capacity: int = 64                  # jobs in flight at most (decoded images held in memory)
-    max_pixels: int = 120_000_000       # refused before decoding
-    max_file_bytes: int = 300_000_000   # refused unread
-    retry_attempts: int = 4             # transient read/write errors are retried this often
-    retry_backoff: float = 0.5          # first wait between tries; doubles
-    jpeg_quality: int = 92
-    on_exists: str = "number"
-    writer: str = ""                    # the service instance's id, put into temporary names (spool.Owner)
-
-    @classmethod
-    def from_config(cls, cfg: Config, writer: str = "") -> "PipelineSettings":
-        r, lim = cfg.runtime, cfg.limits
-        return cls(r.max_delay_ms, r.decode_threads, r.encode_threads, r.queue_size, lim.max_pixels,
-                   int(lim.max_file_mb * 1e6), lim.retry_attempts, lim.retry_backoff_seconds,
-                   cfg.output.jpeg_quality, cfg.output.on_exists, writer)
-
-
-@dataclass(frozen=True)
-class JobOutcome:
-    """What became of a job, for the one who submitted it."""
-
-    ok: bool
-    output: Path | None = None   # the result's final path
-    error: str = ""              # what went wrong, in words a user can act on
-    hint: str = ""               # what to do about it, when we know better than the generic advice
-    size: int = 0                # input bytes
-    ms: float = 0.0              # from job.complete_at (the file found complete) to its result written, or the failure
-
-
-@dataclass
-class Job:
-    queue: str
-    path: Path                                  # the file to read
-    out_dir: Path                               # where the result goes
-    out_name: str                               # its name (numbered if taken, per on_exists)
-    on_done: Callable[["Job", JobOutcome], None]   # called once, on a pipeline thread
-    complete_at: float = field(default_factory=time.monotonic)
-    label: str = ""                             # the name to show a user (not the work/ name)
-    size: int = 0
-    receipt: str = ""                           # write the result through out_dir/receipt and keep it
 
 
 @dataclass
@@ -114,53 +67,6 @@ class _Item:
     prepared: Prepared
     predictor: Predictor     # the model that prepared it runs it, even across a hot swap
     queued: float            # monotonic time it entered the batch queue
-
-
-class _Pool:
-    """A few worker threads on a queue of callables; close() drops what has not started."""
-
-    def __init__(self, name: str, n: int):
-        self.q: queue.SimpleQueue = queue.SimpleQueue()
-        self.threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True) for i in range(n)]
-        for t in self.threads:
-            t.start()
-
-    def submit(self, fn, *args) -> None:
-        self.q.put((fn, args))
-
-    def _work(self) -> None:
-        while (task := self.q.get()) is not None:
-            fn, args = task
-            try:
-                fn(*args)
-            except Exception:  # a bug in one task must not kill the thread
-                logger.exception("internal error in {}", threading.current_thread().name)
-
-    def close(self, drop: bool) -> None:
-        if drop:
-            while True:
-                try:
-                    self.q.get_nowait()
-                except queue.Empty:
-                    break
-        for _ in self.threads:
-            self.q.put(None)
-
-    def join(self, deadline: float) -> bool:
-        for t in self.threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-        return not any(t.is_alive() for t in self.threads)
-
-
-class _Named(io.BytesIO):
-    """File bytes that Pillow's messages call by the file's name, not by an object address."""
-
-    def __init__(self, data: bytes, name: str):
-        super().__init__(data)
-        self.shown = name
-
-    def __repr__(self) -> str:
-        return repr(self.shown)
 
 
 _STOP = object()
@@ -189,8 +95,8 @@ class Pipeline:
         self._abandoned = False                  # past close()'s deadline: nothing is written or reported
         self._reporting = 0                      # threads writing a result or reporting an outcome now
         self._batchq: queue.SimpleQueue = queue.SimpleQueue()
-        self._decoders = _Pool("decode", settings.decode_threads)
-        self._encoders = _Pool("encode", settings.encode_threads)
+        self._decoders = Pool("decode", settings.decode_threads)
+        self._encoders = Pool("encode", settings.encode_threads)
         self._batcher = threading.Thread(target=self._batch_loop, name="batcher", daemon=True)
         self._batcher.start()
 
@@ -293,7 +199,7 @@ class Pipeline:
             return self._retry(job, attempt, e, lambda n: self._decoders.submit(self._decode, job, n))
         predictor = self._predictors[job.queue]
         try:
-            source = open_image(_Named(data, job.label or job.path.name), self.s.max_pixels)
+            source = open_image(Named(data, job.label or job.path.name), self.s.max_pixels)
             prepared = predictor.prepare(source)
         except ImageError as e:
             return self._fail(job, str(e))
@@ -314,9 +220,7 @@ class Pipeline:
             if not self._closing:  # a closing pipeline leaves the job where it is
                 resubmit(attempt + 1)
 
-        t = threading.Timer(delay, again)
-        t.daemon = True
-        t.start()
+        later(delay, again)
 
     # -- batch and forward ----------------------------------------------------------------------
 
@@ -371,7 +275,7 @@ class Pipeline:
         except Exception as e:
             if self._after_batch:
                 self._after_batch(token)
-            oom = _is_oom(e)
+            oom = is_oom(e)
             if oom and predictor.cuda:
                 torch.cuda.empty_cache()
             if len(items) > 1:
@@ -451,9 +355,7 @@ class Pipeline:
             if not self._closing:  # a closing pipeline leaves the job in work/, for the next start
                 resubmit(attempt + 1)
 
-        t = threading.Timer(delay, again)
-        t.daemon = True
-        t.start()
+        later(delay, again)
 
     def _unblocked(self, folder: Path) -> None:
         if folder in self._blocked:
@@ -481,12 +383,3 @@ class Pipeline:
             with self._cond:
                 self.inflight[job.queue] -= 1
                 self._cond.notify_all()
-
-
-def _is_oom(e: BaseException) -> bool:
-    """CUDA's OutOfMemoryError, or the CPU allocator's RuntimeError."""
-    if isinstance(e, (torch.cuda.OutOfMemoryError, MemoryError)):
-        return True
-    text = str(e).lower()
-    return isinstance(e, RuntimeError) and any(
-        s in text for s in ("out of memory", "can't allocate memory", "not enough memory"))

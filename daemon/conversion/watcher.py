@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import logging
 import os
 import queue
 import stat
@@ -41,35 +40,10 @@ from pathlib import Path
 from typing import Callable, Collection, Mapping
 
 from loguru import logger
-from watchdog.events import (FileClosedEvent, FileClosedNoWriteEvent, FileCreatedEvent, FileDeletedEvent,
-                             FileModifiedEvent, FileMovedEvent, FileOpenedEvent, FileSystemEventHandler)
+from watchdog.events import FileMovedEvent
 
 from ..core.names import is_partial
-
-
-class _QuietStop(logging.Filter):
-    """watchdog 7 logs an error when its inotify thread is stopped mid-read, which is how stop() works."""
-
-    def filter(self, record):
-        return "called when the thread is inactive" not in record.getMessage()
-
-
-logging.getLogger("watchdog.observers.inotify").addFilter(_QuietStop())
-
-def _shorten_move_pairing() -> None:
-    """Let watchdog hold a rename's first half 20 ms, not 500 ms, while it looks for the second half.
-
-    watchdog queues every IN_MOVED_FROM for its `delay` to pair it with an
-    IN_MOVED_TO, and its queue is first in, first out: each claim (a rename out
-    of the inbox) held every later event back by up to half a second. The
-    tracker needs no pairs (it treats a move's two ends apart) and the kernel
-    reports the halves of one rename together, so a short delay loses nothing.
-    """
-    try:
-        from watchdog.observers.inotify_move_event_grouper import InotifyMoveEventGrouper
-    except ImportError:  # other watchdog versions: keep their behaviour
-        return
-    InotifyMoveEventGrouper.delay = min(InotifyMoveEventGrouper.delay, 0.02)
+from .observers import KINDS, Forward, new_observer
 
 
 @dataclass(frozen=True)
@@ -92,21 +66,6 @@ class _Track:
     mtime_ns: int
     changed: float          # monotonic time size or mtime last changed (or first seen)
     writing: bool = False   # inotify saw it opened or written and not closed yet
-
-
-class _Forward(FileSystemEventHandler):
-    """Runs on the observer's thread: only puts events on the tracker's queue."""
-
-    def __init__(self, put):
-        self.put = put
-
-    def dispatch(self, event):
-        if not event.is_directory:
-            self.put(("event", event))
-
-
-_KINDS = {FileCreatedEvent: "created", FileModifiedEvent: "modified", FileOpenedEvent: "opened",
-          FileClosedEvent: "closed", FileClosedNoWriteEvent: "closed-nowrite", FileDeletedEvent: "deleted"}
 
 
 class Watcher:
@@ -175,10 +134,10 @@ class Watcher:
     # -- observer ---------------------------------------------------------------------------
 
     def _start_observer(self) -> None:
-        obs, self.close_events = self._new_observer(self.kind)
+        obs, self.close_events = new_observer(self.kind, self.poll)
         try:
             for folder in self.folders:
-                obs.schedule(_Forward(self._msgs.put), str(folder), recursive=False)
+                obs.schedule(Forward(self._msgs.put), str(folder), recursive=False)
             obs.start()
         except OSError as e:
             obs.stop()
@@ -187,29 +146,11 @@ class Watcher:
             # Usually the inotify watch limit: polling still works, only slower to notice.
             logger.warning("{}: inotify is unavailable ({}); polling every {:g} s instead. "
                            "Raise fs.inotify.max_user_watches to use inotify.", self.label, e, self.poll)
-            obs, self.close_events = self._new_observer("polling")
+            obs, self.close_events = new_observer("polling", self.poll)
             for folder in self.folders:
-                obs.schedule(_Forward(self._msgs.put), str(folder), recursive=False)
+                obs.schedule(Forward(self._msgs.put), str(folder), recursive=False)
             obs.start()
         self._observer = obs
-
-    def _new_observer(self, kind: str):
-        if kind == "polling":
-            from watchdog.observers.polling import PollingObserver
-
-            return PollingObserver(timeout=self.poll), False
-        try:
-            from watchdog.observers.inotify import InotifyObserver
-
-            _shorten_move_pairing()
-            # Full events: a file moved in from an unwatched folder arrives as a move, not a create.
-            return InotifyObserver(generate_full_events=True), True
-        except (ImportError, OSError):
-            if kind == "inotify":
-                raise
-            from watchdog.observers import Observer
-
-            return Observer(), False
 
     def _stop_observer(self) -> None:
         obs, self._observer = self._observer, None
@@ -261,8 +202,8 @@ class Watcher:
                 self._on_path("deleted", Path(os.fsdecode(event.src_path)))
             if event.dest_path:
                 self._on_path("renamed", Path(os.fsdecode(event.dest_path)))
-        elif type(event) in _KINDS:
-            self._on_path(_KINDS[type(event)], Path(os.fsdecode(event.src_path)))
+        elif type(event) in KINDS:
+            self._on_path(KINDS[type(event)], Path(os.fsdecode(event.src_path)))
 
     def _on_path(self, kind: str, path: Path) -> None:
         if path.parent not in self.folders or is_partial(path.name):

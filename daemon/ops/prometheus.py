@@ -1,10 +1,10 @@
-"""Optional Prometheus endpoint: counters, gauges and histograms the service updates, served on localhost.
+"""Optional Prometheus endpoint: the counters, gauges and histograms the service updates, served on localhost.
 
-The exposition format is written by hand: prometheus_client is not a
-dependency, and what this service exports (a few counters, gauges and two
-histograms with fixed labels) is forty lines of the stable text format 0.0.4.
-The server is http.server on a daemon thread, off by default and bound to
-127.0.0.1 unless the config says otherwise.
+The numbers live in a prometheus_client registry of the service's own (not the
+library's global one) and are written in the text format 0.0.4 by the
+library's exposition. The server is http.server on a daemon thread, off by
+default and bound to 127.0.0.1 unless the config says otherwise; it serves
+/metrics only, and says why it cannot listen.
 """
 
 from __future__ import annotations
@@ -13,141 +13,124 @@ import math
 import socket
 import threading
 import time
-from bisect import bisect_left
 from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import prometheus_client
 from loguru import logger
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.registry import Collector
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)                         # images per forward pass
-LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)       # seconds, claim to result written
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# Seconds from a file found complete in the inbox (the watcher's Arrival) to its result written.
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+
+prometheus_client.disable_created_metrics()  # no *_created series: this endpoint never had them
 
 
-class Histogram:
-    """Cumulative buckets, sum and count, as Prometheus expects them."""
+class _Bounds(Collector):
+    """Histograms with their bucket bounds written as they always were here (le="10", not the client's "10.0"),
+    so queries and dashboards that name a bucket keep matching."""
 
-    def __init__(self, bounds: tuple[float, ...]):
-        self.bounds = bounds
-        self.counts = [0] * (len(bounds) + 1)  # the last is +Inf
-        self.sum = 0.0
+    def __init__(self, *histograms: Histogram):
+        self.histograms = histograms
 
-    def observe(self, value: float) -> None:
-        self.counts[bisect_left(self.bounds, value)] += 1
-        self.sum += value
+    def collect(self):
+        for h in self.histograms:
+            for family in h.collect():
+                family.samples = [s._replace(labels={**s.labels, "le": _bound(s.labels["le"])})
+                                  if "le" in s.labels else s for s in family.samples]
+                yield family
 
-    def lines(self, name: str, labels: dict[str, str]) -> list[str]:
-        out, running = [], 0
-        for bound, n in zip((*self.bounds, math.inf), self.counts):
-            running += n
-            out.append(f"{name}_bucket{_labels({**labels, 'le': _number(bound)})} {running}")
-        out.append(f"{name}_sum{_labels(labels)} {_number(self.sum)}")
-        out.append(f"{name}_count{_labels(labels)} {running}")
-        return out
+
+def _bound(le: str) -> str:
+    v = float(le)
+    return le if math.isinf(v) else (str(int(v)) if v.is_integer() else repr(v))
 
 
 class Metrics:
     """The service's numbers. Every method is thread-safe and cheap: call it from any worker."""
 
     def __init__(self, queues: Iterable[str] = ()):
-        self._lock = threading.Lock()
+        self.registry = CollectorRegistry(auto_describe=True)
         self.started = time.time()
-        # Known queues start at zero, so a rate() over the first failure sees it rise from 0.
-        self._processed: dict[str, int] = dict.fromkeys(queues, 0)
-        self._failed: dict[str, int] = dict.fromkeys(queues, 0)
-        self._depth: dict[str, int] = dict.fromkeys(queues, 0)
-        self._batches: dict[str, Histogram] = {}
-        self._latency: dict[str, Histogram] = {}
-        self._version: dict[str, float] = {}
-        self._training: dict[str, tuple[str, float, float | None]] = {}  # queue -> (result, time, PSNR gain)
+        self._lock = threading.Lock()
+        self._training: dict[str, str] = {}   # queue -> the result label of its last run
+        self._gained: set[str] = set()        # queues whose last run has a PSNR gain
+
+        def metric(kind, name, help, labels=("queue",), **kw):
+            return kind(name, help, list(labels), registry=self.registry, **kw)
+
+        start = Gauge("reverser_start_time_seconds", "When the service started, in Unix time.",
+                      registry=self.registry)
+        start.set(self.started)
+        self._processed = metric(Counter, "reverser_files_processed", "Images converted and written to the outbox.")
+        self._failed = metric(Counter, "reverser_files_failed", "Inputs moved to the failed folder.")
+        self._depth = metric(Gauge, "reverser_queue_depth", "Files waiting to be converted.")
+        hists = CollectorRegistry()   # observed here, exposed through _Bounds
+        self._batches = Histogram("reverser_batch_size", "Images per forward pass.", ["queue"],
+                                  buckets=BATCH_BUCKETS, registry=hists)
+        self._latency = Histogram("reverser_file_latency_seconds",
+                                  "Seconds from an input found complete to its result written.", ["queue"],
+                                  buckets=LATENCY_BUCKETS, registry=hists)
+        self.registry.register(_Bounds(self._batches, self._latency))
+        self._version = metric(Gauge, "reverser_model_version", "The model version serving each queue.")
+        self._trained_at = metric(Gauge, "reverser_last_training_timestamp_seconds",
+                                  "When the last retraining run ended, in Unix time; result says how it ended.",
+                                  ("queue", "result"))
+        self._gain = metric(Gauge, "reverser_last_training_psnr_gain_db",
+                            "The last challenger's PSNR minus the champion's on held-out pairs.")
+        for q in queues:  # known queues start at zero, so a rate() over the first failure sees it rise from 0
+            self._processed.labels(q)
+            self._failed.labels(q)
+            self._depth.labels(q)
 
     def file_processed(self, queue: str, seconds: float) -> None:
-        """One result written, seconds after its input was claimed."""
-        with self._lock:
-            self._processed[queue] = self._processed.get(queue, 0) + 1
-            self._latency.setdefault(queue, Histogram(LATENCY_BUCKETS)).observe(seconds)
+        """One result written, seconds after its input was found complete."""
+        self._processed.labels(queue).inc()
+        self._latency.labels(queue).observe(seconds)
 
     def file_failed(self, queue: str) -> None:
         """One input moved to the failed folder (its reason is in the reason file beside it)."""
-        with self._lock:
-            self._failed[queue] = self._failed.get(queue, 0) + 1
+        self._failed.labels(queue).inc()
 
     def queue_depth(self, queue: str, files: int) -> None:
         """Files waiting in the queue now (claimed or not yet converted)."""
-        with self._lock:
-            self._depth[queue] = files
+        self._depth.labels(queue).set(files)
 
     def batch(self, queue: str, size: int) -> None:
         """One forward pass over size images."""
-        with self._lock:
-            self._batches.setdefault(queue, Histogram(BATCH_BUCKETS)).observe(size)
+        self._batches.labels(queue).observe(size)
 
     def model_version(self, queue: str, version) -> None:
         """The champion version now serving the queue."""
-        with self._lock:
-            try:
-                self._version[queue] = float(version)
-            except (TypeError, ValueError):
-                self._version[queue] = math.nan
+        try:
+            value = float(version)
+        except (TypeError, ValueError):
+            value = math.nan
+        self._version.labels(queue).set(value)
 
     def training(self, queue: str, result: str, psnr_gain_db: float | None = None, when: float | None = None):
-        """The last retraining run: result is 'promoted', 'rejected', 'skipped' or 'failed'."""
-        with self._lock:
-            self._training[queue] = (result, time.time() if when is None else when, psnr_gain_db)
+        """The last retraining run: result is 'promoted', 'rejected', 'skipped' or 'failed'; psnr_gain_db
+        the challenger's PSNR minus the champion's, when both were scored."""
+        with self._lock:  # one series per queue: the last run's
+            before = self._training.get(queue)
+            if before is not None and before != result:
+                self._trained_at.remove(queue, before)
+            self._training[queue] = result
+            self._trained_at.labels(queue, result).set(time.time() if when is None else when)
+            if psnr_gain_db is not None:
+                self._gain.labels(queue).set(psnr_gain_db)
+                self._gained.add(queue)
+            elif queue in self._gained:  # a run that scored no champion: no gain to show
+                self._gain.remove(queue)
+                self._gained.discard(queue)
 
     def render(self) -> str:
         """The whole registry in Prometheus text format."""
-        with self._lock:
-            out: list[str] = []
-
-            def family(name, kind, help, samples):
-                out.extend((f"# HELP {name} {help}", f"# TYPE {name} {kind}"))
-                out.extend(samples)
-
-            family("reverser_start_time_seconds", "gauge", "When the service started, in Unix time.",
-                   [f"reverser_start_time_seconds {_number(self.started)}"])
-            family("reverser_files_processed_total", "counter", "Images converted and written to the outbox.",
-                   [f"reverser_files_processed_total{_labels({'queue': q})} {n}"
-                    for q, n in sorted(self._processed.items())])
-            family("reverser_files_failed_total", "counter", "Inputs moved to the failed folder.",
-                   [f"reverser_files_failed_total{_labels({'queue': q})} {n}"
-                    for q, n in sorted(self._failed.items())])
-            family("reverser_queue_depth", "gauge", "Files waiting to be converted.",
-                   [f"reverser_queue_depth{_labels({'queue': q})} {n}" for q, n in sorted(self._depth.items())])
-            family("reverser_batch_size", "histogram", "Images per forward pass.",
-                   [line for q, h in sorted(self._batches.items())
-                    for line in h.lines("reverser_batch_size", {"queue": q})])
-            family("reverser_file_latency_seconds", "histogram", "Seconds from claiming an input to its result.",
-                   [line for q, h in sorted(self._latency.items())
-                    for line in h.lines("reverser_file_latency_seconds", {"queue": q})])
-            family("reverser_model_version", "gauge", "The model version serving each queue.",
-                   [f"reverser_model_version{_labels({'queue': q})} {_number(v)}"
-                    for q, v in sorted(self._version.items())])
-            family("reverser_last_training_timestamp_seconds", "gauge",
-                   "When the last retraining run ended, in Unix time; result says how it ended.",
-                   [f"reverser_last_training_timestamp_seconds{_labels({'queue': q, 'result': r})} {_number(t)}"
-                    for q, (r, t, _) in sorted(self._training.items())])
-            family("reverser_last_training_psnr_gain_db", "gauge",
-                   "The last challenger's PSNR minus the champion's on held-out pairs.",
-                   [f"reverser_last_training_psnr_gain_db{_labels({'queue': q})} {_number(g)}"
-                    for q, (_, _, g) in sorted(self._training.items()) if g is not None])
-        return "\n".join(out) + "\n"
-
-
-def _labels(labels: dict[str, str]) -> str:
-    if not labels:
-        return ""
-    # The format escapes exactly these three in label values.
-    esc = {k: str(v).replace("\\", r"\\").replace('"', r"\"").replace("\n", r"\n") for k, v in labels.items()}
-    return "{" + ",".join(f'{k}="{v}"' for k, v in esc.items()) + "}"
-
-
-def _number(v: float) -> str:
-    if math.isnan(v):
-        return "NaN"
-    if math.isinf(v):
-        return "+Inf" if v > 0 else "-Inf"
-    return repr(int(v)) if float(v).is_integer() and abs(v) < 2**53 else repr(float(v))
+        return generate_latest(self.registry).decode()
 
 
 class MetricsServer:

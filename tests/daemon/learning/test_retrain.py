@@ -80,6 +80,8 @@ def test_a_challenger_trained_on_good_pairs_is_promoted_and_serves(cfg):
     meta = reg.version(2).meta
     assert meta["parent"] == 1 and meta["pairs"] == 40 and meta["status"] == "champion"
     assert meta["metrics"]["psnr"] > meta["champion_metrics"]["psnr"] + cfg.retrain.margin
+    # What the service sets reverser_last_training_psnr_gain_db to.
+    assert outcome.psnr_gain_db == pytest.approx(meta["metrics"]["psnr"] - meta["champion_metrics"]["psnr"])
     assert meta["data_fingerprint"] and meta["code_version"] and meta["started"] and meta["finished"]
     assert reg.version(1).status == "retired"
     assert reg.history()[-1]["action"] == "promote" and reg.history()[-1]["who"] == "retrain (scheduled)"

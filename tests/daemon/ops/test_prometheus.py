@@ -19,11 +19,12 @@ def scrape(port: int, path: str = "/metrics") -> tuple[str, str]:
 
 
 def sample(text: str, name: str, **labels) -> float | None:
-    """The value of one sample, matched by name and exactly these labels; None if absent."""
-    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    pattern = rf"^{re.escape(name)}{re.escape('{' + want + '}') if labels else ''} (\S+)$"
-    m = re.search(pattern, text, re.M)
-    return float(m.group(1)) if m else None
+    """The value of one sample, matched by name and exactly these labels (in any order); None if absent."""
+    for m in re.finditer(rf"^{re.escape(name)}(?:{{(.*)}})? (\S+)$", text, re.M):
+        got = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(1) or ""))
+        if got == {k: str(v) for k, v in labels.items()}:
+            return float(m.group(2))
+    return None
 
 
 @pytest.fixture
@@ -113,6 +114,20 @@ def test_known_queues_start_at_zero():
     text = Metrics(["colorize", "reverse"]).render()
     assert sample(text, "reverser_files_failed_total", queue="reverse") == 0
     assert sample(text, "reverser_files_processed_total", queue="colorize") == 0
+
+
+def test_the_service_sets_the_last_runs_psnr_gain(tmp_path, tiny_models):
+    from daemon.core.config import load_config
+    from daemon.learning.promotion import TrainingOutcome
+    from daemon.service import Service
+    from tests.support.config import write_config
+
+    service = Service(load_config(write_config(tmp_path, {"colorize": tiny_models["colorize"]})))
+    run = service._counted(lambda queue, **kw: TrainingOutcome(queue, "promoted", "better", psnr_gain_db=0.25))
+    run("colorize")
+    text = service.metrics.render()
+    assert sample(text, "reverser_last_training_psnr_gain_db", queue="colorize") == 0.25
+    assert sample(text, "reverser_last_training_timestamp_seconds", queue="colorize", result="promoted") > 0
 
 
 def free_port() -> int:

@@ -1,0 +1,57 @@
+"""What the pipeline is given and gives back: its settings, a Job (one file), a JobOutcome."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..core.config import Config
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    max_delay_ms: float = 25.0          # wait for more items this long, from the first one queued
+    decode_threads: int = 2
+    encode_threads: int = 2
+    capacity: int = 64                  # jobs in flight at most (decoded images held in memory)
+    max_pixels: int = 120_000_000       # refused before decoding
+    max_file_bytes: int = 300_000_000   # refused unread
+    retry_attempts: int = 4             # transient read/write errors are retried this often
+    retry_backoff: float = 0.5          # first wait between tries; doubles
+    jpeg_quality: int = 92
+    on_exists: str = "number"
+    writer: str = ""                    # the service instance's id, put into temporary names (spool.Owner)
+
+    @classmethod
+    def from_config(cls, cfg: Config, writer: str = "") -> "PipelineSettings":
+        r, lim = cfg.runtime, cfg.limits
+        return cls(r.max_delay_ms, r.decode_threads, r.encode_threads, r.queue_size, lim.max_pixels,
+                   int(lim.max_file_mb * 1e6), lim.retry_attempts, lim.retry_backoff_seconds,
+                   cfg.output.jpeg_quality, cfg.output.on_exists, writer)
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """What became of a job, for the one who submitted it."""
+
+    ok: bool
+    output: Path | None = None   # the result's final path
+    error: str = ""              # what went wrong, in words a user can act on
+    hint: str = ""               # what to do about it, when we know better than the generic advice
+    size: int = 0                # input bytes
+    ms: float = 0.0              # from job.complete_at (the file found complete) to its result written, or the failure
+
+
+@dataclass
+class Job:
+    queue: str
+    path: Path                                  # the file to read
+    out_dir: Path                               # where the result goes
+    out_name: str                               # its name (numbered if taken, per on_exists)
+    on_done: Callable[["Job", JobOutcome], None]   # called once, on a pipeline thread
+    complete_at: float = field(default_factory=time.monotonic)
+    label: str = ""                             # the name to show a user (not the work/ name)
+    size: int = 0
+    receipt: str = ""                           # write the result through out_dir/receipt and keep it

@@ -1,0 +1,41 @@
+"""The name rules: one place answers which names are inputs, partial files, pairs and results."""
+
+from __future__ import annotations
+
+from daemon.core.names import (EXT_FORMAT, format_list, is_convertible, is_input, is_pair_file, is_partial,
+                               output_name, pair_half, reason_name)
+from unet.data import IMAGE_EXTS
+
+
+def test_one_extension_table_for_reading_training_and_writing():
+    assert set(EXT_FORMAT) == IMAGE_EXTS
+    assert EXT_FORMAT[".jpg"] == EXT_FORMAT[".jpeg"] == "JPEG" and EXT_FORMAT[".tif"] == "TIFF"
+    assert format_list() == "BMP, GIF, JPEG, PNG, TIFF or WebP"
+
+
+def test_the_service_converts_only_NAME_before_images():
+    assert is_input("cat_before.jpg") and is_input("Cat_BEFORE.PNG")
+    assert not is_input("_before.jpg") and not is_input("cat.jpg") and not is_input("cat_before.txt")
+
+
+def test_partial_and_hidden_names_are_never_taken():
+    for name in ("a_before.jpg.part", "a_before.jpg.crdownload", "a.tmp", "a~", ".a_before.jpg"):
+        assert is_partial(name) and not is_pair_file(name)
+    assert not is_partial("a_before.jpg") and is_pair_file("photo.webp")
+
+
+def test_convert_takes_images_that_are_not_results():
+    assert is_convertible("scan.png") and is_convertible("a_before.jpg")
+    assert not is_convertible("scan_after.png") and not is_convertible(".scan.png") and not is_convertible("a.txt")
+
+
+def test_pair_halves_and_result_names():
+    assert pair_half("boat_before") == ("boat", "before") and pair_half("boat_AFTER") == ("boat", "after")
+    assert pair_half("boat") is None
+    assert output_name("x_before.JPG") == "x_after.JPG" and output_name("x.gif") == "x_after.png"
+    assert output_name("x_before.jpg", "png") == "x_after.png"
+
+
+def test_a_reason_name_fits_the_file_name_limit():
+    long = "é" * 127 + ".jpg"
+    assert len(reason_name(long).encode()) <= 255 and reason_name(long).endswith(".reason.txt")
