@@ -17,7 +17,9 @@ def _fmt(x, spec=".2f") -> str:
 def format_versions(reg: Registry) -> str:
     """A table a person can read: one line per version, the champion marked with *."""
     champion = reg.champion_version()
-    rows = [("", "version", "status", "registered", "parent", "pairs", "PSNR", "colorful", "champion's", "why")]
+    # The scores are on the run's own held-out training pairs (the share [retrain] val_percent holds out).
+    rows = [("", "version", "status", "registered", "parent", "pairs", "PSNR", "colorful", "ab AuC", "champion's",
+             "why")]
     for v in reg.versions():
         m = v.meta
         scores = m.get("metrics") or {}
@@ -25,7 +27,8 @@ def format_versions(reg: Registry) -> str:
         rows.append(("*" if v.number == champion else "", str(v.number), v.status,
                      str(m.get("registered", m.get("created", "")))[:16].replace("T", " "),
                      _fmt(m.get("parent"), "d"), _fmt(m.get("pairs"), "d"), _fmt(scores.get("psnr")),
-                     _fmt(scores.get("colorfulness"), ".1f"), _fmt(theirs), str(m.get("why", ""))))
+                     _fmt(scores.get("colorfulness"), ".1f"), _fmt(scores.get("auc"), ".1f"), _fmt(theirs),
+                     str(m.get("why", ""))))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows]
     return "\n".join(line.rstrip() for line in lines)

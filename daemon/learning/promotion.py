@@ -1,8 +1,9 @@
 """The promotion rule, and what follows a finished run: decide, register (or write --out), report, log.
 
 A challenger is promoted only when it beats the champion's PSNR by [retrain]
-margin on the same held-out pairs, is not less colorful (colorize), and beats
-the gray and mean-tint baselines; otherwise it is registered as rejected, with
+margin on the same held-out pairs, is not less colorful and not worse on the
+rebalanced ab AuC (colorize: hue right, not only vivid), and beats the gray
+and mean-tint baselines; otherwise it is registered as rejected, with
 its scores. The service's nightly job (retrain.Retrainer) and `reverser train`
 both end a run with conclude().
 """
@@ -25,6 +26,9 @@ from .report import finish_report
 
 # "Without a worse colorfulness": a drop within 5% is noise between nights, not a duller model.
 COLOR_TOLERANCE = 0.05
+# "Without a worse ab AuC", in points: two models scored on the same 73 held-out plates differ by a
+# bootstrap standard deviation of 0.22 points (resampling the pairs), so a drop within 0.5 is noise.
+AUC_TOLERANCE = 0.5
 
 
 @dataclass
@@ -55,6 +59,10 @@ def decide(task: str, challenger: dict, champion: dict | None, margin: float,
         if task == "colorize" and challenger["colorfulness"] < champion["colorfulness"] * (1 - COLOR_TOLERANCE):
             faults.append(f"it is less colorful ({challenger['colorfulness']:.1f} against the champion's "
                           f"{champion['colorfulness']:.1f})")
+        if task == "colorize" and "auc" in challenger and "auc" in champion \
+                and challenger["auc"] < champion["auc"] - AUC_TOLERANCE:
+            faults.append(f"its hues are worse (ab AuC {challenger['auc']:.1f} against the champion's "
+                          f"{champion['auc']:.1f})")
     for key, label in (("gray_psnr", "gray"), ("tint_psnr", "mean-tint")):
         if key in challenger and math.isfinite(psnr) and psnr < challenger[key] + margin:
             faults.append(f"it does not beat the {label} baseline ({psnr:.2f} dB against {challenger[key]:.2f})")
@@ -74,6 +82,9 @@ def _summary(ch: dict, champ: dict | None) -> str:
     if "colorfulness" in ch and "tint_psnr" in ch:
         parts.append(f"colorfulness {champ['colorfulness']:.1f} -> {ch['colorfulness']:.1f}" if champ
                      else f"colorfulness {ch['colorfulness']:.1f}")
+    if "auc" in ch:
+        parts.append(f"ab AuC {champ['auc']:.1f} -> {ch['auc']:.1f}" if champ and "auc" in champ
+                     else f"ab AuC {ch['auc']:.1f}")
     base = [f"{label} {ch[k]:.2f}" for k, label in (("gray_psnr", "gray"), ("tint_psnr", "mean tint")) if k in ch]
     if base:
         parts.append("baselines " + ", ".join(base) + " dB")

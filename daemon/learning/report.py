@@ -186,4 +186,6 @@ def _scores(m: dict) -> str:
     s = f"PSNR {m['psnr']:.2f} dB"
     if "colorfulness" in m and "tint_psnr" in m:
         s += f", colorfulness {m['colorfulness']:.1f} (truth {m['truth_colorfulness']:.1f})"
+    if "auc" in m:
+        s += f", ab AuC {m['auc']:.1f}" + (f" (gray {m['gray_auc']:.1f})" if "gray_auc" in m else "")
     return s

@@ -143,6 +143,7 @@ def test_the_models_command_lists_promotes_and_rolls_back(tmp_path, tiny_models,
     assert cli(["models", "--config", str(config), "--queue", "colorize", "list"]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
+    assert all(col in lines[0] for col in ("PSNR", "colorful", "ab AuC"))
     assert lines[1].startswith("*") and " 1 " in lines[1] and "champion" in lines[1]
     assert "rejected" in lines[2] and "it was duller" in lines[2]
 

@@ -182,6 +182,16 @@ def test_the_promotion_rule(challenger, promoted, words):
     assert ok is promoted and words in why
 
 
+def test_the_rule_refuses_worse_hues_beyond_the_noise_and_reads_models_without_the_score():
+    champion = {**CHAMP, "auc": 74.0}
+    better = {"psnr": 22.5, "colorfulness": 21.0, "gray_psnr": 20.0, "tint_psnr": 20.5}
+    ok, why = decide("colorize", {**better, "auc": 72.9}, champion, margin=0.05)
+    assert not ok and "hues are worse (ab AuC 72.9 against the champion's 74.0)" in why
+    ok, why = decide("colorize", {**better, "auc": 73.7}, champion, margin=0.05)   # within the noise
+    assert ok and "ab AuC 74.0 -> 73.7" in why
+    assert decide("colorize", {**better, "auc": 70.0}, CHAMP, margin=0.05)[0]      # a champion scored before AuC
+
+
 def test_force_and_no_promote_override_the_rule_and_say_so():
     worse = {"psnr": 21.0, "colorfulness": 21.0, "gray_psnr": 20.0, "tint_psnr": 20.5}
     better = {"psnr": 23.0, "colorfulness": 21.0, "gray_psnr": 20.0, "tint_psnr": 20.5}
