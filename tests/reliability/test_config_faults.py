@@ -6,7 +6,7 @@ import signal
 import time
 
 from tests.support.images import make_image
-from tests.reliability.harness import Rig, poll
+from tests.support.rig import Rig, poll
 
 
 def test_sighup_with_a_broken_config_keeps_the_running_one_and_says_why(tmp_path, tiny_models, service_env,

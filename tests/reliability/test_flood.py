@@ -6,7 +6,11 @@ import time
 
 import pytest
 
-from tests.reliability.harness import Flood, OutboxChecker, Rig, account, picture_pool, poll, settled
+from tests.support.accounting import account, settled
+from tests.support.checker import OutboxChecker
+from tests.support.pictures import picture_pool
+from tests.support.rig import Rig, poll
+from tests.support.writers import Flood
 
 
 @pytest.mark.parametrize("n, chunked", [

@@ -3,7 +3,7 @@ as a quarantined input with a reason, and the service runs on throughout.
 
 One service takes every case at once (they are dropped together, as a burst); each case is then its
 own test, so a failure names the case. The service runs without root's power to ignore file
-permissions (see harness.without_file_permission_override), so an unreadable file is really unreadable.
+permissions (see tests/support/rig.py, without_file_permission_override), so an unreadable file is really unreadable.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from PIL import Image, ImageOps
 
 from tests.support.images import make_image
 from tests.support.service import names
-from tests.reliability.harness import Rig, poll, without_file_permission_override
+from tests.support.rig import Rig, poll, without_file_permission_override
 
 NO_DAC = without_file_permission_override()
 MAX_PIXELS = 1_000_000

@@ -20,7 +20,7 @@ from daemon.learning.registry import Registry
 from tests.support.images import make_image
 from tests.support.processes import PYTHON
 from tests.support.pairs import write_pairs
-from tests.reliability.harness import Rig, poll
+from tests.support.rig import Rig, poll
 from unet import TaskConfig, UNetConfig, load_model, new_model, save_model
 
 MARKER_NAME = "pickle-payload-ran"

@@ -12,7 +12,8 @@ import pytest
 
 from tests.support.images import make_image
 from tests.support.service import names
-from tests.reliability.harness import Rig, account, poll, temp_files, without_file_permission_override
+from tests.support.accounting import account, temp_files
+from tests.support.rig import Rig, poll, without_file_permission_override
 
 NO_DAC = without_file_permission_override()
 FILES = 6
