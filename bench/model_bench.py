@@ -27,7 +27,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.conftest import make_image  # noqa: E402
+from tests.support.images import make_image  # noqa: E402
 from unet import Predictor, load_model  # noqa: E402
 from unet.model import count_parameters  # noqa: E402
 
@@ -84,21 +84,27 @@ def main():
     ap.add_argument("--large", type=int, default=12, help="4000x3000 images for the full-size convert figure")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--batches", default="1,2,4,8,16")
+    ap.add_argument("--model", type=Path, action="append", default=[],
+                    help="forward-only figures of these model folders instead (each in turn, in this run)")
     args = ap.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"device {args.device} ({torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'})")
-    for queue in [args.queue] if args.queue else ["colorize", "reverse"]:
-        model = load_model(ROOT / "models" / queue)
+    folders = [(f, None) for f in args.model] or [(ROOT / "models" / q, q) for q in
+                                                  ([args.queue] if args.queue else ["colorize", "reverse"])]
+    for folder, queue in folders:
+        model = load_model(folder)
         pred = Predictor(model, device=args.device, max_batch=16)
-        mode = "L" if queue == "colorize" else "RGB"
+        mode = "L" if model.task.name == "colorize" else "RGB"
         image = Image.new(mode, (256, 384), 128)
         h, w = pred.prepare(image).key
-        print(f"\n{queue}: {count_parameters(model.net) / 1e6:.2f} M parameters, working size {w}x{h}, "
+        print(f"\n{queue or folder}: {count_parameters(model.net) / 1e6:.2f} M parameters, working size {w}x{h}, "
               f"{gflop(pred, image):.2f} GFLOP per 256x384 image")
         print("  batch  images/s  ms/image")
         for b in (int(x) for x in args.batches.split(",")):
             r = forward_rate(pred, image, b)
             print(f"  {b:5d}  {r:8.1f}  {1000 / r:8.1f}")
+        if queue is None:
+            continue
         whole, steady = convert_rate(queue, args.images)
         print(f"  reverser convert, {args.images} images 256x384: {whole:.1f} images/s whole process, "
               f"{steady:.1f} images/s after start-up")

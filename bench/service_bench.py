@@ -17,6 +17,8 @@ Figures, all on the same model, device and generated 1024x1536 JPEG befores:
 
 It uses the shipped model in models/<queue> when there is one, else a freshly
 initialised network of the shipped architecture (unet.recipe), and says which.
+Given --model twice or more, it measures each model folder in turn on the same
+machine in one run, and prints each one's end-to-end rate against the first's.
 """
 
 from __future__ import annotations
@@ -41,8 +43,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from daemon.autobatch import on_a_thread  # noqa: E402
-from tests.conftest import make_image  # noqa: E402
+from daemon.conversion.autobatch import on_a_thread  # noqa: E402
+from tests.support.images import make_image  # noqa: E402
 from unet import Predictor, load_model, new_model, open_image, save_model  # noqa: E402
 from unet.checkpoint import CheckpointError  # noqa: E402
 from unet.recipe import recipe  # noqa: E402
@@ -145,21 +147,34 @@ def main() -> None:
     ap.add_argument("--max-batch", default="auto")
     ap.add_argument("--torch-threads", type=int, default=0, help="runtime.torch_threads (0: torch's default)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder (and the service log)")
+    ap.add_argument("--model", type=Path, action="append", default=[],
+                    help="a model folder to measure instead of the shipped one; twice or more: each in turn")
     args = ap.parse_args()
 
-    scratch = Path(tempfile.mkdtemp(prefix="reverser-bench-"))
-    try:
-        run(args, scratch)
-    finally:
-        if args.keep:
-            print(f"kept {scratch}")
-        else:
-            shutil.rmtree(scratch, ignore_errors=True)
+    rates = []
+    for model in args.model or [None]:
+        scratch = Path(tempfile.mkdtemp(prefix="reverser-bench-"))
+        try:
+            rates.append((model, run(args, scratch, model)))
+        finally:
+            if args.keep:
+                print(f"kept {scratch}")
+            else:
+                shutil.rmtree(scratch, ignore_errors=True)
+    if len(rates) > 1:
+        base = rates[0][1]
+        print("\nend to end, side by side in this run:")
+        for model, rate in rates:
+            print(f"  {model}: {rate:.2f} images/s, {rate / base:.2f}x the first")
 
 
-def run(args, scratch: Path) -> None:
+def run(args, scratch: Path, model: Path | None = None) -> float:
+    """One model through the service; returns its end-to-end images/s."""
     mode = "L" if args.queue == "colorize" else "RGB"
-    model, which = pick_model(args.queue, scratch)
+    if model is None:
+        model, which = pick_model(args.queue, scratch)
+    else:
+        model, which = model.resolve(), f"model folder {model}"
     cpu = f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} at start"
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
     print(f"torch {torch.__version__} ({args.torch_threads or torch.get_num_threads()} threads); {cpu}; {gpu}\n"
@@ -242,6 +257,7 @@ def run(args, scratch: Path) -> None:
         print(f"  service's own figure for those files (complete to written): p50 {percentile(single, .5):.0f} ms, "
               f"p95 {percentile(single, .95):.0f} ms")
     print(f"  load average at the end: {os.getloadavg()[0]:.1f}")
+    return end_to_end
 
 
 if __name__ == "__main__":
