@@ -13,6 +13,7 @@ import pytest
 from daemon.core.config import parse_config
 from daemon.core.fs import move_into, sweep_temp
 from daemon.conversion.spool import Lost, Owner, Spool
+from tests.support.filesystems import other_filesystem
 from tests.support.processes import PYTHON, ROOT
 from tests.support.service import names
 
@@ -229,10 +230,7 @@ def test_a_lock_held_by_another_process_counts_as_alive(cfg, owner):
 
 
 def test_move_into_copies_across_filesystems(tmp_path):
-    shm = Path("/dev/shm")
-    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
-        pytest.skip("needs a second filesystem")
-    src = shm / f"reverser-test-{os.getpid()}_before.jpg"
+    src = other_filesystem(tmp_path) / f"reverser-test-{os.getpid()}_before.jpg"
     src.write_bytes(b"across")
     try:
         dest = move_into(src, tmp_path / "failed", "x_before.jpg")

@@ -5,11 +5,9 @@ from __future__ import annotations
 import os
 import threading
 import time
-from pathlib import Path
-
-import pytest
 
 from daemon.core.fs import append_jsonl, file_lock, move, numbered, read_jsonl, temp_name, temp_writer
+from tests.support.filesystems import other_filesystem
 
 
 def test_free_names_number_before_the_extension_or_after_a_whole_name():
@@ -23,10 +21,7 @@ def test_temporary_names_carry_their_writer():
 
 
 def test_move_across_filesystems_copies_then_removes(tmp_path):
-    shm = Path("/dev/shm")
-    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
-        pytest.skip("needs a second filesystem (/dev/shm)")
-    src = shm / f"reverser-test-move-{os.getpid()}"
+    src = other_filesystem(tmp_path) / f"reverser-test-move-{os.getpid()}"
     src.write_bytes(b"pair half")
     move(src, tmp_path / "dst.png")
     assert (tmp_path / "dst.png").read_bytes() == b"pair half" and not src.exists()
