@@ -59,7 +59,8 @@ def find_pairs(folders, allow_lone_color: bool = False, swap: bool = False) -> l
 
 def is_val(name: str, val_percent: float) -> bool:
     """Deterministic split by the pair's name: a pair never changes sides as data grows."""
-    h = int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:4], "big")
+    # A name's bytes as they are on disk: one that is not UTF-8 arrives with surrogate escapes.
+    h = int.from_bytes(hashlib.sha256(name.encode("utf-8", "surrogateescape")).digest()[:4], "big")
     return (h % 10000) < val_percent * 100
 
 
@@ -73,7 +74,7 @@ def fingerprint(pairs: list[PairRef]) -> str:
     """A hash of the pairs' names and bytes: same data, same fingerprint."""
     h = hashlib.sha256()
     for p in sorted(pairs, key=lambda p: p.name):
-        h.update(p.name.encode())
+        h.update(p.name.encode("utf-8", "surrogateescape"))
         for path in (p.before, p.after):
             if path is not None:
                 h.update(hashlib.sha256(path.read_bytes()).digest())

@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from ..core.config import ConfigError
+    from ..ops.logs import print_names_safely
+
+    print_names_safely()  # file names in log lines: no raw bytes, no escape sequences
 
     try:
         if args.command == "run":

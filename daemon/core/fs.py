@@ -23,6 +23,8 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
+from .namebytes import NAME_MAX, fitted, name_bytes
+
 TEMP_PREFIX = ".reverser-"
 RECEIPT_PREFIX = TEMP_PREFIX + "receipt-"   # + a claim's ticket: see write_atomic(receipt=)
 
@@ -139,10 +141,10 @@ def move_into(src: Path, folder: Path, name: str, writer: str = "") -> Path:
         src.unlink(missing_ok=True)
         return earlier
     staged = src
-    if st.st_dev != os.stat(folder).st_dev:
-        staged = folder / temp_name(writer)
-        copy_entry(src, staged, st)
     try:
+        if st.st_dev != os.stat(folder).st_dev:
+            staged = folder / temp_name(writer)
+            copy_entry(src, staged, st)  # a copy cut short (a full disk) is removed at once, below
         final = _link_free(staged, folder, name)
     except BaseException:
         if staged != src:
@@ -213,19 +215,20 @@ def free_names(folder: Path, name: str):
     return (folder / n for n in numbered(name))
 
 
-def numbered(name: str, first: int = 1, split_ext: bool = True):
+def numbered(name: str, first: int = 1, split_ext: bool = True, limit: int = NAME_MAX):
     """name, then name numbered from first: NAME.EXT, NAME-1.EXT, NAME-2.EXT, ... (up to 100 000 names).
 
     The one numbering rule of every free name here (results, done/ and failed/ files,
     pair names, report folders). split_ext=False numbers after the whole name (a pair's
     name or a time stamp, which have no extension). 'a.tar.gz' numbers before its last
-    suffix only ('a.tar-1.gz'), which is enough here.
+    suffix only ('a.tar-1.gz'), which is enough here. Every name fits in limit bytes:
+    where NAME-N.EXT would not, NAME is cut short, never the number or the extension.
     """
     stem, ext = os.path.splitext(name) if split_ext else (name, "")
     stem, ext = (stem, ext) if stem else (name, "")
-    yield name
+    yield name if name_bytes(name) <= limit else fitted(stem, ext, limit)
     for n in range(first, first + 100_000):
-        yield f"{stem}-{n}{ext}"
+        yield fitted(stem, f"-{n}{ext}", limit)
 
 
 def move(src: Path, dst: Path) -> None:
@@ -268,19 +271,40 @@ def write_json(path: Path, obj) -> None:
     write_atomic(path.parent, path.name, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode(), "replace")
 
 
+def json_text(obj, **kw) -> str:
+    """JSON readable as UTF-8, whatever names obj holds: a name that is not UTF-8 (surrogate escapes) is
+    written as \\udcNN escapes, which json.loads turns back into the same name."""
+    text = json.dumps(obj, ensure_ascii=False, **kw)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(obj, ensure_ascii=True, **kw)
+    return text
+
+
 def append_jsonl(path: Path, entry: dict) -> None:
     """Append one JSON line to path and flush it to disk (history.jsonl, index.jsonl)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(entry, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    data = (json_text(entry) + "\n").encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        start = os.fstat(fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except OSError:
+            os.ftruncate(fd, start)  # a line cut short (a full disk) would spoil the next one appended
+            raise
+    finally:
+        os.close(fd)
 
 
 def read_jsonl(path: Path) -> list[dict]:
     """Every whole line of a JSON-lines file; [] when there is none. A torn last line (a power cut) is skipped."""
     try:
-        lines = Path(path).read_text().splitlines()
+        lines = Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
     except FileNotFoundError:
         return []
     out = []

@@ -1,4 +1,6 @@
-"""Which names mean what: image extensions, inputs, partial files, training pairs, results, reason files.
+"""Which names mean what: image extensions, inputs, partial files, training pairs, results, reason files;
+how a name is shortened to fit the file-name limit, and how it is printed (namebytes.py, which needs no
+torch, so ops/ can print names too).
 
 One rule per question, each used by every part that asks it: the watcher,
 the service's inbox scan, `reverser convert`, the pairs intake and quarantine.
@@ -16,6 +18,8 @@ from PIL import Image
 
 from unet.data import IMAGE_EXTS
 
+from .namebytes import NAME_MAX, fitted, name_bytes, shown  # noqa: F401  (one import for every name rule)
+
 Image.init()
 # Suffix -> Pillow format, for inputs we read and outputs we write.
 EXT_FORMAT = {ext: Image.registered_extensions()[ext] for ext in sorted(IMAGE_EXTS)}
@@ -25,7 +29,6 @@ WRITE_INSTEAD = {".gif": ".png"}
 # Names writers use while a file is still arriving.
 PARTIAL_SUFFIXES = (".part", ".tmp", ".crdownload", ".partial", "~")
 REASON_SUFFIX = ".reason.txt"
-NAME_MAX = 255   # bytes in one file name, on every filesystem Linux mounts for this
 _BEFORE = re.compile(r"_before$", re.IGNORECASE)
 _HALF = re.compile(r"^(?P<name>.+)_(?P<half>before|after)$", re.IGNORECASE)
 
@@ -63,14 +66,15 @@ def pair_half(stem: str) -> tuple[str, str] | None:
 
 
 def output_name(input_name: str, fmt: str = "same") -> str:
-    """NAME_before.EXT -> NAME_after.EXT; NAME.EXT -> NAME_after.EXT; fmt other than same picks the EXT."""
+    """NAME_before.EXT -> NAME_after.EXT; NAME.EXT -> NAME_after.EXT; fmt other than same picks the EXT.
+    A name that would not fit the file-name limit has NAME cut short."""
     path = Path(input_name)
     stem = _BEFORE.sub("", path.stem)
     ext = path.suffix.lower() if fmt == "same" else FORMAT_EXT[fmt]
     ext = WRITE_INSTEAD.get(ext, ext) if ext in EXT_FORMAT else ".png"
     if fmt == "same" and path.suffix and path.suffix.lower() == ext:
         ext = path.suffix  # keep the user's spelling: .JPG stays .JPG
-    return f"{stem}_after{ext}"
+    return fitted(stem, f"_after{ext}")  # NAME.EXT at the limit: NAME_after.EXT would not fit whole
 
 
 def format_list() -> str:
@@ -81,6 +85,5 @@ def format_list() -> str:
 
 def reason_name(name: str) -> str:
     """NAME.reason.txt, the name cut short when the whole would not fit (the note names the file in full)."""
-    while len(os.fsencode(name + REASON_SUFFIX)) > NAME_MAX:
-        name = name[:-1]
-    return name + REASON_SUFFIX
+    return fitted(name, REASON_SUFFIX)
+

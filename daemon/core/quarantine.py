@@ -3,7 +3,8 @@
 One rule for conversion inputs and training pairs alike: the file moves into
 outbox/<queue>/failed/ without replacing anything there (NAME-1.EXT, ...), and
 NAME.EXT.reason.txt (cut short to fit the file-name limit) says what went
-wrong, when, and what to do.
+wrong, when, and what to do, in UTF-8 text: a name that is not UTF-8, or
+holds control characters, is printed as namebytes.shown() prints it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 
 from .fs import move_into, write_atomic
-from .names import format_list, reason_name
+from .names import format_list, reason_name, shown
 
 CONVERT_HINT = ("check that it is a complete {formats} image "
                 "(open it in a viewer; copy or export it again if it is cut short)")
@@ -29,7 +30,8 @@ def quarantine(path: Path, failed_dir: Path, name: str, problem: str, hint: str 
     """
     final = move_into(path, failed_dir, name, writer=writer)
     text = reason_text(final.name, queue, inbox, problem, hint, training)
-    write_atomic(failed_dir, reason_name(final.name), text.encode("utf-8"), on_exists="replace", writer=writer)
+    write_atomic(failed_dir, reason_name(final.name), shown(text, keep="\n").encode("utf-8"), on_exists="replace",
+                 writer=writer)
     return final
 
 

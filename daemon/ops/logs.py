@@ -2,6 +2,12 @@
 
 Fields bound with logger.bind(queue=..., file=...) travel as extra keys, so
 JSON lines can be filtered by queue or file without parsing the message.
+
+File names are bytes on Linux and may hold anything but '/' and NUL: every
+record's message and fields pass through namebytes.shown() (print_names_safely),
+so no sink meets bytes that are not UTF-8 and no terminal obeys an escape
+sequence out of a name; the log file writes what still cannot be encoded (a
+traceback's text) as backslash escapes instead of dropping the line.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from typing import TextIO
 from loguru import logger
 
 from ..core.config import LoggingConfig
+from ..core.namebytes import shown
 from .journal import journal_sink, under_journald
 
 HUMAN = "<green>{time:YYYY-MM-DD HH:mm:ss.SSS}</green> <level>{level: <7}</level> {message}"
@@ -21,20 +28,43 @@ HUMAN = "<green>{time:YYYY-MM-DD HH:mm:ss.SSS}</green> <level>{level: <7}</level
 def json_line(record) -> str:
     """One compact JSON object: time, level, message, and any bound fields."""
     entry = {"time": record["time"].isoformat(timespec="milliseconds"), "level": record["level"].name,
-             "message": record["message"], **{k: _plain(v) for k, v in record["extra"].items()}}
+             "message": record["message"],
+             **{k: _plain(v) for k, v in record["extra"].items() if not k.startswith("_")}}
     if record["exception"] is not None:
         exc = record["exception"]
-        entry["exception"] = f"{exc.type.__name__}: {exc.value}" if exc.type else None
+        entry["exception"] = shown(f"{exc.type.__name__}: {exc.value}") if exc.type else None
     return json.dumps(entry, ensure_ascii=False)
 
 
 def _plain(v):
-    return v if isinstance(v, (str, int, float, bool, type(None))) else str(v)
+    return v if isinstance(v, (str, int, float, bool, type(None))) else shown(v)
+
+
+def _printable(record) -> None:
+    """loguru patcher: the message (its line breaks and tabs kept) and the bound fields, printable."""
+    record["message"] = shown(record["message"], keep="\n\t")
+    extra = record["extra"]
+    for k, v in extra.items():
+        if isinstance(v, str):
+            extra[k] = shown(v)
+
+
+def print_names_safely() -> None:
+    """Make every log record printable (see the module docstring); setup_logging does it too."""
+    logger.configure(patcher=_printable)
+
+
+def _json_file_line(record) -> str:
+    # A format function's result is parsed by loguru for {fields} and <color> tags: hand it the line as a
+    # field, so a message holding "<queue>" or "{" is written as it is.
+    record["extra"]["_json_line"] = json_line(record)
+    return "{extra[_json_line]}\n"
 
 
 def setup_logging(cfg: LoggingConfig, json_lines: bool | None = None, stream: TextIO | None = None) -> None:
     """Replace loguru's sinks with ours: stream (stderr by default), and cfg.file when set."""
     stream = stream or sys.stderr
+    print_names_safely()
     as_json = cfg.json if json_lines is None else (json_lines or cfg.json)
     logger.remove()
     if under_journald(stream):
@@ -53,10 +83,10 @@ def setup_logging(cfg: LoggingConfig, json_lines: bool | None = None, stream: Te
                    backtrace=False, diagnose=False)
     if cfg.file is not None:
         cfg.file.parent.mkdir(parents=True, exist_ok=True)
-        fmt = (lambda r: json_line(r).replace("{", "{{").replace("}", "}}") + "\n") if as_json else HUMAN
+        fmt = _json_file_line if as_json else HUMAN
         # enqueue: the file sink writes from its own thread, so a slow disk never holds up a worker.
         logger.add(cfg.file, level=cfg.level, format=fmt, rotation=cfg.rotation, retention=cfg.retention,
-                   enqueue=True, backtrace=False, diagnose=False, colorize=False)
+                   enqueue=True, backtrace=False, diagnose=False, colorize=False, errors="backslashreplace")
 
 
 def _isatty(stream) -> bool:

@@ -76,3 +76,11 @@ def test_swap_reads_pairs_the_other_way_round(tmp_path):
     assert p.before.name == "a_after.png" and p.after.name == "a_before.png"
     before, after = load_pair(p)
     assert before.mode == "RGB" and after.mode == "L"
+
+
+def test_a_pair_name_that_is_not_utf8_is_split_by_its_bytes():
+    import os
+
+    odd = os.fsdecode(b"photo\xe9")                    # how a Linux name that is not UTF-8 arrives
+    assert is_val(odd, 50) in (True, False)
+    assert is_val("café", 15) == is_val(os.fsdecode("café".encode()), 15)   # UTF-8 names: the split is unchanged

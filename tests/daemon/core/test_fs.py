@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import threading
 import time
+from pathlib import Path
+
+import pytest
 
 from daemon.core.fs import append_jsonl, file_lock, move, numbered, read_jsonl, temp_name, temp_writer
 from tests.support.filesystems import other_filesystem
@@ -61,3 +66,37 @@ def test_json_lines_skip_a_torn_last_line(tmp_path):
     with open(path, "a") as f:
         f.write('{"c": ')   # a power cut mid-write
     assert read_jsonl(path) == [{"a": 1}, {"b": "é"}] and read_jsonl(tmp_path / "none.jsonl") == []
+
+
+def test_numbered_names_fit_the_file_name_limit_keeping_number_and_extension():
+    name = "a" * 251 + ".jpg"
+    first, second = [n for _, n in zip(range(2), numbered(name))]
+    assert first == name and second == "a" * 249 + "-1.jpg" and len(second) == 255
+    assert len(next(iter(numbered("b" * 300, split_ext=False)))) == 255
+
+
+def test_json_lines_keep_a_name_that_is_not_utf8(tmp_path):
+    path = tmp_path / "index.jsonl"
+    name = os.fsdecode(b"photo\xe9.jpg")
+    append_jsonl(path, {"files": [name], "note": "café"})
+    path.read_text(encoding="utf-8")                  # still UTF-8 text
+    assert read_jsonl(path) == [{"files": [name], "note": "café"}]
+
+
+def test_a_move_across_filesystems_cut_short_leaves_no_temporary(tmp_path, monkeypatch):
+    import daemon.core.fs as fs
+
+    other = other_filesystem(tmp_path)
+    src = tmp_path / "x.jpg"
+    src.write_bytes(b"x" * 100_000)
+    folder = Path(tempfile.mkdtemp(dir=other))
+    try:
+        def full(src, dst, st):
+            dst.write_bytes(b"x" * 10)
+            raise OSError(28, "No space left on device")
+        monkeypatch.setattr(fs, "copy_entry", full)
+        with pytest.raises(OSError):
+            fs.move_into(src, folder, "x.jpg")
+        assert os.listdir(folder) == [] and src.exists()
+    finally:
+        shutil.rmtree(folder)

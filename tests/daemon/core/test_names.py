@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from daemon.core.names import (EXT_FORMAT, format_list, is_convertible, is_input, is_pair_file, is_partial,
-                               output_name, pair_half, reason_name)
+import os
+
+from daemon.core.names import (EXT_FORMAT, fitted, format_list, is_convertible, is_input, is_pair_file,
+                               is_partial, output_name, pair_half, reason_name, shown)
 from unet.data import IMAGE_EXTS
 
 
@@ -39,3 +41,19 @@ def test_pair_halves_and_result_names():
 def test_a_reason_name_fits_the_file_name_limit():
     long = "é" * 127 + ".jpg"
     assert len(reason_name(long).encode()) <= 255 and reason_name(long).endswith(".reason.txt")
+
+
+def test_a_long_name_is_cut_short_keeping_its_extension_and_suffix():
+    long = "é" * 125 + "_before.jpg"                          # 261 bytes
+    assert len(long.encode()) > 255
+    out = output_name(long)
+    assert len(out.encode()) <= 255 and out.endswith("_after.jpg") and out.startswith("é")
+    assert output_name("a" * 251 + ".png") == "a" * (255 - len("_after.png")) + "_after.png"
+    assert fitted(os.fsdecode(b"\xe9" * 300), ".tif") == os.fsdecode(b"\xe9" * 251) + ".tif"
+
+
+def test_names_are_shown_without_raw_bytes_or_control_characters():
+    assert shown(os.fsdecode(b"photo\xe9.jpg")) == "photo\\xe9.jpg"
+    assert shown("red\x1b[31m\x9b.png") == "red\\x1b[31m\\x9b.png"
+    assert shown("two\nlines") == "two\\x0alines" and shown("kept\n\there", keep="\n\t") == "kept\n\there"
+    assert shown("café ☕") == "café ☕"
