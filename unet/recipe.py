@@ -1,17 +1,19 @@
 """The shipped models' recipe: architecture, working size and decoding for each task, and why.
 
 colorize: luminance at 192 px on the long side (a 256x384 plate is seen at
-128x192), a five-level U-Net of widths 16-256 whose output is at half the
-working size: chroma is smooth, and the 100 class logits of the bins head
-cost a quarter there. The fifth level (8x12 at that size) costs almost no
-time and gives the network the whole picture. The head is a blend: two
-regression channels trained with the psnr loss (see objective.py: safe,
-sepia-leaning) and, on a side head that reads the same features without
-training them, a 10x10 grid of chroma classes trained with rebalanced
-cross-entropy (vivid, hues sometimes wrong). Their mix and two chroma gains
-(the tint's and the departures' from it) are calibrated after training on
-the run's own held-out pairs (see unet.train.calibrate); on the plates the
-calibration keeps the regression alone and raises its colors by gains.
+128x192) through an ImageNet-pretrained EfficientNet-Lite0 encoder, whose
+five stages (strides 2 to 32) feed a small U-Net decoder of widths 16-96;
+the output is at half the working size: chroma is smooth. Hue is knowledge
+of what things are, which a few hundred plates cannot teach and ImageNet
+can (docs/models.md has the runs). The head is a blend: two regression
+channels trained with the psnr loss (see objective.py: safe, sepia-leaning)
+and, from the same features and trained with them, a 10x10 grid of chroma
+classes trained with rebalanced cross-entropy (TrainConfig.ce_weight). The
+classes teach the shared features which hue a thing has even where the
+regression alone would settle on brown; their mix into the output and two
+chroma gains are calibrated after training on the run's own held-out pairs
+(see unet.calibration), to reach TrainConfig.vividness of the truth's
+colorfulness at the best PSNR.
 
 translate: RGB at 128 px on the long side, the same U-Net at full working
 size predicting a local affine color transform that is upsampled and applied
@@ -29,7 +31,8 @@ def recipe(task: str, gray_output: bool = False) -> tuple[TaskConfig, UNetConfig
     if task == "colorize":
         return (TaskConfig("colorize", work_long=192, head="blend", bins_per_axis=10, bins_extent=0.32,
                            temperature=0.5),
-                UNetConfig(widths=(16, 32, 64, 128, 256), middle_blocks=2, out_stride=2, side_channels=100))
+                UNetConfig(encoder="efficientnet-lite0", widths=(16, 32, 48, 64, 96), middle_blocks=0,
+                           out_stride=2))
     if task == "translate":
         return (TaskConfig("translate", work_long=128, out_channels=1 if gray_output else 3),
                 UNetConfig(widths=(16, 32, 64, 128), middle_blocks=2, out_stride=1))

@@ -91,3 +91,19 @@ def test_an_encoder_config_is_checked():
     with pytest.raises(ValueError, match="give 5"):
         UNetConfig(widths=(4, 8), encoder="efficientnet-lite0")
     assert UNetConfig.from_dict({"widths": [8, 16]}).encoder == "none"   # models from before the knob
+
+
+def test_the_recipe_colorizes_through_the_pretrained_encoder_with_classes_that_shape_the_decoder():
+    from unet.recipe import recipe
+
+    task_cfg, unet_cfg = recipe("colorize")
+    assert unet_cfg.encoder == "efficientnet-lite0" and task_cfg.head == "blend"
+    # A tiny decoder of the same shape: the class logits come from the main head, not a detached side head,
+    # so their cross-entropy alone reaches the decoder's weights.
+    model = new_model(task_cfg, UNetConfig(**{**unet_cfg.to_dict(), "widths": (4, 4, 4, 4, 8)}), pretrained=False)
+    net, task = model.net, model.task
+    assert net.side is None and net.head.out_channels == task.bins.count + 2
+    y = net(task.as_input(torch.rand(2, 1, 64, 96)))
+    y[:, :-2].logsumexp(1).mean().backward()   # the class logits alone (the last two channels: regression)
+    first_decoder_weight = next(p for p in net.decoder_parameters() if p.dim() == 4)
+    assert first_decoder_weight.grad is not None and first_decoder_weight.grad.abs().sum() > 0
