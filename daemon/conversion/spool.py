@@ -5,12 +5,17 @@
 
 A rename either happens or not, so of two services sharing an inbox exactly
 one wins each file; the loser sees the file gone. The ticket names the service
-instance that claimed the file, and every instance holds a lock while it runs:
-at start-up, files in work/ whose instance holds no lock (it crashed or was
-killed) are claimed again, by a rename to a ticket of the new instance (so of two
-instances starting at once, one takes each), and go back through the pipeline.
-Locks, not pids, decide, so a reused pid (after a reboot, or pid 1 in two
-containers) cannot hide a crashed instance's files.
+instance that claimed the file, and every instance holds a lock while it runs,
+beside its claims (work/.owners/): at start-up, files in work/ whose instance
+holds no lock there (it crashed or was killed) are claimed again, by a rename to
+a ticket of the new instance (so of two instances starting at once, one takes
+each), and go back through the pipeline. Locks, not pids, decide, so a reused
+pid (after a reboot, or pid 1 in two containers) cannot hide a crashed
+instance's files. When the inbox is on another filesystem than <state> (a
+shared inbox, several hosts with state folders of their own), claims wait in
+inbox/<q>/.reverser-work/ and the locks that guard them in its .owners/, which
+every host sharing the inbox sees; a lock in a host's own state folder would
+tell the others nothing.
 
 A result and its input cannot move in one step, so a crash between the result's
 rename into the outbox and the input's move out of work/ would convert the input
@@ -70,72 +75,101 @@ class Claimed:
 
 
 class Owner:
-    """This process's identity in tickets, and the lock that tells other instances it is alive."""
+    """This process's identity in tickets, and the locks that tell other instances it is alive.
+
+    A lock lives beside the claims it guards: in <state>/work/.owners/ for claims in
+    <state>/work/, and in inbox/<q>/.reverser-work/.owners/ for claims in that
+    fallback folder, which every instance sharing the inbox (on other hosts, with
+    state folders of their own) sees. join() adds such a folder.
+    """
 
     def __init__(self, work_root: Path):
         self.id = f"{os.getpid()}x{secrets.token_hex(3)}"
-        self.dir = work_root / ".owners"
-        self.dir.mkdir(parents=True, exist_ok=True)
-        # Locked under a hidden name, then renamed into place: a lock file seen under
-        # its real name is always held by a live instance, or by none (it was killed).
-        hidden = self.dir / f".{self.id}.lock"
-        self._fd = os.open(hidden, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
-        fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        os.rename(hidden, self.dir / f"{self.id}.lock")
         self._seq = itertools.count()
         self._lock = threading.Lock()
-        self._sweep()
+        self._fds: dict[Path, int] = {}   # owners folder -> our locked lock file in it
+        self.dir = self.join(work_root)
+
+    def join(self, work: Path) -> Path:
+        """Hold a lock in work/.owners/ too (once), for claims made into work; return that folder."""
+        folder = work / ".owners"
+        with self._lock:
+            if folder in self._fds:
+                return folder
+            folder.mkdir(parents=True, exist_ok=True)
+            # Locked under a hidden name, then renamed into place: a lock file seen under
+            # its real name is always held by a live instance, or by none (it was killed).
+            hidden = folder / f".{self.id}.lock"
+            fd = os.open(hidden, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                os.rename(hidden, folder / f"{self.id}.lock")
+            except OSError:
+                os.close(fd)
+                hidden.unlink(missing_ok=True)
+                raise
+            self._fds[folder] = fd
+        _sweep(folder, self.id)
+        return folder
 
     def ticket(self) -> str:
         with self._lock:
             return f"{self.id}-{next(self._seq)}"
 
-    def is_alive(self, owner_id: str) -> bool:
-        """Whether the instance that wrote a ticket still runs (holds its lock)."""
+    def is_alive(self, owner_id: str, where: Path | None = None) -> bool:
+        """Whether the instance that wrote a ticket still runs: it holds its lock in where/.owners/ (the
+        folder of the claim), or, without where, in any owners folder this instance knows."""
         if owner_id == self.id:
             return True
-        path = self.dir / f"{owner_id}.lock"
-        try:
-            fd = os.open(path, os.O_RDWR)
-        except FileNotFoundError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)  # also releases the lock we may just have taken
-        path.unlink(missing_ok=True)  # a dead instance's lock file: tidy it away
-        return False
-
-    def _sweep(self, grace: float = 60.0) -> None:
-        """Remove the lock files that killed instances left behind (is_alive() removes a dead one's)."""
-        now = time.time()
-        for e in os.scandir(self.dir):
-            if not e.name.endswith(".lock"):
-                continue
-            if not e.name.startswith("."):
-                self.is_alive(e.name[:-len(".lock")])
-                continue
-            try:  # killed between creating its lock and naming it: only old ones, never a starting one
-                if now - e.stat().st_mtime < grace:
-                    continue
-                fd = os.open(e.path, os.O_RDWR)
-            except OSError:
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                os.unlink(e.path)
-            except OSError:
-                pass
-            finally:
-                os.close(fd)
+        folders = [where / ".owners"] if where is not None else list(self._fds)
+        return any(_held(folder / f"{owner_id}.lock") for folder in folders)
 
     def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            (self.dir / f"{self.id}.lock").unlink(missing_ok=True)
-            self._fd = -1
+        with self._lock:
+            fds, self._fds = self._fds, {}
+        for folder, fd in fds.items():
+            os.close(fd)
+            (folder / f"{self.id}.lock").unlink(missing_ok=True)
+
+
+def _held(path: Path) -> bool:
+    """Whether a lock file is locked by a live process; a dead instance's lock file is tidied away."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # also releases the lock we may just have taken
+    path.unlink(missing_ok=True)
+    return False
+
+
+def _sweep(folder: Path, me: str, grace: float = 60.0) -> None:
+    """Remove the lock files that killed instances left in an owners folder."""
+    now = time.time()
+    for e in os.scandir(folder):
+        if not e.name.endswith(".lock") or e.name in (f"{me}.lock", f".{me}.lock"):
+            continue
+        if not e.name.startswith("."):
+            _held(Path(e.path))
+            continue
+        try:  # killed between creating its lock and naming it: only old ones, never a starting one
+            if now - e.stat().st_mtime < grace:
+                continue
+            fd = os.open(e.path, os.O_RDWR)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.unlink(e.path)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
 
 
 class Spool:
@@ -159,6 +193,7 @@ class Spool:
         else:
             self.work = self.work_dirs[1]
             self.work.mkdir(exist_ok=True)
+            owner.join(self.work)  # every instance claiming here sees our lock beside our claims
             logger.info("queue {}: the inbox is on another filesystem than the state folder; "
                         "claimed files wait in {}", queue, self.work)
 
@@ -308,8 +343,9 @@ class Spool:
                 owner_id = ticket.rpartition("-")[0] if sep else ""
                 if sep and owner_id == self.owner.id and not include_own:
                     continue
-                if sep and owner_id != self.owner.id and self.owner.is_alive(owner_id):
-                    continue  # another running service's work in progress
+                root = folder.parent if folder == self.work_dirs[0] else folder   # where its owners/ folder is
+                if sep and owner_id != self.owner.id and self.owner.is_alive(owner_id, root):
+                    continue  # another running service's work in progress (its lock is beside it)
                 path = Path(e.path)
                 if is_dir:  # a long name's claim: work/<q>/<ticket>@/NAME
                     inside = [p for p in path.iterdir()]

@@ -267,3 +267,30 @@ def test_sweep_removes_a_dead_instances_temporary_files_at_once(tmp_path):
         assert mine.exists() and receipt.exists() and not theirs.exists()
     finally:
         alive.close()
+
+
+def test_two_services_with_their_own_state_never_take_each_others_claims_from_a_shared_inbox(tmp_path):
+    # Several hosts, one shared inbox, local state: the inbox on another filesystem than both states,
+    # so both claim into inbox/<q>/.reverser-work/. Each must judge the other's claims there as alive.
+    share = other_filesystem(tmp_path) / f"reverser-test-{os.getpid()}-{time.monotonic_ns()}"
+    try:
+        cfgs = [parse_config({"paths": {"inbox": str(share / "inbox"), "outbox": str(share / "outbox"),
+                                        "state": str(tmp_path / host / "var")},
+                              "queues": {"colorize": {"task": "colorize", "model": "m"}}}, base=tmp_path)
+                for host in ("a", "b")]
+        a = Owner(cfgs[0].state_dir("work"))
+        spool_a = Spool(cfgs[0], "colorize", a)
+        taken = [spool_a.claim(drop(cfgs[0], f"f{i}_before.jpg")) for i in range(3)]
+        assert all(c.path.parent == share / "inbox" / "colorize" / ".reverser-work" for c in taken)
+        b = Owner(cfgs[1].state_dir("work"))
+        try:
+            spool_b = Spool(cfgs[1], "colorize", b)
+            assert spool_b.recover() == [], "B took A's files in flight for a crashed instance's"
+            assert all(c.path.exists() for c in taken)
+            assert b.is_alive(a.id)   # and A's temporary files in the shared outbox are A's, not a dead one's
+            a.close()                 # A is gone (a clean stop; a kill -9 drops its lock the same way)
+            assert sorted(c.name for c in spool_b.recover()) == [f"f{i}_before.jpg" for i in range(3)]
+        finally:
+            b.close()
+    finally:
+        subprocess.run(["rm", "-rf", str(share)])
