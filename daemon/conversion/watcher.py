@@ -217,7 +217,8 @@ class Watcher:
             self._pending.pop(path, None)
             return
         if path in self._inflight:
-            self._again.add(path)
+            if kind not in ("opened", "closed-nowrite"):  # the handler reading it is no change to look at
+                self._again.add(path)
             return
         if self.close_events and kind in ("closed", "renamed"):
             self._pending.pop(path, None)

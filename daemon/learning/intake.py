@@ -15,6 +15,17 @@ The watcher decides when a file is complete and calls handle(); it offers a
 file left in place again at each reconcile scan, and handle() runs the
 timeouts then (sweep() runs them alone). Arrival times are kept in memory: after a restart a waiting half
 gets a fresh timeout, never a premature quarantine.
+
+A file that cannot be filed for a reason not its own (the state disk full or
+read-only, say) stays in the training inbox and is tried again after a pause
+that doubles, from RETRY_FIRST_S to RETRY_MAX_S; until then an offer of it is
+answered without reading it. The failure is logged once, and the same one
+again only counted (the line that says it was filed at last gives the count).
+
+Filing costs the same at any number of pairs: the names taken and the hashes
+filed are read once (a listing of pairs/, index.jsonl) and kept up to date in
+memory, and counts.json is counted up, not counted again. A pair's files, and
+their hidden staging names, fit in the file-name limit: a long NAME is cut short.
 """
 
 from __future__ import annotations
@@ -23,6 +34,7 @@ import json
 import os
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from loguru import logger
@@ -32,10 +44,13 @@ from unet.images import ImageError, open_image
 
 from ..core.config import Config
 from ..core.fs import append_jsonl, file_lock, move, now_iso, numbered, read_jsonl, sha256_file, write_json
-from ..core.names import is_pair_file, pair_half
+from ..core.names import EXT_FORMAT, NAME_MAX, fitted, is_pair_file, name_bytes, pair_half
 from ..core.quarantine import quarantine
 
 INDEX, COUNTS, LOCK = "index.jsonl", "counts.json", ".lock"
+RETRY_FIRST_S, RETRY_MAX_S = 10.0, 600.0   # pauses before a file that could not be filed is tried again
+# The longest pair name whose files, NAME_before.EXT with any image extension, fit in a file name.
+PAIR_NAME_MAX = NAME_MAX - name_bytes("_before") - max(name_bytes(ext) for ext in EXT_FORMAT)
 
 
 def read_counts(pairs_dir: Path) -> dict:
@@ -48,7 +63,9 @@ def read_counts(pairs_dir: Path) -> dict:
             "last_training": counts.get("last_training"), "updated": counts.get("updated")}
 
 
-def _update_counts(pairs_dir: Path, lone_color: bool, added: int = 0, trained: int | None = None) -> dict:
+def _update_counts(pairs_dir: Path, lone_color: bool, added: int = 0, trained: int | None = None,
+                   recount: bool = True) -> dict:
+    """Count added pairs in; recount: count the pairs in the folder (a listing) instead of adding."""
     # The service's intake and a foreground `reverser train` may both update counts.json.
     with file_lock(pairs_dir / LOCK):
         counts = read_counts(pairs_dir)
@@ -57,7 +74,10 @@ def _update_counts(pairs_dir: Path, lone_color: bool, added: int = 0, trained: i
             # Pairs that arrived while the run trained are still new for the next one.
             counts["new"] = max(0, counts["new"] - trained)
             counts["last_training"] = now_iso()
-        counts["pairs"] = len(find_pairs([pairs_dir], allow_lone_color=lone_color)) if pairs_dir.is_dir() else 0
+        if recount:
+            counts["pairs"] = len(find_pairs([pairs_dir], allow_lone_color=lone_color)) if pairs_dir.is_dir() else 0
+        else:
+            counts["pairs"] += added
         counts["updated"] = now_iso()
         write_json(pairs_dir / COUNTS, counts)
         return counts
@@ -70,6 +90,23 @@ def mark_trained(pairs_dir: Path, lone_color: bool, used_new: int) -> dict:
 
 class Refused(Exception):
     """A pair that cannot be filed; the message goes into the reason file."""
+
+
+class _NotNow(Exception):
+    """Filing paths failed for a reason not theirs (raised from that reason)."""
+
+    def __init__(self, paths: list[Path]):
+        super().__init__(paths)
+        self.paths = paths
+
+
+@dataclass
+class _Failing:
+    """A file that could not be filed, not for its own fault: tried again at next_at."""
+
+    why: str
+    tries: int
+    next_at: float
 
 
 class PairIntake:
@@ -89,6 +126,10 @@ class PairIntake:
         self.log = log or logger.bind(queue=queue)
         self._waiting: dict[str, dict[str, tuple[Path, float]]] = {}  # NAME -> half -> (path, since)
         self._hashes: dict[str, str] | None = None                    # sha256 -> pair name, loaded lazily
+        self._taken: set[str] | None = None                           # pair names in dest (lower case), lazily
+        self._failing: dict[Path, _Failing] = {}                      # path -> its failure, while it lasts
+        self._counted = False       # counts.json's pair count was counted by this intake (then it counts up)
+        self._uncounted = 0         # pairs filed whose counts.json update failed (a full disk): added next time
         self._lock = threading.Lock()
 
     def scan(self) -> None:
@@ -104,9 +145,53 @@ class PairIntake:
         The watcher offers a file it left in place again at each reconcile scan,
         so a waiting half comes back here, and its timeout is checked then.
         """
-        outcome = self._handle(Path(getattr(arrival, "path", arrival)))
+        path = Path(getattr(arrival, "path", arrival))
+        failing = self._failing.get(path)
+        if failing is not None and self.clock() < failing.next_at:
+            return "waiting"  # not read: to the watcher, a read is an event, and an event another offer
+        try:
+            outcome = self._handle(path)
+        except _NotNow as e:
+            outcome = self._failed(e.paths, e.__cause__)
+        except Exception as e:  # the failed folder cannot take a refused file, or a bug: not the file's fault
+            outcome = self._failed([path], e)
+        else:
+            self._recovered(path, outcome)
         self.sweep()
         return outcome
+
+    def _failed(self, paths: list[Path], error: BaseException) -> str:
+        """Leave paths (a file, or a pair's halves) in the inbox and try again after a pause; log a new failure
+        once."""
+        why = f"{error.strerror or error}" if isinstance(error, OSError) else f"{type(error).__name__}: {error}"
+        with self._lock:
+            old = self._failing.get(paths[0])
+            tries = 1 if old is None or old.why != why else old.tries + 1
+            pause = min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** (tries - 1))
+            record = _Failing(why, tries, self.clock() + pause)
+            for p in paths:
+                self._failing[p] = record
+        if tries == 1:
+            log = self.log if isinstance(error, OSError) else self.log.opt(exception=error)
+            log.warning("training file {} cannot be filed now: {}. It stays in {} and is tried again in {:g} s, "
+                        "then after longer pauses (the same failure again is counted, not logged)",
+                        " and ".join(p.name for p in paths), why, self.inbox, pause)
+        else:
+            self.log.debug("training file {}: {} again (try {}); next try in {:g} s", paths[0].name, why, tries,
+                           pause)
+        return "waiting"
+
+    def _recovered(self, path: Path, outcome: str) -> None:
+        """path was handled: forget its failure; say after how many tries it went through."""
+        if outcome == "waiting" or path not in self._failing:
+            return
+        with self._lock:
+            record = self._failing.pop(path, None)
+            for p in [p for p, r in self._failing.items() if r is record]:
+                del self._failing[p]
+        if record is not None:
+            self.log.info("training file {} {} after {} failed tr{} ({})", path.name, outcome, record.tries,
+                          "y" if record.tries == 1 else "ies", record.why)
 
     def _handle(self, path: Path) -> str:
         with self._lock:
@@ -148,6 +233,8 @@ class PairIntake:
         """Quarantine halves that waited longer than the timeout; return them."""
         now, gone = self.clock(), []
         with self._lock:
+            for path in [p for p in self._failing if not os.path.lexists(p)]:
+                del self._failing[path]  # taken away by its owner while it waited for a retry
             for name, halves in list(self._waiting.items()):
                 for half, (path, since) in list(halves.items()):
                     if not path.exists():
@@ -178,6 +265,8 @@ class PairIntake:
         except Refused as e:
             self._quarantine(halves, str(e))
             return "refused"
+        except Exception as e:
+            raise _NotNow(halves) from e
         return "filed"
 
     def _check(self, name: str, before: Path | None, after: Path) -> str:
@@ -216,45 +305,74 @@ class PairIntake:
 
     def _known_hashes(self) -> dict[str, str]:
         if self._hashes is None:
-            self._hashes = {}
+            hashes = {}   # kept only once read whole: a read that fails is tried again, never taken as empty
             for entry in read_jsonl(self.dest / INDEX):
                 for h in entry.get("sha256", {}).values():
-                    self._hashes[h] = entry.get("name", "?")
+                    hashes[h] = entry.get("name", "?")
+            self._hashes = hashes
         return self._hashes
 
-    def _free_name(self, name: str) -> str:
-        """NAME, or NAME-2, NAME-3 ... when the pairs folder already has a pair called NAME."""
-        taken = {(half[0] if (half := pair_half(p.stem)) else p.stem).lower()
-                 for p in self.dest.iterdir()} if self.dest.is_dir() else set()
-        return next(c for c in numbered(name, first=2, split_ext=False) if c.lower() not in taken)
+    def _taken_names(self) -> set[str]:
+        """The pair names in the pairs folder, lower case: listed once, then kept up to date."""
+        if self._taken is None:
+            self._taken = {(half[0] if (half := pair_half(p.stem)) else p.stem).lower()
+                           for p in self.dest.iterdir()} if self.dest.is_dir() else set()
+        return self._taken
+
+    def _free_name(self, name: str, exts: list[str]) -> str:
+        """NAME, or NAME-2, NAME-3 ... when the pairs folder already has a pair called NAME; cut short to fit."""
+        taken = self._taken_names()
+        for c in numbered(name, first=2, split_ext=False, limit=PAIR_NAME_MAX):
+            # A file put there by hand since the listing is seen too (two lookups, at any number of pairs).
+            if c.lower() not in taken and not any(os.path.lexists(self.dest / f"{c}{e}") for e in exts):
+                return c
+        raise Refused(f"no free name for pair {name!r} in {self.dest}")
 
     def _move_in(self, name: str, before: Path | None, after: Path, hashes: dict, note: str) -> None:
         self.dest.mkdir(parents=True, exist_ok=True)
-        final = self._free_name(name)
-        targets = [(after, f"{final}_after{after.suffix.lower()}")]
-        if before is not None:
-            targets.insert(0, (before, f"{final}_before{before.suffix.lower()}"))
-        # Both halves go to hidden names first (training skips dot-files), then appear together.
+        halves = [("before", before), ("after", after)] if before is not None else [("after", after)]
+        final = self._free_name(name, [f"_{h}{p.suffix.lower()}" for h, p in halves])
+        targets = [(src, f"{final}_{h}{src.suffix.lower()}") for h, src in halves]
+        # Both halves go to hidden names first (training skips dot-files), the index line is written, and
+        # then they appear together. A failure before that (a full disk) sends them back to the inbox.
         staged = []
-        for src, target in targets:
-            tmp = self.dest / f".incoming-{target}"
-            move(src, tmp)
-            staged.append((tmp, self.dest / target))
-        for tmp, dst in staged:
+        try:
+            for i, (src, target) in enumerate(targets):
+                tmp = self.dest / fitted(f".incoming-{i}-{target}")
+                move(src, tmp)
+                staged.append((src, tmp, self.dest / target))
+            entry = {"name": final, "time": now_iso(), "files": [dst.name for _, _, dst in staged],
+                     "sha256": {dst.name: hashes[src.name] for src, _, dst in staged},
+                     "lone_color": before is None, "note": note}
+            append_jsonl(self.dest / INDEX, entry)
+        except BaseException:
+            for src, tmp, _ in reversed(staged):
+                move(tmp, src)
+            raise
+        for _, tmp, dst in staged:
             os.replace(tmp, dst)
-        entry = {"name": final, "time": now_iso(), "files": [dst.name for _, dst in staged],
-                 "sha256": {dst.name: hashes[src.name] for (src, _), (_, dst) in zip(targets, staged)},
-                 "lone_color": before is None, "note": note}
-        append_jsonl(self.dest / INDEX, entry)
+        self._taken_names().add(final.lower())
         for h in entry["sha256"].values():
             self._known_hashes()[h] = final
-        counts = _update_counts(self.dest, self.lone_color, added=1)
+        counts = self._count_in()
         kind = "color photo (gray derived)" if before is None else "pair"
         renamed = f" as {final!r} (the name was taken)" if final != name else ""
         self.log.info("training {} {} filed{}: {} pairs, {} new since the last training",
                       kind, name, renamed, counts["pairs"], counts["new"])
         if note:
             self.log.info("training pair {}: note: {}", final, note)
+
+    def _count_in(self) -> dict:
+        """counts.json with one more pair (and any whose update failed before); its old values if it fails."""
+        try:
+            counts = _update_counts(self.dest, self.lone_color, added=1 + self._uncounted, recount=not self._counted)
+        except OSError as e:
+            self._uncounted += 1
+            self.log.warning("cannot update {}: {}; the pair is filed, and counted at the next filing",
+                             self.dest / COUNTS, e.strerror or e)
+            return read_counts(self.dest)
+        self._counted, self._uncounted = True, 0
+        return counts
 
     def _quarantine(self, paths: list[Path], reason: str) -> None:
         """Move files into the queue's failed folder, each with its reason note (core.quarantine)."""

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -10,6 +11,7 @@ from daemon.core.config import load_config
 from daemon.learning.intake import PairIntake, mark_trained, read_counts
 from tests.support.config import write_config
 from tests.support.images import make_image
+from tests.support.service import captured_logs
 from unet.data import find_pairs
 
 
@@ -212,3 +214,61 @@ def test_behind_the_real_watcher_halves_pair_up_and_a_lone_half_times_out(tmp_pa
     assert (pairs_dir / "owl_before.png").exists() and (pairs_dir / "owl_after.png").exists()
     assert "lonely_after" in _reason(cfg, "lonely_before.png")
     assert sorted(p.name for p in inbox.iterdir()) == []
+
+
+def test_filing_lists_the_pairs_folder_once_whatever_the_number_of_pairs(setup, monkeypatch):
+    import daemon.learning.intake as intake_module
+
+    cfg, clock, intake = setup
+    inbox, pairs = cfg.train_inbox("colorize"), cfg.state_dir("pairs", "colorize")
+    listed, counted = [], []
+    real_iterdir, real_find = Path.iterdir, intake_module.find_pairs
+    monkeypatch.setattr(Path, "iterdir", lambda self: listed.append(self) or real_iterdir(self))
+    monkeypatch.setattr(intake_module, "find_pairs", lambda *a, **k: counted.append(a) or real_find(*a, **k))
+    for i in range(12):
+        make_image(inbox / f"photo{i}.png", (32, 24), seed=i)
+        assert intake.handle(inbox / f"photo{i}.png") == "filed"
+        if i == 0:
+            first = (listed.count(pairs), len(counted))   # the names taken, and the count, read once
+    assert (listed.count(pairs), len(counted)) == first and first[0] <= 2
+    assert read_counts(pairs)["pairs"] == 12 and read_counts(pairs)["new"] == 12
+    # A pair put there by hand since the listing is not replaced.
+    make_image(pairs / "boat_after.png", (32, 24), seed=50)
+    make_image(inbox / "boat.png", (32, 24), seed=51)
+    assert intake.handle(inbox / "boat.png") == "filed"
+    assert (pairs / "boat-2_after.png").exists()
+
+
+def test_a_file_that_cannot_be_filed_is_tried_again_after_longer_pauses_and_logged_once(setup):
+    cfg, clock, intake = setup
+    inbox, pairs = cfg.train_inbox("colorize"), cfg.state_dir("pairs", "colorize")
+    pairs.parent.mkdir(parents=True, exist_ok=True)
+    pairs.write_text("in the way")                     # the pairs folder cannot be made
+    make_image(inbox / "beach.png", seed=3)
+    with captured_logs() as lines:
+        assert intake.handle(inbox / "beach.png") == "waiting"
+        assert intake.handle(inbox / "beach.png") == "waiting"    # at once again: not tried
+        clock.t += 11
+        assert intake.handle(inbox / "beach.png") == "waiting"    # tried: fails again; next pause 20 s
+        clock.t += 11
+        assert intake.handle(inbox / "beach.png") == "waiting"    # within the pause: not tried
+    tries = [m for m in lines if "beach.png" in m]
+    assert len([m for m in tries if "cannot be filed now" in m]) == 1 and len(tries) == 2, tries
+    assert (inbox / "beach.png").exists() and not cfg.failed("colorize").exists()
+    pairs.unlink()
+    clock.t += 10
+    with captured_logs() as lines:
+        assert intake.handle(inbox / "beach.png") == "filed"
+    assert any("beach.png filed after 2 failed tries" in m for m in lines), lines
+
+
+def test_a_long_name_and_its_staging_name_fit(setup):
+    cfg, clock, intake = setup
+    inbox, pairs = cfg.train_inbox("colorize"), cfg.state_dir("pairs", "colorize")
+    for seed in (1, 2):
+        before, after = _pair(inbox, "p" * 243, seed=seed)   # NAME_before.png: 254 bytes
+        assert intake.handle(before) == "waiting" and intake.handle(after) == "filed"
+    names = sorted(p.name for p in pairs.glob("*.png"))
+    assert len(names) == 4 and all(len(n) <= 255 for n in names)
+    assert {n.rsplit("_", 1)[1] for n in names} == {"before.png", "after.png"}
+    assert sorted({n.rsplit("_", 1)[0][-2:] for n in names}) == ["-2", "pp"]
