@@ -81,6 +81,7 @@ class Service:
         self.health = Health()        # fed by the pipeline's before_batch/after_batch hooks
         self.watchdog = Watchdog(self.notifier, self._stall)
         self.waiting: dict[str, int] = {}
+        self._status_error = ""       # why status.json cannot be written, once said; "" while it can
         # metrics: always counted (cheap), served only when [metrics] enabled.
         self.metrics = Metrics(cfg.queues)
         self.metrics_server: MetricsServer | None = None
@@ -278,8 +279,17 @@ class Service:
         try:
             self.board.write(cfg.paths.state, waiting, dict(self.pipeline.inflight), cfg.status.interval_seconds,
                              pairs, writer=self.owner.id)
-        except OSError as e:
-            logger.warning("cannot write {}: {}", cfg.paths.state / STATUS_FILE, e)
+        except OSError as e:  # the state disk full or read-only: said once, not at every interval
+            why = e.strerror or str(e)
+            if why != self._status_error:
+                logger.warning("cannot write {}: {}; `reverser status` shows an old state until it can be "
+                               "written again (tried every {:g} s, said once)", cfg.paths.state / STATUS_FILE,
+                               why, cfg.status.interval_seconds)
+            self._status_error = why
+        else:
+            if self._status_error:
+                logger.info("{} is written again", cfg.paths.state / STATUS_FILE)
+            self._status_error = ""
 
     # -- reload and shutdown ------------------------------------------------------------------
 
@@ -317,6 +327,7 @@ class Service:
         self.watcher.stop()
         self.pairs_watcher.stop()
         left = self.pipeline.close(deadline)
+        self.feed.close()             # inputs waiting for done/ to take them stay in work/, for the next start
         self.unfinished = not self.pipeline.stopped
         return left
 

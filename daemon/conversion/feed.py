@@ -2,6 +2,7 @@
 
     watcher Arrival --take()--> Spool.claim (work/) --> Pipeline.submit
         ... JobOutcome --> done/ (or deleted) and the receipt forgotten; or failed/ with a reason
+        (where that folder takes nothing now, a full disk, the input waits in work/: leftovers.py)
 
 What is not a regular file (a link, a FIFO, a device) is quarantined without
 being read. Files left in work/ by a crash (or a reload) go through first,
@@ -24,6 +25,7 @@ from loguru import logger
 
 from ..core.config import Config
 from ..core.names import is_input, is_partial, output_name
+from .leftovers import Leftovers
 from .pipeline import Job, JobOutcome, Pipeline
 from .spool import Claimed, Lost, Spool
 from .watcher import Arrival
@@ -43,6 +45,11 @@ class InboxFeed:
     def __init__(self, cfg: Config, spools: dict[str, Spool], pipeline: Pipeline,
                  on_result: Callable[[str, bool, float], None]):
         self.cfg, self.spools, self.pipeline, self.on_result = cfg, spools, pipeline, on_result
+        self.leftovers = Leftovers()   # finished inputs that done/ or failed/ could not take yet
+
+    def close(self) -> None:
+        """Stop moving leftovers; those still in work/ are taken back by whoever runs next."""
+        self.leftovers.stop()
 
     def recover(self, include_own: bool) -> None:
         """Files left in work/ (a crash, or a reload) go through the pipeline first, from a helper thread."""
@@ -121,24 +128,28 @@ class InboxFeed:
             self._quarantine(spool, item, outcome.error, outcome.hint)
             return
         try:
-            spool.done(item)
-            spool.forget_receipt(item)
-        except OSError as e:
-            log.error("{}: {} was converted, but moving the input out of work/ failed ({}); "
-                      "it stays there, and the next start moves it to done/ without converting it again",
-                      q, item.name, e)
+            self._move_done(spool, item)
+        except OSError as e:  # done/'s disk full or read-only: it moves when there is room (Leftovers)
+            self.leftovers.add(item, partial(self._move_done, spool, item), str(spool.done_dir), e)
         self.on_result(q, True, outcome.ms / 1000)
         log.bind(output=outcome.output.name, bytes=outcome.size, ms=round(outcome.ms)).info(
             "{}: {} ({}) -> {} in {:.0f} ms", q, item.name, _size(outcome.size), outcome.output.name, outcome.ms)
 
+    @staticmethod
+    def _move_done(spool: Spool, item: Claimed) -> None:
+        spool.done(item)
+        spool.forget_receipt(item)
+
     def _quarantine(self, spool: Spool, item: Claimed, problem: str, hint: str = "") -> None:
-        log = logger.bind(queue=spool.queue, file=item.name)
         try:
-            dest = spool.quarantine(item, problem, hint)
-        except OSError as e:
-            log.error("{}: {} failed ({}), and moving it to {} failed too ({}); it stays in work/",
-                      spool.queue, item.name, problem, spool.failed_dir, e)
-            return
+            self._quarantine_now(spool, item, problem, hint)
+        except OSError as e:  # failed/'s disk full or read-only: it moves when there is room (Leftovers)
+            self.leftovers.add(item, partial(self._quarantine_now, spool, item, problem, hint),
+                               str(spool.failed_dir), e)
+
+    def _quarantine_now(self, spool: Spool, item: Claimed, problem: str, hint: str = "") -> None:
+        log = logger.bind(queue=spool.queue, file=item.name)
+        dest = spool.quarantine(item, problem, hint)
         self.on_result(spool.queue, False, 0.0)
         log.warning("{}: {} failed: {}; moved to {} with {}.reason.txt beside it", spool.queue, item.name,
                     problem, dest.parent, dest.name)
