@@ -2,6 +2,14 @@
 
 Which format an extension means is core.names.EXT_FORMAT; writing the encoded
 bytes where a reader never sees half of them is core.fs.write_atomic.
+
+The source's color profile goes into a result only when it describes the
+result's color space (a GRAY profile on a colorized result would be wrong; an
+untagged RGB result reads as sRGB) and is no larger than MAX_ICC_BYTES. Its
+EXIF goes without the tags that describe how the source's pixels were stored
+or colored (a TIFF's own tags, a profile among them), and only up to
+MAX_EXIF_BYTES. Nothing else rides along: a result built from the source
+keeps the source's Pillow info, which some writers would otherwise copy.
 """
 
 from __future__ import annotations
@@ -14,6 +22,14 @@ from PIL import Image
 from unet.images import Plain
 
 from ..core.names import EXT_FORMAT
+
+MAX_ICC_BYTES = 4 << 20     # real profiles are kilobytes, a large printer's a few megabytes; more is not one
+MAX_EXIF_BYTES = 64 << 10   # what a JPEG's EXIF segment holds
+# TIFF tags of the source's pixel layout and colorimetry (TIFF 6.0; 34675 its ICC profile, 34377 and 37724
+# Photoshop's own data): true of the source's pixels, not of a result's.
+SOURCE_PIXEL_TAGS = frozenset({254, 255, 256, 257, 258, 259, 262, 263, 266, 273, 277, 278, 279, 280, 281, 284,
+                               290, 291, 301, 317, 318, 319, 320, 321, 322, 323, 324, 325, 330, 332, 338, 339,
+                               340, 341, 347, 513, 514, 529, 530, 532, 34377, 34675, 37724})
 
 
 def takes_ycc(ext: str) -> bool:
@@ -39,13 +55,15 @@ def encode(image: Image.Image, ext: str, quality: int, source: Plain | None = No
         kwargs["compress_level"] = 3
     if fmt == "TIFF":
         kwargs["compression"] = "tiff_deflate"
+    # TIFF and PNG writers fall back to image.info's profile and EXIF: only what is passed below goes in.
+    image.info = {k: v for k, v in image.info.items() if k == "dpi"}
     if source is not None:
         icc = source.icc_profile
-        # An ICC profile describes one color space: a gray profile on an RGB result would be wrong.
-        if icc and len(icc) > 20 and _icc_fits(icc[16:20], image.mode):
+        if icc and _icc_fits(icc, image.mode):
             kwargs["icc_profile"] = icc
-        if source.exif and fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
-            kwargs["exif"] = source.exif
+        exif = _result_exif(source.exif) if source.exif and fmt in ("JPEG", "PNG", "WEBP", "TIFF") else None
+        if exif:
+            kwargs["exif"] = exif
     with _scratch() as f:
         image.save(f, format=fmt, **kwargs)
         f.seek(0)
@@ -65,7 +83,24 @@ def _scratch():
     return tempfile.TemporaryFile()
 
 
-def _icc_fits(space: bytes, mode: str) -> bool:
+def _icc_fits(icc: bytes, mode: str) -> bool:
+    """An ICC profile (a 128-byte header, 'acsp' at 36, the color space at 16) for this mode, not too large."""
+    if not 128 <= len(icc) <= MAX_ICC_BYTES or icc[36:40] != b"acsp":
+        return False
+    space = icc[16:20]
     return (space == b"RGB " and mode in ("RGB", "RGBA", "YCbCr")) or (space == b"GRAY" and mode in ("L", "LA"))
+
+
+def _result_exif(data: bytes) -> bytes | None:
+    """The source's EXIF without the tags of its pixels (SOURCE_PIXEL_TAGS); None if broken or too large."""
+    try:
+        exif = Image.Exif()
+        exif.load(data)
+        for tag in SOURCE_PIXEL_TAGS & set(exif):
+            del exif[tag]
+        out = exif.tobytes()
+    except Exception:  # a broken EXIF block must not cost the result
+        return None
+    return out if len(out) <= MAX_EXIF_BYTES and len(exif) else None
 
 

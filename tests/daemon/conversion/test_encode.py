@@ -59,3 +59,47 @@ def test_encoding_works_without_in_memory_files(monkeypatch):
     expected = encode(im, ".png", 92)
     monkeypatch.delattr(os, "memfd_create", raising=False)   # other systems: an anonymous temporary file
     assert encode(im, ".png", 92) == expected
+
+
+def _profile(space: bytes, size: int = 0) -> bytes:
+    """An ICC profile for a color space (b'RGB ' or b'GRAY'), padded to size bytes when given."""
+    icc = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+    icc[16:20] = space
+    icc += b"\0" * max(0, size - len(icc))
+    icc[0:4] = len(icc).to_bytes(4, "big")
+    return bytes(icc)
+
+
+def _gray_tiff(tmp_path, icc: bytes, size=(40, 30)):
+    from unet.images import open_image
+
+    path = tmp_path / "gray_before.tif"
+    Image.fromarray(np.arange(size[0] * size[1], dtype=np.uint8).reshape(size[1], size[0]), "L").save(
+        path, icc_profile=icc, description="plate 7")
+    return open_image(path)
+
+
+@pytest.mark.parametrize("ext", [".tif", ".jpg", ".png"])
+def test_a_gray_profile_never_tags_a_color_result_even_through_the_tiff_tags(tmp_path, ext):
+    src = _gray_tiff(tmp_path, _profile(b"GRAY"))
+    color = _ycc(src.image.size).convert("RGB")
+    color.info = dict(src.image.info)   # as a finished result has it: the source's info, its profile in it
+    exif = Image.Exif()
+    exif[0x010E], exif[34675] = "plate 7", _profile(b"GRAY")   # a profile among the tags, as TIFF tags come
+    src.exif = exif.tobytes()
+    out = Image.open(io.BytesIO(encode(color, ext, 92, src)))
+    icc = out.info.get("icc_profile")
+    assert icc is None or icc[16:20] == b"RGB "
+    assert 34675 not in out.getexif() and out.mode == "RGB"
+    assert out.getexif().get(0x010E) == "plate 7"   # the picture's own metadata still travels
+    # A gray result keeps its gray profile.
+    gray = Image.open(io.BytesIO(encode(src.image, ext, 92, src)))
+    assert gray.info.get("icc_profile", b"")[16:20] == b"GRAY"
+
+
+@pytest.mark.parametrize("ext", [".tif", ".jpg"])
+def test_a_huge_profile_is_not_copied_into_the_result(tmp_path, ext):
+    src = _gray_tiff(tmp_path, _profile(b"GRAY", 30_000_000), size=(16, 16))
+    data = encode(src.image, ext, 92, src)
+    assert len(data) < 100_000
+    assert Image.open(io.BytesIO(data)).size == (16, 16)
