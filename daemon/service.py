@@ -41,6 +41,7 @@ from .conversion.hotswap import ChampionWatch, model_key
 from .conversion.pipeline import Pipeline, PipelineSettings
 from .conversion.spool import Owner, Spool
 from .conversion.watcher import Watcher
+from .core import memory
 from .core.config import Config, ConfigError, load_config
 from .core.fs import sweep_temp
 from .core.names import is_input, is_pair_file
@@ -170,6 +171,9 @@ class Service:
             self.metrics.model_version(q, p.version)  # metrics:
             logger.info("queue {} ({}): model version {} from {}; batch size {} ({}); {} -> {}",
                         q, p.task.name, p.version, p.model.path, n, why, cfg.inbox(q), cfg.outbox(q))
+        budget, why = memory.budget(cfg.runtime.memory_budget_mb)
+        logger.info("memory budget for decoded images in flight: {} ({}; [runtime] memory_budget_mb), "
+                    "at most {} file(s) in flight", memory.gib(budget), why, cfg.runtime.queue_size)
         self.pipeline = Pipeline(predictors, batches, PipelineSettings.from_config(cfg, writer=self.owner.id),
                                  before_batch=self._batch_started,   # systemd: watchdog health; metrics
                                  after_batch=self.health.batch_finished)

@@ -7,6 +7,7 @@ import sys
 
 from loguru import logger
 
+from ..core import memory
 from ..core.config import load_config
 from ..ops.logs import setup_logging
 from ..preflight import require_valid
@@ -14,6 +15,7 @@ from ..service import Service
 
 
 def main(args) -> int:
+    memory.share_arenas()   # before the service's threads start: freed image memory is reused across them
     cfg = load_config(args.config)
     # The checks of `reverser check`: a bad config exits 78 before anything starts (a broken
     # champion is no reason to stop when an earlier model loads: load_serving falls back to it).

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from ..core import memory
 from ..core.config import Config
 
 
@@ -15,7 +16,8 @@ class PipelineSettings:
     max_delay_ms: float = 25.0          # wait for more items this long, from the first one queued
     decode_threads: int = 2
     encode_threads: int = 2
-    capacity: int = 64                  # jobs in flight at most (decoded images held in memory)
+    capacity: int = 64                  # jobs in flight at most
+    memory_budget: int = 0              # bytes of decoded images in flight at most (budget.py); 0: no limit
     max_pixels: int = 120_000_000       # refused before decoding
     max_file_bytes: int = 300_000_000   # refused unread
     retry_attempts: int = 4             # transient read/write errors are retried this often
@@ -27,9 +29,10 @@ class PipelineSettings:
     @classmethod
     def from_config(cls, cfg: Config, writer: str = "") -> "PipelineSettings":
         r, lim = cfg.runtime, cfg.limits
-        return cls(r.max_delay_ms, r.decode_threads, r.encode_threads, r.queue_size, lim.max_pixels,
-                   int(lim.max_file_mb * 1e6), lim.retry_attempts, lim.retry_backoff_seconds,
-                   cfg.output.jpeg_quality, cfg.output.on_exists, writer)
+        return cls(r.max_delay_ms, r.decode_threads, r.encode_threads, r.queue_size,
+                   memory.budget(r.memory_budget_mb)[0], lim.max_pixels, int(lim.max_file_mb * 1e6),
+                   lim.retry_attempts, lim.retry_backoff_seconds, cfg.output.jpeg_quality, cfg.output.on_exists,
+                   writer)
 
 
 @dataclass(frozen=True)
@@ -55,3 +58,4 @@ class Job:
     label: str = ""                             # the name to show a user (not the work/ name)
     size: int = 0
     receipt: str = ""                           # write the result through out_dir/receipt and keep it
+    memory: int = 0                             # bytes taken from the pipeline's memory budget, while held

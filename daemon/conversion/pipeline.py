@@ -15,8 +15,12 @@ meanwhile and the rest wait in the inbox.
 
 One bad image fails alone: decoding and encoding are per item, and a batch
 whose forward pass fails (an out-of-memory error above all) is split in halves
-and retried, down to single items. Jobs in flight are capped (reserve() blocks
-when the cap is reached), so a flood of files keeps memory flat. The pipeline
+and retried, down to single items. Jobs in flight are capped by count (reserve()
+blocks when the cap is reached) and by bytes: an image's cost is estimated
+from its header and taken from the memory budget before it is decoded
+(budget.py), so a flood of files, large or small, keeps memory within the
+budget. Once the pipeline has been idle for a moment, freed memory is given
+back to the system (core/memory.py). The pipeline
 knows nothing of devices beyond what the Predictor hides (autocast, pinned
 memory and non-blocking copies on CUDA), and nothing of inboxes: each job says
 where its result goes and whom to tell.
@@ -39,17 +43,21 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
 import torch
 from loguru import logger
+from PIL import Image
 
 from unet import ImageError, Predictor, open_image
 from unet.images import Plain
 from unet.tasks import Prepared
 
+from ..core import memory
 from ..core.fs import write_atomic
+from .budget import MemoryBudget, image_cost
 from .encode import encode, takes_ycc
 from .jobs import Job, JobOutcome, PipelineSettings
 from .workers import Named, Pool, is_oom, later
@@ -58,6 +66,7 @@ from .workers import Named, Pool, is_oom, later
 # Write errors that say the outbox cannot take results now, whatever the result.
 OUTBOX_FAULTS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 HOLD_MAX_SECONDS = 30.0   # the longest pause between tries of a held result
+TRIM_AFTER_SECONDS = 1.0  # idle this long after work: give freed memory back
 
 
 @dataclass
@@ -94,6 +103,8 @@ class Pipeline:
         self._closing = False
         self._abandoned = False                  # past close()'s deadline: nothing is written or reported
         self._reporting = 0                      # threads writing a result or reporting an outcome now
+        self.memory = MemoryBudget(settings.memory_budget, on_pressure=memory.trim)
+        self._drained = 0                        # times the pipeline went idle: a trim is for the latest
         self._batchq: queue.SimpleQueue = queue.SimpleQueue()
         self._decoders = Pool("decode", settings.decode_threads)
         self._encoders = Pool("encode", settings.encode_threads)
@@ -153,10 +164,11 @@ class Pipeline:
         return not any(t.is_alive() for t in (self._batcher, *self._decoders.threads, *self._encoders.threads))
 
     def stop_intake(self) -> None:
-        """Refuse new jobs from now on; reserve() waiters get False."""
+        """Refuse new jobs from now on; reserve() waiters get False, and so do decoders waiting for memory."""
         with self._cond:
             self._closing = True
             self._cond.notify_all()
+        self.memory.close()
 
     def close(self, deadline: float) -> int:
         """Stop: finish the batch in flight and write what is computed, by deadline; return jobs left unfinished.
@@ -198,14 +210,38 @@ class Pipeline:
         except OSError as e:
             return self._retry(job, attempt, e, lambda n: self._decoders.submit(self._decode, job, n))
         predictor = self._predictors[job.queue]
+        if not self._take_memory(job, data, predictor):
+            return  # closing: the file stays in work/
         try:
             source = open_image(Named(data, job.label or job.path.name), self.s.max_pixels)
+            del data
             prepared = predictor.prepare(source)
         except ImageError as e:
             return self._fail(job, str(e))
         except Exception as e:  # Pillow raises a zoo of errors on hostile files
             return self._fail(job, f"cannot decode image: {type(e).__name__}: {e}")
         self._batchq.put(_Item(job, source, prepared, predictor, time.monotonic()))
+
+
+    def _take_memory(self, job: Job, data: bytes, predictor: Predictor) -> bool:
+        """Wait for the image's estimated cost in the memory budget (from its header); False when closing.
+        A header that does not parse costs nothing here: decoding it fails at once."""
+        if not self.memory.limit:
+            return True
+        try:
+            with Image.open(Named(data, "")) as im:
+                size, cost = im.size, image_cost(predictor.task.name, im.width, im.height, im.mode)
+        except Exception:
+            size, cost = None, len(data)
+        if cost > self.memory.limit:
+            logger.info("{}: {} needs about {} of memory, more than the budget of {} ([runtime] "
+                        "memory_budget_mb); it waits for the files in flight and runs alone",
+                        job.label or job.path.name, "%dx%d" % size if size else "it", memory.gib(cost),
+                        memory.gib(self.memory.limit))
+        if not self.memory.take(cost):
+            return False
+        job.memory = cost
+        return True
 
     def _retry(self, job: Job, attempt: int, error: OSError, resubmit: Callable[[int], None]) -> None:
         """A transient error (vanished, permission): try again after a growing pause, then give up."""
@@ -306,6 +342,7 @@ class Pipeline:
             image = item.predictor.finish(item.prepared, y, ycc=takes_ycc(ext))
             data = encode(image, ext, self.s.jpeg_quality, item.source)
         except Exception as e:
+            item.source = item.prepared = None
             return self._fail(job, f"cannot encode the result: {type(e).__name__}: {e}")
         if not self._enter():
             return  # abandoned: its input stays in work/ for whoever runs next
@@ -318,6 +355,10 @@ class Pipeline:
                     return self._hold(job, attempt, e, lambda n: self._encoders.submit(self._encode, item, y, n))
                 return self._retry(job, attempt, e, lambda n: self._encoders.submit(self._encode, item, y, n))
             self._unblocked(job.out_dir)
+            # Let go of the images before the budget gets their bytes back, or the next file's decode
+            # would overlap them.
+            del image, data
+            item.source = item.prepared = None
             self._finish(job, JobOutcome(True, out, size=job.size, ms=1000 * (time.monotonic() - job.complete_at)),
                          entered=True)
         finally:
@@ -380,6 +421,24 @@ class Pipeline:
         finally:
             if mine:
                 self._leave()
+            self.memory.give(job.memory)
+            job.memory = 0
             with self._cond:
                 self.inflight[job.queue] -= 1
+                idle = not any(self.inflight.values()) and not self._reserved
+                if idle:
+                    self._drained += 1
+                    drained = self._drained
                 self._cond.notify_all()
+            if idle:
+                later(TRIM_AFTER_SECONDS, partial(self._trim_if_idle, drained))
+
+    def _trim_if_idle(self, drained: int) -> None:
+        """Still idle since the drain that asked for this: give freed memory back to the system."""
+        with self._cond:
+            if self._drained != drained or any(self.inflight.values()) or self._reserved:
+                return
+        before = memory.rss()
+        if memory.trim():
+            logger.debug("idle: memory given back, resident {:.0f} MB -> {:.0f} MB", before / 1e6,
+                         memory.rss() / 1e6)

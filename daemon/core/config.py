@@ -43,7 +43,9 @@ class RuntimeConfig:
     max_delay_ms: float = 25.0           # wait for more items this long, counted from the first item queued
     decode_threads: int = 2              # threads reading and preparing images
     encode_threads: int = 2              # threads finishing and writing results
-    queue_size: int = 64                 # prepared images held in memory at most (bounds memory in a flood)
+    queue_size: int = 64                 # files in flight at most (claimed, decoded or being written)
+    memory_budget_mb: int | Auto = "auto"  # decoded images in flight at most, in MiB; auto = half the memory
+                                         # of the machine, or of the cgroup's limit when one is set
     torch_threads: int = 0               # CPU threads for the model; 0 = torch's default
     drain_seconds: float = 30.0          # on SIGTERM, finish work in flight for at most this long
 
@@ -293,6 +295,8 @@ _RANGES = {
     (RuntimeConfig, "decode_threads"): (lambda v: 1 <= v <= 64, "1 to 64"),
     (RuntimeConfig, "encode_threads"): (lambda v: 1 <= v <= 64, "1 to 64"),
     (RuntimeConfig, "queue_size"): (lambda v: 1 <= v <= 100_000, "1 to 100000"),
+    (RuntimeConfig, "memory_budget_mb"): (lambda v: v == "auto" or 64 <= v <= 1 << 30,
+                                          '"auto" or 64 MiB or more'),
     (RuntimeConfig, "torch_threads"): (lambda v: 0 <= v <= 1024, "0 (default) or a thread count"),
     (RuntimeConfig, "drain_seconds"): (lambda v: 0 <= v <= 3600, "0 to 3600 seconds"),
     (RuntimeConfig, "device"): (lambda v: re.fullmatch(r"auto|cpu|cuda(:\d+)?", v) is not None,

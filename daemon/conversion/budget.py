@@ -1,0 +1,96 @@
+"""The memory budget of the pipeline: what one image costs in flight, and a first-come budget of bytes.
+
+Files in flight are bounded by count (queue_size) and by bytes: before an
+image is decoded, its cost is estimated from its header (width, height,
+bands) and taken from the budget, and given back when its outcome is known.
+A decode thread waits for its turn, first come first served, so decoding
+never runs further ahead of encoding than the budget allows. An image that
+costs more than the whole budget waits until nothing else is held, and then
+runs alone. While a file waits for room, each image given back is given back
+to the system as well (malloc_trim), so the budget holds for the resident
+memory, not only for the estimate.
+
+The costs are peak bytes per pixel measured for one image going through
+decode, prepare, forward, finish and encode with the shipped models (2-core
+x86-64, Pillow 11, `bench/memory_bench.py --probe`), rounded up: the decoded
+image, the copies the task makes, the result and its encoding. A translate
+result is finished a strip of rows at a time, whose buffers grow with the
+width, not the height.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from typing import Callable
+
+# Bytes per pixel at the peak, by task and whether the input is gray or color (measured, rounded up).
+PER_PIXEL = {("colorize", "gray"): 7.5, ("colorize", "color"): 12.0,
+             ("translate", "gray"): 12.0, ("translate", "color"): 12.0}
+PER_COLUMN = {"colorize": 0, "translate": 56 * 1024}   # strip buffers, per pixel of width
+ALPHA = 3.0          # an alpha band kept aside, merged back and encoded
+HIGH_DEPTH = 4.0     # 16- and 32-bit or float inputs: their samples, read once more to scale them to 8 bits
+GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+
+
+def image_cost(task: str, width: int, height: int, mode: str) -> int:
+    """Estimated peak bytes of one image of this size and (Pillow) mode going through a task's queue."""
+    px = width * height
+    per = PER_PIXEL.get((task, "gray" if mode in GRAY_MODES else "color"), 12.0)
+    if "A" in mode or mode == "P":   # P may carry transparency
+        per += ALPHA
+    if mode.startswith("I") or mode == "F":
+        per += HIGH_DEPTH
+    return int(px * per + width * PER_COLUMN.get(task, 56 * 1024)) + (1 << 20)
+
+
+class MemoryBudget:
+    """Bytes that may be held at once, taken in turn (first come, first served); see the module docstring."""
+
+    def __init__(self, limit: int, on_pressure: Callable[[], object] | None = None):
+        """on_pressure() runs when bytes are given back while someone waits for room (before they get it):
+        the pipeline gives freed memory back to the system then, so the next image fits in fact too."""
+        self.limit = limit          # 0: no limit
+        self.on_pressure = on_pressure
+        self.used = 0
+        self.peak = 0               # the most ever held at once, for tests and the status
+        self._turns: deque = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+
+    def take(self, n: int, timeout: float | None = None) -> bool:
+        """Wait for n bytes (for everything else to be given back, when n is over the limit); False when
+        closed or on timeout."""
+        if not self.limit:
+            return not self._closed
+        me = object()
+        with self._cond:
+            self._turns.append(me)
+            try:
+                ok = self._cond.wait_for(lambda: self._closed or (
+                    self._turns[0] is me and (self.used == 0 or self.used + n <= self.limit)), timeout)
+            finally:
+                self._turns.remove(me)
+                self._cond.notify_all()
+            if self._closed or not ok:
+                return False
+            self.used += n
+            self.peak = max(self.peak, self.used)
+            return True
+
+    def give(self, n: int) -> None:
+        if not self.limit or not n:
+            return
+        with self._cond:
+            waiting = bool(self._turns)
+        if waiting and self.on_pressure is not None:
+            self.on_pressure()   # the caller has let go of the image: its freed buffers go back first
+        with self._cond:
+            self.used -= n
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        """Wake every waiter with False: the pipeline is closing."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()

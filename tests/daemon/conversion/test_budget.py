@@ -1,0 +1,81 @@
+"""The memory budget: what an image costs in flight, first come first served, one too large runs alone."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from daemon.conversion.budget import MemoryBudget, image_cost
+from daemon.conversion.pipeline import Job, Pipeline, PipelineSettings
+from tests.daemon.conversion.test_pipeline import SETTINGS, Outcomes, colorizer  # noqa: F401 (fixture)
+from tests.support.images import make_image
+from tests.support.service import wait_for
+
+MB = 1 << 20
+
+
+def test_an_image_costs_by_its_pixels_bands_and_task():
+    gray, color = image_cost("colorize", 4000, 3000, "L"), image_cost("colorize", 4000, 3000, "RGB")
+    assert 12e6 * 7 < gray < color < 12e6 * 13
+    assert image_cost("translate", 4000, 3000, "L") > color           # translate's strips grow with the width
+    assert image_cost("colorize", 4000, 3000, "I;16") > gray          # 16-bit samples are read once more
+    assert image_cost("colorize", 4000, 3000, "LA") > gray            # and an alpha band travels beside
+
+
+def test_takers_wait_their_turn_and_one_larger_than_the_budget_runs_alone():
+    budget = MemoryBudget(100 * MB)
+    assert budget.take(60 * MB)
+    order, threads = [], []
+
+    def taker(name, n):
+        assert budget.take(n)
+        order.append((name, budget.used // MB))
+
+    for name, n in (("big", 150 * MB), ("small", 10 * MB)):   # the small one comes second: it waits its turn
+        t = threading.Thread(target=taker, args=(name, n))
+        t.start()
+        threads.append(t)
+        time.sleep(0.1)
+    assert order == [] and not budget.take(1, timeout=0.1), "nobody passes the big one waiting for room"
+    budget.give(60 * MB)                     # nothing else held now: the big one runs, alone
+    wait_for(lambda: order, 5, "the big one to start")
+    time.sleep(0.1)
+    assert order == [("big", 150)]
+    budget.give(150 * MB)
+    for t in threads:
+        t.join(5)
+    assert order == [("big", 150), ("small", 10)] and budget.peak == 150 * MB
+
+
+def test_closing_wakes_a_waiter_with_false():
+    budget = MemoryBudget(10 * MB)
+    assert budget.take(10 * MB)
+    got = []
+    t = threading.Thread(target=lambda: got.append(budget.take(MB)))
+    t.start()
+    time.sleep(0.05)
+    budget.close()
+    t.join(5)
+    assert got == [False]
+
+
+def test_the_pipeline_decodes_no_further_ahead_than_its_memory_budget(tmp_path, colorizer):  # noqa: F811
+    # Each 1600x1200 gray image costs about 15 MB: a 40 MB budget holds two at once, never more, however
+    # many files are in flight by count.
+    size = (1600, 1200)
+    cost = image_cost("colorize", *size, "L")
+    paths = [make_image(tmp_path / f"m{i}_before.png", size, "L", seed=i) for i in range(8)]
+    settings = PipelineSettings(**{**SETTINGS.__dict__, "decode_threads": 2, "capacity": 8,
+                                   "memory_budget": 40 * MB})
+    pipe = Pipeline({"colorize": colorizer}, {"colorize": 4}, settings)
+    outcomes = Outcomes()
+    try:
+        for p in paths:
+            assert pipe.reserve(timeout=30)
+            pipe.submit(Job("colorize", p, tmp_path / "out", p.name.replace("_before", "_after"), outcomes))
+        got = outcomes.wait(len(paths))
+        assert pipe.wait_idle(10)
+    finally:
+        pipe.close(time.monotonic() + 5)
+    assert all(o.ok for o in got.values())
+    assert cost * 2 <= pipe.memory.peak <= 40 * MB and pipe.memory.used == 0
