@@ -185,6 +185,7 @@ class Service:
                                poll=w.poll_seconds, threads=2, label="inbox",
                                expect="NAME_before.<image ext>",
                                subfolders={cfg.train_inbox(q).name for q in cfg.queues})
+        self.feed.on_put_back = self.watcher.hold   # an unfinished file put back waits to be finished
         self.watcher.start()
         intakes = {q: PairIntake(cfg, q, writer=self.owner.id) for q in cfg.queues}
         self.pairs_watcher = Watcher({cfg.train_inbox(q): intakes[q].handle for q in cfg.queues}, is_pair_file,

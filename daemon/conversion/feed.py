@@ -46,6 +46,8 @@ class InboxFeed:
                  on_result: Callable[[str, bool, float], None]):
         self.cfg, self.spools, self.pipeline, self.on_result = cfg, spools, pipeline, on_result
         self.leftovers = Leftovers()   # finished inputs that done/ or failed/ could not take yet
+        # Told when an unfinished file goes back to the inbox (path, seconds): the watcher's hold().
+        self.on_put_back: Callable[[Path, float], None] | None = None
 
     def close(self) -> None:
         """Stop moving leftovers; those still in work/ are taken back by whoever runs next."""
@@ -117,13 +119,17 @@ class InboxFeed:
             return
         job = Job(spool.queue, item.path, self.cfg.outbox(spool.queue),
                   output_name(item.name, self.cfg.output.format), partial(self._finished, spool, item),
-                  complete_at, label=item.name, size=st.st_size, receipt=spool.receipt(item))
+                  complete_at, label=item.name, size=st.st_size, receipt=spool.receipt(item),
+                  claimed=(st.st_size, st.st_mtime_ns))
         if not pipeline.submit(job):
             logger.debug("{}: {} stays in work/ (stopping)", spool.queue, item.name)
 
     def _finished(self, spool: Spool, item: Claimed, job: Job, outcome: JobOutcome) -> None:
         """Pipeline callback: move the input on, count it, and say so in one line."""
         q, log = spool.queue, logger.bind(queue=spool.queue, file=item.name)
+        if outcome.unfinished:
+            self._put_back(spool, item, outcome.error)
+            return
         if not outcome.ok:
             self._quarantine(spool, item, outcome.error, outcome.hint)
             return
@@ -134,6 +140,23 @@ class InboxFeed:
         self.on_result(q, True, outcome.ms / 1000)
         log.bind(output=outcome.output.name, bytes=outcome.size, ms=round(outcome.ms)).info(
             "{}: {} ({}) -> {} in {:.0f} ms", q, item.name, _size(outcome.size), outcome.output.name, outcome.ms)
+
+    def _put_back(self, spool: Spool, item: Claimed, why: str) -> None:
+        """A file that may still be being written is not judged: back to the inbox, taken again once it has
+        been left unchanged for rescan_seconds (or quarantined, when its writer has begun a new file)."""
+        wait = self.cfg.watch.rescan_seconds
+        if self.on_put_back is not None:
+            self.on_put_back(spool.inbox / item.name, wait)   # before it reappears, so no event hurries it
+        try:
+            spool.put_back(item)
+        except OSError as e:
+            what = "a new file under its name is in the inbox" if isinstance(e, FileExistsError) else str(e)
+            self._quarantine(spool, item, f"{why}, and it cannot go back to wait: {what}",
+                             "write the file whole (or under a temporary name, renamed when done)")
+            return
+        logger.bind(queue=spool.queue, file=item.name).info(
+            "{}: {} is not complete yet: {}; it went back to {} and is taken again once unchanged for {:g} s",
+            spool.queue, item.name, why, spool.inbox, wait)
 
     @staticmethod
     def _move_done(spool: Spool, item: Claimed) -> None:

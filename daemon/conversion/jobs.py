@@ -25,6 +25,7 @@ class PipelineSettings:
     jpeg_quality: int = 92
     on_exists: str = "number"
     writer: str = ""                    # the service instance's id, put into temporary names (spool.Owner)
+    young_seconds: float = 30.0         # a file that fails to decode, written less long ago, may be unfinished
 
     @classmethod
     def from_config(cls, cfg: Config, writer: str = "") -> "PipelineSettings":
@@ -32,7 +33,7 @@ class PipelineSettings:
         return cls(r.max_delay_ms, r.decode_threads, r.encode_threads, r.queue_size,
                    memory.budget(r.memory_budget_mb)[0], lim.max_pixels, int(lim.max_file_mb * 1e6),
                    lim.retry_attempts, lim.retry_backoff_seconds, cfg.output.jpeg_quality, cfg.output.on_exists,
-                   writer)
+                   writer, young_seconds=cfg.watch.rescan_seconds)
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class JobOutcome:
     hint: str = ""               # what to do about it, when we know better than the generic advice
     size: int = 0                # input bytes
     ms: float = 0.0              # from job.complete_at (the file found complete) to its result written, or the failure
+    unfinished: bool = False     # not judged: the file may still be being written (error says why); put it back
 
 
 @dataclass
@@ -59,3 +61,4 @@ class Job:
     size: int = 0
     receipt: str = ""                           # write the result through out_dir/receipt and keep it
     memory: int = 0                             # bytes taken from the pipeline's memory budget, while held
+    claimed: tuple[int, int] | None = None      # (size, mtime_ns) when it was claimed: a change means unfinished

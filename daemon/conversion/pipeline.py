@@ -57,6 +57,7 @@ from unet.tasks import Prepared
 
 from ..core import memory
 from ..core.fs import write_atomic
+from ..core.openfiles import open_for_writing
 from .budget import MemoryBudget, image_cost
 from .encode import encode, takes_ycc
 from .jobs import Job, JobOutcome, PipelineSettings
@@ -217,11 +218,20 @@ class Pipeline:
             del data
             prepared = predictor.prepare(source)
         except ImageError as e:
-            return self._fail(job, str(e))
+            return self._fail_or_wait(job, str(e), decoding=str(e).startswith("cannot decode"))
         except Exception as e:  # Pillow raises a zoo of errors on hostile files
-            return self._fail(job, f"cannot decode image: {type(e).__name__}: {e}")
+            return self._fail_or_wait(job, f"cannot decode image: {type(e).__name__}: {e}", decoding=True)
         self._batchq.put(_Item(job, source, prepared, predictor, time.monotonic()))
 
+    def _fail_or_wait(self, job: Job, error: str, decoding: bool) -> None:
+        """A file that failed is judged on its content only when that content is whole: not when it changed
+        after it was claimed, a process still holds it open for writing, or (a decode error) it was
+        written so recently that its writer may come back to append more. Then it is unfinished."""
+        why = _unfinished(job, self.s.young_seconds if decoding else 0.0)
+        if not why:
+            return self._fail(job, error)
+        self._finish(job, JobOutcome(False, None, f"{error} ({why})", size=job.size, unfinished=True,
+                                     ms=1000 * (time.monotonic() - job.complete_at)))
 
     def _take_memory(self, job: Job, data: bytes, predictor: Predictor) -> bool:
         """Wait for the image's estimated cost in the memory budget (from its header); False when closing.
@@ -442,3 +452,20 @@ class Pipeline:
         if memory.trim():
             logger.debug("idle: memory given back, resident {:.0f} MB -> {:.0f} MB", before / 1e6,
                          memory.rss() / 1e6)
+
+
+def _unfinished(job: Job, young: float) -> str:
+    """Why job's file may not be whole yet, in words; '' when it is as its writer left it."""
+    try:
+        st = os.stat(job.path)
+    except OSError:
+        return ""
+    if job.claimed is not None and (st.st_size, st.st_mtime_ns) != job.claimed:
+        return "it changed after it was taken"
+    writers, _ = open_for_writing([job.path])
+    if writers:
+        return f"process {writers[job.path]} still holds it open for writing"
+    age = time.time() - st.st_mtime
+    if age < young:
+        return f"it was written {age:.0f} s ago, and a writer may append more"
+    return ""

@@ -34,6 +34,7 @@ into failed/ (its reason not yet written) and tries the file again.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import itertools
 import os
@@ -236,6 +237,24 @@ class Spool:
                            inbox=self.inbox, writer=self.owner.id)
         _left(item)
         return final
+
+    def put_back(self, item: Claimed) -> Path:
+        """Return an unfinished file to the inbox under its name, for its writer to finish; never replaces a
+        file there (FileExistsError: the writer has started a new one under that name meanwhile)."""
+        home = self.inbox / item.name
+        try:
+            os.link(item.path, home)
+            os.unlink(item.path)
+        except FileExistsError:
+            raise
+        except OSError as e:
+            if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+                raise
+            if os.path.lexists(home):  # no hard links here: check, then rename
+                raise FileExistsError(home) from None
+            os.rename(item.path, home)
+        _left(item)
+        return home
 
     def receipt(self, item: Claimed) -> str:
         """The name of item's receipt in the outbox ('' when it has no ticket); see the module docstring."""

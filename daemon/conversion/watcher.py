@@ -3,8 +3,11 @@
 A created event fires when a copy starts, so a file is handed on only when it
 is complete: at its close-after-write event where inotify gives one, else (and
 always for the polling observer) once its size and mtime have not changed for
-the settle time. A file renamed into a folder (the safe way to deliver) is
-complete at once. Names that writers use for partial files are never handed
+the settle time, and then only once no process holds it open for writing
+(core/openfiles.py, which says which writers it can see). A file renamed into
+a folder (the safe way to deliver) is complete at once. A file put back by its
+handler to be finished (hold()) waits to be unchanged for longer, whatever its
+events say. Names that writers use for partial files are never handed
 on; other names the caller does not accept are left alone and logged once.
 
 A start-up scan finds files dropped while nobody watched, and a reconcile scan
@@ -43,6 +46,7 @@ from loguru import logger
 from watchdog.events import FileMovedEvent
 
 from ..core.names import is_partial
+from ..core.openfiles import open_for_writing
 from .observers import KINDS, Forward, new_observer
 
 
@@ -92,6 +96,7 @@ class Watcher:
         self._inflight: set[Path] = set()   # handed on, handler not finished
         self._again: set[Path] = set()      # changed while in flight: look again when the handler returns
         self._noted: set[Path] = set()      # left alone and logged once
+        self._held: dict[Path, float] = {}  # put back to finish: handed on once unchanged this long (hold())
         self._observer = None
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -124,6 +129,11 @@ class Watcher:
     def rescan_now(self) -> None:
         """Ask for a reconcile scan at once (the tracker runs it)."""
         self._msgs.put(("scan", None))
+
+    def hold(self, path: Path, seconds: float) -> None:
+        """The next time path arrives, hand it on only once unchanged for seconds, whatever its events say:
+        a file put back into its folder to finish (its writer appends in steps, each closing it)."""
+        self._msgs.put(("hold", (Path(os.path.abspath(path)), seconds)))
 
     @property
     def observer_alive(self) -> bool:
@@ -195,6 +205,8 @@ class Watcher:
                 self._on_done(obj)
             elif kind == "scan":
                 next_scan = 0.0
+            elif kind == "hold":
+                self._held[obj[0]] = obj[1]
 
     def _on_event(self, event) -> None:
         if isinstance(event, FileMovedEvent):
@@ -220,7 +232,7 @@ class Watcher:
             if kind not in ("opened", "closed-nowrite"):  # the handler reading it is no change to look at
                 self._again.add(path)
             return
-        if self.close_events and kind in ("closed", "renamed"):
+        if self.close_events and kind in ("closed", "renamed") and path not in self._held:
             self._pending.pop(path, None)
             # Events can lag behind: a scan may have found this file settled and
             # handed it on already. Only a file still there is handed on.
@@ -260,6 +272,7 @@ class Watcher:
         return track
 
     def _check_due(self, now: float) -> None:
+        ready = []
         while self._due and self._due[0][0] <= now:
             _, _, path = heapq.heappop(self._due)
             track = self._pending.get(path)
@@ -275,15 +288,30 @@ class Watcher:
             # An open writer is waited for until it closes; if that event was lost, a
             # file unchanged for a whole rescan interval is taken anyway.
             wait = max(self.settle, self.rescan) if track.writing else self.settle
+            wait = max(wait, self._held.get(path, 0.0))
             if now - track.changed >= wait:
-                del self._pending[path]
-                self._hand_on(path, "settled")
+                if path not in ready:   # the heap may hold a path twice
+                    ready.append(path)
             else:
                 heapq.heappush(self._due, (track.changed + wait, next(self._seq), path))
+        if not ready:
+            return
+        # Unchanged is not complete while a process still holds the file open for writing (one /proc
+        # scan for all of them; core/openfiles.py says which writers it can see).
+        writers, _ = open_for_writing(ready)
+        for path in ready:
+            if path in writers:
+                self._note(path, f"still open for writing by process {writers[path]}; it is taken once closed")
+                heapq.heappush(self._due, (now + max(self.settle, 0.5), next(self._seq), path))
+                continue
+            if self._pending.pop(path, None) is not None:
+                self._hand_on(path, "settled")
 
     def _hand_on(self, path: Path, how: str) -> None:
         if path in self._inflight:
             return
+        self._held.pop(path, None)
+        self._noted.discard(path)
         self._inflight.add(path)
         self._ready.put(Arrival(path, time.monotonic(), how))
 
