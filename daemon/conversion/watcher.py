@@ -10,9 +10,11 @@ handler to be finished (hold()) waits to be unchanged for longer, whatever its
 events say. Names that writers use for partial files are never handed
 on; other names the caller does not accept are left alone and logged once.
 
-A start-up scan finds files dropped while nobody watched, and a reconcile scan
-every `rescan` seconds finds what events missed (inotify overflows silently in
-watchdog) and restarts an observer whose thread died.
+A start-up scan finds files dropped while nobody watched (a backlog, handed on
+oldest first), and a reconcile scan every `rescan` seconds finds what events
+missed (inotify overflows silently in watchdog). An observer that stopped (a
+watched folder was removed, which ends its inotify watch) is started again
+as soon as the folder exists again, followed by a scan.
 
 Reusable: the service watches inbox/<queue>/ for NAME_before.<image ext>; the
 pairs intake can watch inbox/<queue>/train/ with its own filter and handler:
@@ -60,6 +62,14 @@ class Arrival:
 
 
 Handler = Callable[[Arrival], None]
+REARM_SECONDS = 0.5   # how often the tracker looks whether the observer still watches
+
+
+def _mtime(entry: os.DirEntry) -> int:
+    try:
+        return entry.stat(follow_symlinks=False).st_mtime_ns
+    except OSError:
+        return 0
 
 
 @dataclass
@@ -171,6 +181,14 @@ class Watcher:
             except (OSError, RuntimeError):
                 pass
 
+    def _rearm(self) -> bool:
+        """An observer that stopped (its folder was removed: inotify ends that watch) is started again as soon
+        as every folder exists again; True when it was, so that a scan follows at once."""
+        if self.observer_alive or self._stopping.is_set() or not all(f.is_dir() for f in self.folders):
+            return False
+        self._ensure_observer()
+        return True
+
     def _ensure_observer(self) -> None:
         if self.observer_alive or self._stopping.is_set():
             return
@@ -186,13 +204,18 @@ class Watcher:
 
     def _track(self) -> None:
         next_scan = 0.0  # the start-up scan runs first thing
+        next_look = 0.0  # the observer's health, looked at often: a removed folder ends its watch
         while True:
             now = time.monotonic()
+            if now >= next_look:
+                if self._rearm():
+                    next_scan = 0.0
+                next_look = now + REARM_SECONDS
             if now >= next_scan:
                 self._reconcile()
                 next_scan = time.monotonic() + self.rescan
             self._check_due(time.monotonic())
-            wake = min(next_scan, self._due[0][0] if self._due else next_scan)
+            wake = min(next_scan, next_look, self._due[0][0] if self._due else next_scan)
             try:
                 kind, obj = self._msgs.get(timeout=max(0.0, wake - time.monotonic()))
             except queue.Empty:
@@ -326,16 +349,21 @@ class Watcher:
         """The start-up and periodic scan: track every acceptable file nobody is tracking."""
         if self._stopping.is_set():
             return
-        self._ensure_observer()
-        present = set()
-        for folder in self.folders:
+        for folder in self.folders:   # first, or the observer cannot watch a folder removed meanwhile
             try:
                 folder.mkdir(parents=True, exist_ok=True)
-                entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in os.scandir(folder)]
+            except OSError:
+                pass
+        self._ensure_observer()
+        present = set()
+        found = []
+        for folder in self.folders:
+            try:
+                entries = [(e.name, e.is_dir(follow_symlinks=False), e) for e in os.scandir(folder)]
             except OSError as e:
                 logger.warning("{}: cannot scan {} ({})", self.label, folder, e)
                 continue
-            for name, is_dir in entries:
+            for name, is_dir, entry in entries:
                 path = folder / name
                 present.add(path)
                 if is_partial(name):
@@ -343,7 +371,10 @@ class Watcher:
                 if not self.accept(name):
                     self._note_odd(path, is_dir)
                 elif path not in self._pending and path not in self._inflight:
-                    self._begin(path)
+                    found.append((_mtime(entry), path))
+        # A backlog goes oldest first, as a queue should (not in the folder's order).
+        for _, path in sorted(found, key=lambda t: t[0]):
+            self._begin(path)
         self._noted &= present  # a name that comes back later is logged again
 
     def _note_odd(self, path: Path, is_dir: bool) -> None:

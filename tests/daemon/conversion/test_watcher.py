@@ -239,3 +239,40 @@ def test_many_files_are_each_handed_on_exactly_once(watch):
     time.sleep(0.5)
     counts = Counter(rec.names())
     assert len(counts) == n and max(counts.values()) == 1, [k for k, v in counts.items() if v > 1]
+
+
+def test_an_inbox_folder_removed_and_made_again_is_watched_again_at_once(watch):
+    # The full scan is 30 s away: only a re-armed watch can see the new file in time.
+    w, rec, folder = watch(rescan=30.0)
+    wait_for(lambda: w.observer_alive, 10, "the observer")
+    (folder / "a_before.jpg").write_bytes(b"a")
+    wait_for(lambda: rec.names() == ["a_before.jpg"], 10, "the first file")
+    shutil.rmtree(folder)
+    time.sleep(0.3)
+    folder.mkdir()
+    (folder / "b_before.jpg").write_bytes(b"b")
+    wait_for(lambda: "b_before.jpg" in rec.names(), 5, "the file dropped into the folder made again")
+    wait_for(lambda: w.observer_alive, 5, "the observer watching again")
+    assert w.close_events, "still inotify, not the polling fallback"
+    (folder / "c_before.jpg").write_bytes(b"c")
+    wait_for(lambda: "c_before.jpg" in rec.names(), 5, "a file after that")
+    assert [a[1] for a in rec.arrivals][-1] == "closed", "taken at its close event: the watch is armed again"
+
+
+def test_a_backlog_is_handed_on_oldest_first(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    now = time.time()
+    names = [f"f{i:02d}_before.jpg" for i in range(20)]
+    order = names[::-1]   # the oldest is f19: neither the names' order nor (likely) the folder's
+    for age, name in enumerate(order):
+        (folder / name).write_bytes(b"x")
+        os.utime(folder / name, (now - 1000 + age, now - 1000 + age))
+    rec = Recorder(tmp_path / "taken")
+    w = Watcher({folder: rec}, is_before, settle=0.1, rescan=30.0, threads=1)
+    w.start()
+    try:
+        wait_for(lambda: len(rec.names()) == 20, 10, "the backlog")
+    finally:
+        w.stop()
+    assert rec.names() == order
