@@ -6,10 +6,12 @@ import-linter contracts, checked by `make test`):
     commands/     the CLI and one module per command; nothing imports these
     service.py    the life cycle: start-up, main loop, reload, shutdown; wires the rooms together
     preflight.py  the checks before start-up (config, folders, device, models)
-    conversion/   watcher, claim protocol (spool), inbox feed, pipeline, encoding, batch sizing, hot swap
+    conversion/   watcher, claim protocol (spool), inbox feed, pipeline, memory budget, encoding,
+                  batch sizing, hot swap
     learning/     pairs intake, registry, serving model, challenger, retraining, promotion, reports, scheduler
     ops/          status board, Prometheus metrics, systemd notify, the health check, logs, journal (no torch)
-    core/         config, file operations (fs), name rules (names), quarantine
+    core/         config, file operations (fs), name rules (names), quarantine, memory limits,
+                  writers holding a file open (openfiles)
     errors.py     exit codes and UsageError
 
 conversion/, learning/ and ops/ never import each other.
@@ -24,6 +26,8 @@ To change X, open Y:
     the reason note of a failed file      core/quarantine.py
     claiming, done/, recovery after crash conversion/spool.py
     batching, decoding, writing results   conversion/pipeline.py
+    what an image costs in memory         conversion/budget.py (the default budget: core/memory.py)
+    when a file counts as complete        conversion/watcher.py, core/openfiles.py
     what happens to an input after it     conversion/feed.py
     the promotion rule                    learning/promotion.py decide
     the nightly training run              learning/retrain.py (child: learning/challenger.py)

@@ -103,3 +103,38 @@ def test_an_image_larger_than_the_whole_budget_runs_alone(tmp_path, tiny_models,
     assert got["log"].count("more than the budget of 0.1 GiB") >= 3 and "runs alone" in got["log"]
     # One at a time: 24 MP gray costs about 180 MB at its peak; three at once would be over 400.
     assert got["peak"] - got["base_peak"] <= 300 * 1024
+
+
+def test_files_taken_back_after_a_kill_go_through_the_same_budget(tmp_path, tiny_models, service_env, record):
+    # The crash loop of issue 13: killed with files in work/, the next start took them all back at once.
+    n, budget_mb = 10, 256
+    rig = Rig(tmp_path, {"colorize": tiny_models["colorize"]}, service_env,
+              f"[runtime]\nmax_batch = 4\nqueue_size = 64\nmemory_budget_mb = {budget_mb}\n")
+    data = flat_gray_jpeg(24)
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    names = [f"big{i:03d}_before.jpg" for i in range(n)]
+    t0 = time.monotonic()
+    try:
+        first = rig.start()
+        time.sleep(1.0)
+        base = peak_rss_kb(first.proc.pid)   # the baseline, before any image: the restart's is the same
+        for name in names:
+            (stage / name).write_bytes(data)
+            os.rename(stage / name, rig.inbox() / name)
+        poll(lambda: settled(rig) >= 2, 120, "two images done", rig, every=0.05)
+        rig.kill9()
+        left = len(os.listdir(rig.work()))
+        child = rig.start()
+        poll(lambda: settled(rig) >= n or not rig.alive(), 180, f"all {n} done after the restart", rig)
+        peak = peak_rss_kb(child.proc.pid)
+        assert rig.alive() and rig.stop() == 0
+        tally = account(rig, names)
+    finally:
+        rig.close()
+    record(f"kill -9 during a flood of 24 MP images, restart taking {left} back, budget {budget_mb} MiB",
+           f"{n} files", len(tally.lost), len(tally.twice), peak, time.monotonic() - t0)
+    assert left >= 3, f"the kill left only {left} file(s) in work/"
+    assert tally.converted == n and tally.lost == [] and tally.twice == []
+    assert "recovering" in rig.runs[-1].log()
+    assert peak - base <= budget_mb * 1024, f"the restart peaked {(peak - base) / 1024:.0f} MB over its baseline"
