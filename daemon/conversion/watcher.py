@@ -63,6 +63,7 @@ class Arrival:
 
 Handler = Callable[[Arrival], None]
 REARM_SECONDS = 0.5   # how often the tracker looks whether the observer still watches
+LOOK_EVERY = 0.2      # the shortest pause between two scans of /proc for writers (about 15 ms each)
 
 
 def _mtime(entry: os.DirEntry) -> int:
@@ -107,6 +108,7 @@ class Watcher:
         self._again: set[Path] = set()      # changed while in flight: look again when the handler returns
         self._noted: set[Path] = set()      # left alone and logged once
         self._held: dict[Path, float] = {}  # put back to finish: handed on once unchanged this long (hold())
+        self._looked = -LOOK_EVERY          # monotonic time of the last /proc scan for writers
         self._observer = None
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -319,8 +321,13 @@ class Watcher:
                 heapq.heappush(self._due, (track.changed + wait, next(self._seq), path))
         if not ready:
             return
+        if now - self._looked < LOOK_EVERY:   # at most a few /proc scans a second, each for all files due
+            for path in ready:
+                heapq.heappush(self._due, (self._looked + LOOK_EVERY, next(self._seq), path))
+            return
         # Unchanged is not complete while a process still holds the file open for writing (one /proc
         # scan for all of them; core/openfiles.py says which writers it can see).
+        self._looked = now
         writers, _ = open_for_writing(ready)
         for path in ready:
             if path in writers:
