@@ -60,7 +60,8 @@ class Objective:
         logp = F.log_softmax(logits.float(), dim=1)
         ce = -(logp.gather(1, idx) * w).sum(1)                       # (B, h, w)
         rw = (self.weights[idx] * w).sum(1)                          # per-pixel rebalancing
-        loss = self.cfg.ce_weight * (rw * ce).mean()
+        weight = self.cfg.blend_ce_weight if head == "blend" else self.cfg.ce_weight
+        loss = weight * (rw * ce).mean()
         if head == "blend":
             return loss + self._regression(y, target, floor)
         if self.cfg.mean_loss:

@@ -8,7 +8,7 @@ of what things are, which a few hundred plates cannot teach and ImageNet
 can (docs/models.md has the runs). The head is a blend: two regression
 channels trained with the psnr loss (see objective.py: safe, sepia-leaning)
 and, from the same features and trained with them, a 10x10 grid of chroma
-classes trained with rebalanced cross-entropy (TrainConfig.ce_weight). The
+classes trained with rebalanced cross-entropy (TrainConfig.blend_ce_weight). The
 classes teach the shared features which hue a thing has even where the
 regression alone would settle on brown; their mix into the output and two
 chroma gains are calibrated after training on the run's own held-out pairs

@@ -42,9 +42,10 @@ class TrainConfig:
     seed: int = 0
     rebalance: float = 0.5         # colorize bins: class weights 1/((1-r)p + r/Q), r=1 is no rebalancing
     mean_loss: float = 1.0         # colorize bins: weight of the L1 loss on the decoded mean chroma
-    ce_weight: float = 2.0         # colorize bins/blend: weight of the rebalanced cross-entropy; on a
-                                   # blend head that shares the decoder, 2.0 against 0.5 gave +2 AuC
-                                   # on held-out pairs at the same PSNR (docs/models.md)
+    ce_weight: float = 0.5         # colorize bins: weight of the rebalanced cross-entropy
+    blend_ce_weight: float = 2.0   # colorize blend: the same beside the psnr loss; with the classes on the
+                                   # decoder (no side head) 2.0 against 0.5 gave +2 AuC on held-out pairs
+                                   # at the same PSNR (docs/models.md)
     regression_loss: str = "psnr"  # colorize regression/blend: psnr (per-image log of the RGB error, see
                                    # objective.py) | smooth_l1 (near the median) | mse (the mean over pixels)
     vividness: float = 0.8         # colorize: calibrate the decoding to reach this share of the truth's
