@@ -25,9 +25,9 @@ from collections import deque
 from typing import Callable
 
 # Bytes per pixel at the peak, by task and whether the input is gray or color (measured, rounded up).
-PER_PIXEL = {("colorize", "gray"): 7.5, ("colorize", "color"): 12.0,
+PER_PIXEL = {("colorize", "gray"): 8.0, ("colorize", "color"): 12.0,
              ("translate", "gray"): 12.0, ("translate", "color"): 12.0}
-PER_COLUMN = {"colorize": 0, "translate": 56 * 1024}   # strip buffers, per pixel of width
+PER_COLUMN = {"colorize": 0, "translate": 64 * 1024}   # strip buffers, per pixel of width
 ALPHA = 3.0          # an alpha band kept aside, merged back and encoded
 HIGH_DEPTH = 4.0     # 16- and 32-bit or float inputs: their samples, read once more to scale them to 8 bits
 GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
@@ -41,7 +41,7 @@ def image_cost(task: str, width: int, height: int, mode: str) -> int:
         per += ALPHA
     if mode.startswith("I") or mode == "F":
         per += HIGH_DEPTH
-    return int(px * per + width * PER_COLUMN.get(task, 56 * 1024)) + (1 << 20)
+    return int(px * per + width * PER_COLUMN.get(task, 64 * 1024)) + (1 << 20)
 
 
 class MemoryBudget:

@@ -37,7 +37,8 @@ def jpeg(tmp_path):
 
 def test_files_written_in_steps_or_held_open_are_converted_once_and_never_judged_half_written(tmp_path,
                                                                                           tiny_models,
-                                                                                          service_env):
+                                                                                          service_env,
+                                                                                          record):
     rig = Rig(tmp_path, {"colorize": tiny_models["colorize"]}, service_env,
               f"[watch]\nsettle_seconds = 1.0\nrescan_seconds = {RESCAN}\n")
     data = jpeg(tmp_path)
@@ -48,6 +49,7 @@ def test_files_written_in_steps_or_held_open_are_converted_once_and_never_judged
         parts.append(str(part))
     src = tmp_path / "whole.jpg"
     src.write_bytes(data)
+    t0 = time.monotonic()
     try:
         rig.start()
         appender = subprocess.Popen(["sh", "-c", APPENDER, "sh", *parts],
@@ -61,6 +63,8 @@ def test_files_written_in_steps_or_held_open_are_converted_once_and_never_judged
         tally = account(rig, ["appended_before.jpg", "held_before.jpg"])
     finally:
         rig.close()
+    record("a shell appending in four >> steps 3 s apart, a writer holding its file open past rescan_seconds",
+           "2 files", len(tally.lost), len(tally.twice), rig.peak_kb, time.monotonic() - t0)
     log = rig.log()
     assert names(rig.failed()) == [], f"quarantined: {names(rig.failed())}\n{log[-3000:]}"
     assert sorted(names(rig.outbox())) == ["appended_after.jpg", "held_after.jpg"]

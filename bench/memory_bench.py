@@ -1,0 +1,188 @@
+"""Memory of the service under floods of large images: a real `reverser run` child, its peak and idle RSS.
+
+    python bench/memory_bench.py [--queue reverse] [--count 16] [--megapixels 12 48 100] [--budget-mb auto]
+    python bench/memory_bench.py --probe      # what one image costs at its peak, by task and input bands
+
+For each size, a fresh service on temporary folders (the shipped model of the
+queue, one model thread per core) is started; once it is ready its baseline
+(VmHWM and VmRSS) is read, then `--count` near-flat gray JPEGs of that size
+(a blank scanned page: about 12 kB per megapixel to read, every pixel to
+decode) are renamed into its inbox at once. Printed per flood: the budget the
+service logged, the baseline, the peak RSS (VmHWM), the peak over the
+baseline, the memory still resident once idle (a few seconds after the last
+result), the time and whether anything was lost, failed or killed.
+
+--probe decodes, prepares, runs, finishes and encodes one generated 12 MP and
+one 48 MP image per (task, gray or color) in a child process each, and prints
+the peak bytes per pixel over the child's baseline next to the estimate that
+conversion/budget.py makes from the header.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from daemon.conversion.budget import image_cost  # noqa: E402
+
+
+def status_kb(pid: int, key: str) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(key):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def size_of(megapixels: float) -> tuple[int, int]:
+    w = int((megapixels * 1e6 * 4 / 3) ** 0.5)
+    return w, int(megapixels * 1e6 / w)
+
+
+def flat_gray_jpeg(megapixels: float) -> bytes:
+    w, h = size_of(megapixels)
+    small = np.random.default_rng(0).integers(110, 146, (h // 256 + 1, w // 256 + 1), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(small, "L").resize((w, h), Image.Resampling.BILINEAR).save(buf, "JPEG", quality=85)
+    return buf.getvalue()
+
+
+def flood(args, megapixels: float, scratch: Path) -> dict:
+    queue = args.queue
+    task = "colorize" if queue == "colorize" else "translate"
+    model = ROOT / "models" / queue
+    budget = '"auto"' if args.budget_mb == "auto" else int(args.budget_mb)
+    cfg = scratch / "config.toml"
+    cfg.write_text(f'[runtime]\ndevice = "cpu"\nmax_batch = {args.max_batch}\nmemory_budget_mb = {budget}\n'
+                   f'[limits]\nmax_pixels = 200000000\n[retrain]\nenabled = false\n'
+                   f'[queues.{queue}]\ntask = "{task}"\nmodel = "{model}"\n')
+    data = flat_gray_jpeg(megapixels)
+    stage, inbox = scratch / "stage", scratch / "inbox" / queue
+    stage.mkdir()
+    names = [f"big{i:03d}_before.jpg" for i in range(args.count)]
+    for n in names:
+        (stage / n).write_bytes(data)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    env.pop("NOTIFY_SOCKET", None)
+    log = scratch / "service.log"
+    proc = subprocess.Popen([sys.executable, "-m", "daemon", "run", "--config", str(cfg)], env=env,
+                            stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+    text = lambda: log.read_text(errors="replace")  # noqa: E731
+    try:
+        while "Ready:" not in text():
+            if proc.poll() is not None:
+                raise SystemExit(f"the service did not start:\n{text()}")
+            time.sleep(0.1)
+        time.sleep(1.0)
+        base_peak, base_rss = status_kb(proc.pid, "VmHWM:"), status_kb(proc.pid, "VmRSS:")
+        t0 = time.monotonic()
+        for n in names:
+            os.rename(stage / n, inbox / n)
+        done, failed = scratch / "var" / "done" / queue, scratch / "outbox" / queue / "failed"
+        count = lambda d: len(os.listdir(d)) if d.is_dir() else 0  # noqa: E731
+        while count(done) + count(failed) < args.count and proc.poll() is None:
+            time.sleep(0.2)
+        seconds = time.monotonic() - t0
+        peak = status_kb(proc.pid, "VmHWM:")
+        deadline = time.monotonic() + 10
+        while proc.poll() is None and time.monotonic() < deadline and \
+                status_kb(proc.pid, "VmRSS:") > base_rss + 100 * 1024:
+            time.sleep(0.2)
+        idle = status_kb(proc.pid, "VmRSS:")
+        killed = proc.poll() is not None
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(120)
+    m = re.search(r"memory budget for decoded images in flight: ([\d.]+ GiB) \(([^;]*)", text())
+    return dict(mp=megapixels, file_mb=len(data) / 1e6, budget=f"{m[1]} ({m[2]})" if m else "?",
+                base=base_peak / 1024, peak=peak / 1024, idle=idle / 1024, seconds=seconds,
+                converted=count(done), failed=count(failed) // 2, killed=killed)
+
+
+_PROBE = r"""
+import io, sys
+import numpy as np
+from PIL import Image
+sys.path.insert(0, sys.argv[4])
+import torch
+torch.set_num_threads(1)
+from unet import Predictor, open_image
+from daemon.conversion.encode import encode, takes_ycc
+from daemon.conversion.workers import Named
+def kb(key):
+    return int(next(l for l in open("/proc/self/status") if l.startswith(key)).split()[1]) * 1024
+queue, mode, mp = sys.argv[1], sys.argv[2], float(sys.argv[3])
+p = Predictor(sys.argv[4] + "/models/" + queue, device="cpu")
+w = int((mp * 1e6 * 4 / 3) ** 0.5); h = int(mp * 1e6 / w)
+small = np.random.default_rng(0).integers(0, 255, (h // 64 + 1, w // 64 + 1, 3), dtype=np.uint8)
+im = Image.fromarray(small).resize((w, h), Image.Resampling.BILINEAR)
+im = im.convert("L") if mode == "L" else im
+buf = io.BytesIO(); im.save(buf, "JPEG", quality=90); data = buf.getvalue(); del im, buf, small
+warm = p.prepare(Image.new(mode, (64, 48))); p.finish(warm, p.run([warm])[0], ycc=True)
+base = kb("VmRSS:")
+src = open_image(Named(data, "x.jpg"))
+item = p.prepare(src)
+out = p.finish(item, p.run([item])[0], ycc=takes_ycc(".jpg"))
+encode(out, ".jpg", 92, src)
+print(w, h, (kb("VmHWM:") - base) / (w * h))
+"""
+
+
+def probe() -> None:
+    print("| queue | input | size | measured peak, bytes/pixel | estimate (budget.py), bytes/pixel |")
+    print("| --- | --- | --- | --- | --- |")
+    for queue, task in (("colorize", "colorize"), ("reverse", "translate")):
+        for mode in ("L", "RGB"):
+            for mp in (12, 48):
+                out = subprocess.run([sys.executable, "-c", _PROBE, queue, mode, str(mp), str(ROOT)],
+                                     capture_output=True, text=True, check=True).stdout.split()
+                w, h, per = int(out[0]), int(out[1]), float(out[2])
+                print(f"| {queue} | {'gray' if mode == 'L' else 'color'} JPEG | {w}x{h} | {per:.1f} | "
+                      f"{image_cost(task, w, h, mode) / (w * h):.1f} |", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--queue", default="reverse", choices=["colorize", "reverse"])
+    ap.add_argument("--count", type=int, default=16, help="images per flood")
+    ap.add_argument("--megapixels", type=float, nargs="+", default=[12, 48, 100])
+    ap.add_argument("--budget-mb", default="auto", help='[runtime] memory_budget_mb: "auto" or MiB')
+    ap.add_argument("--max-batch", type=int, default=4)
+    ap.add_argument("--probe", action="store_true", help="the peak cost of one image, measured and estimated")
+    args = ap.parse_args()
+    if args.probe:
+        return probe()
+    print(f"{args.count} near-flat gray JPEGs per flood into the {args.queue} queue at once, "
+          f"{os.cpu_count()} CPU(s), budget {args.budget_mb}")
+    print("| flood | file | budget | baseline | peak RSS | over baseline | resident once idle | time | converted |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for mp in args.megapixels:
+        with tempfile.TemporaryDirectory(prefix="reverser-memory-") as d:
+            r = flood(args, mp, Path(d))
+        gib = lambda mb: f"{mb / 1024:.2f} GiB"  # noqa: E731
+        print(f"| {args.count} x {mp:g} MP | {r['file_mb']:.2f} MB | {r['budget']} | {gib(r['base'])} | "
+              f"{gib(r['peak'])} | {gib(r['peak'] - r['base'])} | {gib(r['idle'])} | {r['seconds']:.0f} s | "
+              f"{r['converted']} of {args.count}, {r['failed']} failed{', KILLED' if r['killed'] else ''} |",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
