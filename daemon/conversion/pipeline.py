@@ -243,6 +243,8 @@ class Pipeline:
                 size, cost = im.size, image_cost(predictor.task.name, im.width, im.height, im.mode)
         except Exception:
             size, cost = None, len(data)
+        if size and size[0] * size[1] > self.s.max_pixels:
+            return True   # refused from its header at once (a decompression bomb): it costs nothing
         if cost > self.memory.limit:
             logger.info("{}: {} needs about {} of memory, more than the budget of {} ([runtime] "
                         "memory_budget_mb); it waits for the files in flight and runs alone",

@@ -9,7 +9,7 @@ from daemon.conversion.budget import MemoryBudget, image_cost
 from daemon.conversion.pipeline import Job, Pipeline, PipelineSettings
 from tests.daemon.conversion.test_pipeline import SETTINGS, Outcomes, colorizer  # noqa: F401 (fixture)
 from tests.support.images import make_image
-from tests.support.service import wait_for
+from tests.support.service import captured_logs, wait_for
 
 MB = 1 << 20
 
@@ -79,3 +79,19 @@ def test_the_pipeline_decodes_no_further_ahead_than_its_memory_budget(tmp_path, 
         pipe.close(time.monotonic() + 5)
     assert all(o.ok for o in got.values())
     assert cost * 2 <= pipe.memory.peak <= 40 * MB and pipe.memory.used == 0
+
+
+def test_an_image_over_max_pixels_is_refused_at_once_without_waiting_for_memory(tmp_path, colorizer):  # noqa: F811
+    big = make_image(tmp_path / "bomb_before.png", (1000, 1000), "L")   # costs 8 MB: 8 times the budget
+    settings = PipelineSettings(**{**SETTINGS.__dict__, "memory_budget": MB, "max_pixels": 500_000})
+    pipe = Pipeline({"colorize": colorizer}, {"colorize": 1}, settings)
+    outcomes = Outcomes()
+    try:
+        with captured_logs() as lines:
+            assert pipe.reserve(timeout=10)
+            pipe.submit(Job("colorize", big, tmp_path / "out", "bomb_after.png", outcomes))
+            got = outcomes.wait(1)["bomb_before.png"]
+    finally:
+        pipe.close(time.monotonic() + 5)
+    assert not got.ok and "over the limit" in got.error
+    assert not any("more than the budget" in line for line in lines) and pipe.memory.peak == 0
