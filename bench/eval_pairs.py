@@ -2,7 +2,7 @@
 
     python bench/eval_pairs.py models/colorize PAIRS_DIR [--sheet out.png] [--rows 8]
 
-Prints the model's mean PSNR and colorfulness beside the gray and mean-tint
+Prints the model's mean PSNR, colorfulness and ab AuC beside the gray and mean-tint
 baselines (the figures in the README come from here).
 """
 
