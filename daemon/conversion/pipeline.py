@@ -235,7 +235,7 @@ class Pipeline:
 
     def _take_memory(self, job: Job, data: bytes, predictor: Predictor) -> bool:
         """Wait for the image's estimated cost in the memory budget (from its header); False when closing.
-        A header that does not parse costs nothing here: decoding it fails at once."""
+        A header that does not parse costs its file's size here: decoding it fails at once."""
         if not self.memory.limit:
             return True
         try:

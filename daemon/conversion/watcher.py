@@ -293,7 +293,7 @@ class Watcher:
             return None
         now = time.monotonic()
         track = self._pending[path] = _Track(st.st_size, st.st_mtime_ns, now)
-        heapq.heappush(self._due, (now + self.settle, next(self._seq), path))
+        heapq.heappush(self._due, (now + self._held.get(path, self.settle), next(self._seq), path))
         return track
 
     def _check_due(self, now: float) -> None:
@@ -313,7 +313,7 @@ class Watcher:
             # An open writer is waited for until it closes; if that event was lost, a
             # file unchanged for a whole rescan interval is taken anyway.
             wait = max(self.settle, self.rescan) if track.writing else self.settle
-            wait = max(wait, self._held.get(path, 0.0))
+            wait = self._held.get(path, wait)   # put back to finish: its own wait, whatever the settle time
             if now - track.changed >= wait:
                 if path not in ready:   # the heap may hold a path twice
                     ready.append(path)
