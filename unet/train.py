@@ -296,6 +296,8 @@ def evaluate(model: Model, pairs: list[PairRef], mean_chroma: tuple[float, float
             gray_auc.add(gray, truth)
     out = {k: mean(v) for k, v in scores.items() if v}
     out["pairs"] = len(pairs)
+    # Each pair's PSNR, in the order of pairs: the promotion rule compares two models image by image.
+    out["psnr_each"] = [round(v, 4) for v in scores["psnr"]]
     if model.task.name == "colorize":
         out["train_mean_chroma"] = list(tint_chroma)
         out["auc"], out["gray_auc"] = auc.score(), gray_auc.score()

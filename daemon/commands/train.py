@@ -28,7 +28,7 @@ from ..learning.challenger import train_challenger
 from ..learning.intake import mark_trained, read_counts
 from ..learning.promotion import conclude
 from ..learning.registry import open_registry
-from ..learning.report import new_report_dir
+from ..learning.report import new_report_dir, rule_line
 from ..learning.retrain import Busy, pair_folders, plan, training_lock
 from ..learning.serving import model_dir
 
@@ -157,4 +157,5 @@ def _summary(outcome) -> str:
                         f"stays champion",
             "written": "model written",
             "failed": "training failed; nothing changed"}[outcome.decision]
-    return f"{outcome.queue}: {what}\n  why: {outcome.why}\n  report: {outcome.report}/report.png"
+    rule = f"\n  {rule_line(outcome.rule)}" if outcome.rule else ""
+    return f"{outcome.queue}: {what}\n  why: {outcome.why}{rule}\n  report: {outcome.report}/report.png"

@@ -83,6 +83,8 @@ class RetrainConfig:
     pair_timeout_minutes: float = 60.0   # a half left without its other half this long is quarantined
     val_percent: float = 15.0            # share of pairs held out (by a hash of the name) to score models
     margin: float = 0.05                 # a challenger must beat the champion's PSNR by this many dB
+    promotion_confidence: float = 0.95   # ... with this confidence, over the held-out pairs' per-image gains
+    min_holdout_pairs: int = 10          # fewer held-out pairs than this decide nothing: not promoted
     keep_rejected: int = 5               # rejected versions kept per queue; older ones are pruned
     threads: int = 1                     # CPU threads for the training child (conversion keeps the rest)
     nice: int = 10                       # the training child's niceness (lower priority than conversion)
@@ -314,6 +316,8 @@ _RANGES = {
     (RetrainConfig, "pair_timeout_minutes"): (lambda v: v > 0, "a positive number of minutes"),
     (RetrainConfig, "val_percent"): (lambda v: 1 <= v <= 50, "1 to 50 percent"),
     (RetrainConfig, "margin"): (lambda v: v >= 0, "0 or more dB"),
+    (RetrainConfig, "promotion_confidence"): (lambda v: 0.5 <= v < 1, "0.5 to below 1, e.g. 0.95"),
+    (RetrainConfig, "min_holdout_pairs"): (lambda v: v >= 1, "1 or more"),
     (RetrainConfig, "keep_rejected"): (lambda v: v >= 0, "0 or more"),
     (RetrainConfig, "threads"): (lambda v: 1 <= v <= 1024, "1 or more"),
     (RetrainConfig, "nice"): (lambda v: 0 <= v <= 19, "0 to 19"),

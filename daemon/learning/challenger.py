@@ -97,7 +97,9 @@ def train_challenger(job: TrainJob, log=print, progress: bool | None = None, sho
     if not val_pairs or not train_pairs:
         raise TrainingError(f"{len(pairs)} pairs are too few: {job.val_percent:g}% are held out by name to score "
                             f"the models, and this leaves {len(train_pairs)} to train and {len(val_pairs)} to "
-                            f"score; add pairs")
+                            f"score; " + ("raise --val-percent (or [retrain] val_percent, up to 50) or add pairs"
+                                          if not val_pairs else "lower --val-percent (or [retrain] val_percent) "
+                                          "or add pairs"))
     log(f"{len(pairs)} pairs: {len(train_pairs)} to train, {len(val_pairs)} held out")
     torch.manual_seed(job.seed)  # a new network's first weights come from the seed too
     challenger = _starting_model(job, log, gray_output=_gray_afters(train_pairs))

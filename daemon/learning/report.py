@@ -179,7 +179,21 @@ def _header(data: dict, outcome, task: str) -> list[str]:
                      f"trained {data['train_seconds']} s ({data['stopped']}); champion before: "
                      f"version {data['champion_before']}")
         lines.append("challenger: " + _scores(ch) + ("   champion: " + _scores(champ) if champ else ""))
+    rule = data.get("rule")
+    if rule:
+        lines.append(rule_line(rule))
     return lines
+
+
+def rule_line(rule: dict) -> str:
+    """The promotion rule and its figures, in one line (report.png; reverser train prints it too)."""
+    line = (f"rule: gain of at least {rule['margin_db']:g} dB with {rule['confidence']:.0%} confidence over "
+            f"at least {rule['min_holdout_pairs']} held-out pairs ({rule['held_out_pairs']} here)")
+    paired = rule.get("paired")
+    if paired:
+        line += (f"; per-image gain: mean {paired['mean_db']:+.2f} dB, at least {paired['lower_db']:+.2f} dB, "
+                 f"better on {paired['better']} of {paired['pairs']}")
+    return line
 
 
 def _scores(m: dict) -> str:

@@ -27,7 +27,7 @@ def one_thread():
 @pytest.fixture
 def setup(tmp_path):
     shipped = tiny_champion(tmp_path / "shipped" / "colorize")
-    config = write_config(tmp_path, {"colorize": shipped}, "[retrain]\nmax_minutes = 1\n")
+    config = write_config(tmp_path, {"colorize": shipped}, "[retrain]\nmax_minutes = 1\nmin_holdout_pairs = 5\n")
     pairs = write_pairs(tmp_path / "plates", 40)
     return config, load_config(config), pairs
 

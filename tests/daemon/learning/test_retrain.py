@@ -30,7 +30,7 @@ EPOCHS = 20   # a few seconds of one CPU thread; enough for the rule in syntheti
 def cfg(tmp_path):
     shipped = tiny_champion(tmp_path / "shipped" / "colorize")
     return load_config(write_config(tmp_path, {"colorize": shipped},
-                                    "[retrain]\nmin_new_pairs = 20\nthreads = 1\nnice = 5\nmax_minutes = 2\n"))
+                                    "[retrain]\nmin_new_pairs = 20\nthreads = 1\nnice = 5\nmax_minutes = 2\nmin_holdout_pairs = 5\n"))
 
 
 def _drop_pairs(cfg, n=40, scramble=False):
@@ -216,8 +216,9 @@ def test_a_champion_chosen_by_hand_during_training_is_not_overruled(cfg, tmp_pat
     job = TrainJob(queue="colorize", task="colorize", pairs=(), out=str(stage), parent=1,
                    report=str(new_report_dir(cfg.state_dir("reports", "colorize"))))
     reg.promote(2, "someone", "by hand")                                         # while version 3 trained
-    better = {"psnr": 25.0, "colorfulness": 30.0, "truth_colorfulness": 40.0, "gray_psnr": 20.0, "tint_psnr": 20.5}
-    worse = {**better, "psnr": 21.0}
+    better = {"psnr": 25.0, "colorfulness": 30.0, "truth_colorfulness": 40.0, "gray_psnr": 20.0, "tint_psnr": 20.5,
+              "pairs": 12, "psnr_each": [25.0 + 0.1 * (i % 3) for i in range(12)]}
+    worse = {**better, "psnr": 21.0, "psnr_each": [21.0] * 12}
     outcome = conclude(cfg, "colorize", job, {"metrics": better, "champion_metrics": worse}, who="t",
                        started="", registry=reg)
     assert outcome.decision == "rejected" and "changed from version 1 to 2" in outcome.why
@@ -241,7 +242,7 @@ def test_the_running_service_retrains_after_a_missed_night_and_serves_the_new_ch
 
     shipped = tiny_champion(tmp_path / "shipped" / "colorize")
     config = write_config(tmp_path, {"colorize": shipped},
-                          "[retrain]\nenabled = true\nmin_new_pairs = 20\nthreads = 1\nmax_minutes = 0.1\n")
+                          "[retrain]\nenabled = true\nmin_new_pairs = 20\nthreads = 1\nmax_minutes = 0.1\nmin_holdout_pairs = 5\n")
     cfg = load_config(config)
     _drop_pairs(cfg)
     # The service last ran the job long ago: a night was missed, so it trains once, right at start.
