@@ -16,7 +16,7 @@ from PIL import Image
 
 from .images import ImageError, open_image
 
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".heic", ".heif", ".avif"}
 _HALF = re.compile(r"^(?P<name>.+)_(?P<half>before|after)$", re.IGNORECASE)
 
 

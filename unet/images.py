@@ -1,7 +1,7 @@
 """Reading images of any common kind into the few modes the model knows.
 
 Scanners and cameras hand us L, LA, RGB, RGBA, P, 1, I;16, I, F and CMYK in
-JPEG, PNG, WebP, TIFF, BMP and GIF, often EXIF-rotated. Everything is reduced
+JPEG, PNG, WebP, TIFF, BMP, GIF, HEIC/HEIF and AVIF, often EXIF-rotated. Everything is reduced
 to 8-bit "L" or "RGB" plus an optional alpha band kept aside, so outputs can
 carry the input's transparency and orientation.
 """
@@ -12,7 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pillow_heif
 from PIL import Image, ImageOps
+
+# HEIC/HEIF (phones scan prints as HEIC) is read through pillow-heif, whose wheels carry libheif;
+# AVIF is Pillow's own (its wheels carry libavif).
+pillow_heif.register_heif_opener()
 
 # We check the pixel count ourselves before decoding (open() reads only the
 # header), so Pillow's own bomb guard, which warns then raises at 2x its limit,

@@ -47,7 +47,7 @@ from typing import Callable, Collection, Mapping
 from loguru import logger
 from watchdog.events import FileMovedEvent
 
-from ..core.names import is_partial
+from ..core.names import is_partial, not_taken
 from ..core.openfiles import open_for_writing
 from .observers import KINDS, Forward, new_observer
 
@@ -387,7 +387,7 @@ class Watcher:
     def _note_odd(self, path: Path, is_dir: bool) -> None:
         """A name that is not taken: say so once (a sub-folder that belongs there, silently not)."""
         if not is_dir:
-            self._note(path, f"left alone: the name is not {self.expect}")
+            self._note(path, not_taken(path.name, self.expect))
         elif path.name not in self.subfolders and not path.name.startswith("."):
             self._note(path, f"left alone: a folder; only files directly in {path.parent} are taken "
                              f"(move its files up into {path.parent})")

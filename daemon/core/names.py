@@ -24,8 +24,9 @@ Image.init()
 # Suffix -> Pillow format, for inputs we read and outputs we write.
 EXT_FORMAT = {ext: Image.registered_extensions()[ext] for ext in sorted(IMAGE_EXTS)}
 FORMAT_EXT = {"jpeg": ".jpg", "png": ".png", "webp": ".webp", "tiff": ".tif"}
-# Formats we read but do not write: a GIF result would be palette-quantized.
-WRITE_INSTEAD = {".gif": ".png"}
+# Formats we read but do not write: a GIF result would be palette-quantized; a HEIC or AVIF photo's
+# result is a JPEG, which every viewer opens.
+WRITE_INSTEAD = {".gif": ".png", ".heic": ".jpg", ".heif": ".jpg", ".avif": ".jpg"}
 # Names writers use while a file is still arriving.
 PARTIAL_SUFFIXES = (".part", ".tmp", ".crdownload", ".partial", "~")
 REASON_SUFFIX = ".reason.txt"
@@ -81,6 +82,15 @@ def format_list() -> str:
     """The formats read, for a person: 'BMP, GIF, JPEG, PNG, TIFF or WebP'."""
     shown = sorted({"WebP" if f == "WEBP" else f for f in EXT_FORMAT.values()})
     return ", ".join(shown[:-1]) + " or " + shown[-1]
+
+
+def not_taken(name: str, expect: str) -> str:
+    """Why a file name is left alone: a format not read is named as such, before the name is blamed."""
+    ext = Path(name).suffix
+    if ext and ext.lower() not in IMAGE_EXTS:
+        return (f"left alone: the format {shown(ext)} is not one read here "
+                f"(read: {', '.join(sorted(IMAGE_EXTS))})")
+    return f"left alone: the name is not {expect}"
 
 
 def reason_name(name: str) -> str:

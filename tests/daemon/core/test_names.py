@@ -12,7 +12,7 @@ from unet.data import IMAGE_EXTS
 def test_one_extension_table_for_reading_training_and_writing():
     assert set(EXT_FORMAT) == IMAGE_EXTS
     assert EXT_FORMAT[".jpg"] == EXT_FORMAT[".jpeg"] == "JPEG" and EXT_FORMAT[".tif"] == "TIFF"
-    assert format_list() == "BMP, GIF, JPEG, PNG, TIFF or WebP"
+    assert format_list() == "AVIF, BMP, GIF, HEIF, JPEG, PNG, TIFF or WebP"
 
 
 def test_the_service_converts_only_NAME_before_images():
@@ -57,3 +57,11 @@ def test_names_are_shown_without_raw_bytes_or_control_characters():
     assert shown("red\x1b[31m\x9b.png") == "red\\x1b[31m\\x9b.png"
     assert shown("two\nlines") == "two\\x0alines" and shown("kept\n\there", keep="\n\t") == "kept\n\there"
     assert shown("café ☕") == "café ☕"
+
+
+def test_a_format_not_read_is_named_as_a_format_and_a_wrong_name_as_a_name():
+    from daemon.core.names import not_taken
+    why = not_taken("x_before.xyz", "NAME_before.<image ext>")
+    assert "the format .xyz is not one read here" in why and ".heic" in why and "name" not in why
+    assert not_taken("grandma.jpg", "NAME_before.<image ext>") == "left alone: the name is not NAME_before.<image ext>"
+    assert is_input("IMG_0001_before.HEIC") and is_input("scan_before.avif") and is_input("s_before.heif")

@@ -1,0 +1,53 @@
+"""Formats a user brings, through a real service: a HEIC and an AVIF scan convert; a format not read
+is logged as a format, not blamed on the name."""
+
+from __future__ import annotations
+
+import numpy as np
+import pillow_heif
+import pytest
+from PIL import Image
+
+from daemon.core.config import load_config
+from tests.support.config import write_config
+from tests.support.pairs import tiny_champion
+from tests.support.service import Service, services, wait_for
+
+QUICK = "[watch]\nsettle_seconds = 0.3\nrescan_seconds = 1\n[status]\ninterval_seconds = 0.5\n"
+
+
+@pytest.fixture
+def champion(tmp_path):
+    return tiny_champion(tmp_path / "shipped" / "colorize")
+
+
+def _gray(seed: int) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    g = np.linspace(0, 255, 64 * 48).reshape(48, 64) * 0.7 + rng.integers(0, 60, (48, 64))
+    return Image.fromarray(g.clip(0, 255).astype(np.uint8), "L").convert("RGB")
+
+
+def test_heic_and_avif_scans_convert_and_an_unread_format_is_named(tmp_path, champion, service_env):
+    path = write_config(tmp_path, {"colorize": champion}, QUICK)
+    cfg = load_config(path)
+    with services() as running:
+        s = Service(path, service_env, tmp_path / "stdout.log")
+        running.append(s)
+        s.wait_ready()
+        inbox, out = cfg.inbox("colorize"), cfg.outbox("colorize")
+        stage = tmp_path / "stage"
+        stage.mkdir()
+        pillow_heif.from_pillow(_gray(1)).save(stage / "IMG_0001_before.heic", quality=90)
+        _gray(2).save(stage / "scan_before.avif", quality=90)
+        (stage / "x_before.xyz").write_bytes(b"not an image we read")
+        for f in sorted(stage.iterdir()):
+            f.rename(inbox / f.name)
+        wait_for(lambda: {"IMG_0001_after.jpg", "scan_after.jpg"} <= ({p.name for p in out.iterdir()} if out.is_dir() else set()), 30,
+                 "the HEIC and AVIF results")
+        for name in ("IMG_0001_after.jpg", "scan_after.jpg"):
+            with Image.open(out / name) as im:
+                assert im.format == "JPEG" and im.size == (64, 48) and im.mode == "RGB"
+        wait_for(lambda: "the format .xyz is not one read here" in s.log(), 10, "the format line")
+        line = next(ln for ln in s.log().splitlines() if "x_before.xyz" in ln)
+        assert ".heic" in line and ".avif" in line and "the name is not" not in line
+        assert (inbox / "x_before.xyz").exists()   # left where it is, nothing lost
