@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from pathlib import Path
 import signal
 import threading
 import time
@@ -169,8 +170,11 @@ class Service:
             batches[q] = n
             self.board.set_model(q, p.model.path, p.version, n, why)
             self.metrics.model_version(q, p.version)  # metrics:
-            logger.info("queue {} ({}): model version {} from {}; batch size {} ({}); {} -> {}",
-                        q, p.task.name, p.version, p.model.path, n, why, cfg.inbox(q), cfg.outbox(q))
+            # One line that fits a terminal: paths as the config names them, the batch figures at debug.
+            logger.info("queue {} ({}): model version {} from {}; batch size {} ({})", q, p.task.name, p.version,
+                        _near(cfg, p.model.path), n, "configured" if why == "configured" else "measured")
+            logger.info("queue {}: {} -> {}", q, _near(cfg, cfg.inbox(q)), _near(cfg, cfg.outbox(q)))
+            logger.debug("queue {}: batch size {}: {}", q, n, why)
         budget, why = memory.budget(cfg.runtime.memory_budget_mb)
         logger.info("memory budget for decoded images in flight: {} ({}; [runtime] memory_budget_mb), "
                     "at most {} file(s) in flight", memory.gib(budget), why, cfg.runtime.queue_size)
@@ -196,7 +200,7 @@ class Service:
         how = ("inotify: files are taken at close-after-write or rename" if self.watcher.close_events
                else f"{w.observer} observer: files are taken once unchanged for {w.settle_seconds:g} s")
         logger.info("watching {} inbox folder(s) with {}; full scan every {:g} s; status in {}",
-                    len(cfg.queues), how, w.rescan_seconds, cfg.paths.state / STATUS_FILE)
+                    len(cfg.queues), how, w.rescan_seconds, _near(cfg, cfg.paths.state / STATUS_FILE))
         self.champions = ChampionWatch(self.pipeline, list(cfg.queues), partial(model_dir, cfg),
                                        lambda q, folder: load_predictor(cfg, folder, cfg.queues[q].task),
                                        on_swap=self._swapped)
@@ -355,3 +359,12 @@ class Service:
         c = {q: (x.processed, x.failed) for q, x in self.board.queues.items()}
         logger.info("Stopped: {}.{}", ", ".join(f"{q} {p} converted, {f} failed" for q, (p, f) in c.items()),
                     f" {left} claimed file(s) stay in work/ and go through first at the next start." if left else "")
+
+
+def _near(cfg: Config, path) -> str:
+    """A path as a user reads it at start-up: relative to the config's folder when inside it."""
+    base = cfg.file.parent.resolve() if cfg.file else Path.cwd()
+    try:
+        return str(Path(path).resolve().relative_to(base))
+    except ValueError:
+        return str(path)

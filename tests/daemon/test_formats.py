@@ -51,3 +51,16 @@ def test_heic_and_avif_scans_convert_and_an_unread_format_is_named(tmp_path, cha
         line = next(ln for ln in s.log().splitlines() if "x_before.xyz" in ln)
         assert ".heic" in line and ".avif" in line and "the name is not" not in line
         assert (inbox / "x_before.xyz").exists()   # left where it is, nothing lost
+
+
+def test_start_up_lines_name_paths_from_the_config_folder_and_fit_a_terminal(tmp_path, champion, service_env):
+    path = write_config(tmp_path, {"colorize": champion}, QUICK + '[runtime]\nmax_batch = "auto"\n')
+    with services() as running:
+        s = Service(path, service_env, tmp_path / "stdout.log")
+        running.append(s)
+        s.wait_ready()
+        lines = [ln.split("queue colorize", 1)[1] for ln in s.log().splitlines() if "queue colorize" in ln]
+        assert any(m == ": inbox/colorize -> outbox/colorize" for m in lines), lines
+        assert any("batch size" in m and "(measured)" in m for m in lines), lines
+        for m in lines:
+            assert str(tmp_path) not in m and "images/s" not in m and len("queue colorize" + m) <= 100, m
