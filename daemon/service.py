@@ -188,14 +188,16 @@ class Service:
                                settle=w.settle_seconds, rescan=w.rescan_seconds, observer=w.observer,
                                poll=w.poll_seconds, threads=2, label="inbox",
                                expect="NAME_before.<image ext>",
-                               subfolders={cfg.train_inbox(q).name for q in cfg.queues})
+                               subfolders={cfg.train_inbox(q).name for q in cfg.queues},
+                               noted_file=cfg.paths.state / "left-alone-inbox.json")
         self.feed.on_put_back = self.watcher.hold   # an unfinished file put back waits to be finished
         self.watcher.start()
         intakes = {q: PairIntake(cfg, q, writer=self.owner.id) for q in cfg.queues}
         self.pairs_watcher = Watcher({cfg.train_inbox(q): intakes[q].handle for q in cfg.queues}, is_pair_file,
                                      settle=w.settle_seconds, rescan=w.rescan_seconds, observer=w.observer,
                                      poll=w.poll_seconds, threads=1, label="pairs",
-                                     expect="NAME_before/NAME_after.<image ext> or a color photo")
+                                     expect="NAME_before/NAME_after.<image ext> or a color photo",
+                                     noted_file=cfg.paths.state / "left-alone-pairs.json")
         self.pairs_watcher.start()
         how = ("inotify: files are taken at close-after-write or rename" if self.watcher.close_events
                else f"{w.observer} observer: files are taken once unchanged for {w.settle_seconds:g} s")

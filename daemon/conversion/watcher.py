@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import json
 import os
 import queue
 import stat
@@ -50,6 +51,8 @@ from watchdog.events import FileMovedEvent
 from ..core.names import is_partial, not_taken
 from ..core.openfiles import open_for_writing
 from .observers import KINDS, Forward, new_observer
+
+NOTED_MAX = 10_000   # names kept as already logged 'left alone' (a bound on the state file)
 
 
 @dataclass(frozen=True)
@@ -89,8 +92,9 @@ class Watcher:
     def __init__(self, folders: Mapping[Path, Handler], accept: Callable[[str], bool], *,
                  settle: float = 1.0, rescan: float = 30.0, observer: str = "auto", poll: float = 1.0,
                  threads: int = 2, label: str = "watcher", expect: str = "an accepted name",
-                 subfolders: Collection[str] = ()):
-        """subfolders: names of sub-folders that belong in the folders (train/); others are noted in the
+                 subfolders: Collection[str] = (), noted_file: Path | None = None):
+        """noted_file: where the names already logged as left alone are kept, so a restart or a reload
+        does not log them again (at most NOTED_MAX). subfolders: names of sub-folders that belong in the folders (train/); others are noted in the
         log once, as files with other names are, since files in them are not converted."""
         if observer not in ("auto", "inotify", "polling"):
             raise ValueError(f"observer must be auto, inotify or polling, got {observer!r}")
@@ -106,7 +110,9 @@ class Watcher:
         self._seq = itertools.count()
         self._inflight: set[Path] = set()   # handed on, handler not finished
         self._again: set[Path] = set()      # changed while in flight: look again when the handler returns
-        self._noted: set[Path] = set()      # left alone and logged once
+        self._noted_file = noted_file
+        self._noted: set[Path] = self._load_noted()      # left alone and logged once
+        self._noted_saved = set(self._noted)
         self._held: dict[Path, float] = {}  # put back to finish: handed on once unchanged this long (hold())
         self._looked = -LOOK_EVERY          # monotonic time of the last /proc scan for writers
         self._observer = None
@@ -383,6 +389,7 @@ class Watcher:
         for _, path in sorted(found, key=lambda t: t[0]):
             self._begin(path)
         self._noted &= present  # a name that comes back later is logged again
+        self._save_noted()
 
     def _note_odd(self, path: Path, is_dir: bool) -> None:
         """A name that is not taken: say so once (a sub-folder that belongs there, silently not)."""
@@ -396,6 +403,25 @@ class Watcher:
         if path not in self._noted:
             self._noted.add(path)
             logger.info("{}: {}", path, why)
+            self._save_noted()
+
+    def _load_noted(self) -> set[Path]:
+        try:
+            return {Path(p) for p in json.loads(self._noted_file.read_text(encoding="utf-8", errors="surrogateescape"))}
+        except (AttributeError, OSError, ValueError, TypeError):
+            return set()   # none kept yet, or unreadable: names are logged once more, nothing worse
+
+    def _save_noted(self) -> None:
+        if self._noted_file is None or self._noted == self._noted_saved:
+            return
+        keep = sorted(str(p) for p in self._noted)[:NOTED_MAX]
+        tmp = self._noted_file.with_name(f".{self._noted_file.name}.{os.getpid()}.tmp")
+        try:
+            tmp.write_text(json.dumps(keep), encoding="utf-8", errors="surrogateescape")
+            os.replace(tmp, self._noted_file)
+            self._noted_saved = set(self._noted)
+        except OSError as e:   # a full or read-only state disk: the names may be logged again, no more
+            logger.debug("{}: cannot keep the names logged as left alone: {}", self._noted_file, e)
 
     # -- handler threads ----------------------------------------------------------------------
 

@@ -64,3 +64,21 @@ def test_start_up_lines_name_paths_from_the_config_folder_and_fit_a_terminal(tmp
         assert any("batch size" in m and "(measured)" in m for m in lines), lines
         for m in lines:
             assert str(tmp_path) not in m and "images/s" not in m and len("queue colorize" + m) <= 100, m
+
+
+def test_left_alone_is_logged_once_per_file_across_restarts(tmp_path, champion, service_env):
+    path = write_config(tmp_path, {"colorize": champion}, QUICK)
+    inbox = load_config(path).inbox("colorize")
+    with services() as running:
+        first = Service(path, service_env, tmp_path / "first.log")
+        running.append(first)
+        first.wait_ready()
+        (inbox / "grandma.jpg").write_bytes(b"a wrong name")
+        wait_for(lambda: "grandma.jpg: left alone" in first.log(), 10, "the left-alone line")
+        first.stop()
+        second = Service(path, service_env, tmp_path / "second.log")
+        running.append(second)
+        second.wait_ready()
+        (inbox / "uncle.jpg").write_bytes(b"another wrong name")
+        wait_for(lambda: "uncle.jpg: left alone" in second.log(), 10, "the new file's line")
+        assert "grandma.jpg" not in second.log()     # said once, at the first start, not again
