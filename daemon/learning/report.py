@@ -55,11 +55,35 @@ def _finite(v) -> bool:
     return isinstance(v, (int, float)) and math.isfinite(v)
 
 
+def ticks(lo: float, hi: float, most: int = 6) -> list[tuple[float, str]]:
+    """Round values between lo and hi, a step of 1, 2 or 5 times a power of ten apart, with their labels.
+
+    A validation PSNR that moves from 28.01 to 28.09 dB gets 28.02, 28.04 ... rather than
+    five labels that all read "28": the step, not the values, says how many decimals to show.
+    """
+    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
+        return [(lo, tick_labels([lo], 0)[0])]
+    raw = (hi - lo) / max(1, most - 1)
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    first = math.ceil(lo / step - 1e-9)
+    values = [k * step for k in range(first, math.floor(hi / step + 1e-9) + 1)]
+    return list(zip(values, tick_labels(values, step)))
+
+
+def tick_labels(values: list[float], step: float) -> list[str]:
+    """values written with as many decimals as step needs (none for a step of 1 or more), so each reads apart."""
+    decimals = 0 if step <= 0 or step >= 1 else -math.floor(math.log10(step) + 1e-9)
+    if step > 0 and round(step, decimals) != round(step, decimals + 1):
+        decimals += 1  # a step of 0.25 needs two decimals, not one
+    return [f"{0.0 if abs(v) < step * 1e-6 else v:.{decimals}f}" for v in values]
+
+
 def _chart(d: ImageDraw.ImageDraw, box, title: str, series: list[tuple[str, list, list]], font) -> None:
     """A line chart in box=(x0, y0, x1, y1): series are (label, xs, ys); points that are None are skipped."""
     x0, y0, x1, y1 = box
     d.text((x0, y0), title, fill=INK, font=font)
-    px0, py0, px1, py1 = x0 + 48, y0 + 22, x1 - 8, y1 - 34
+    px0, py0, px1, py1 = x0 + 56, y0 + 22, x1 - 8, y1 - 34
     pts = [(x, y) for _, xs, ys in series for x, y in zip(xs, ys) if _finite(x) and _finite(y)]
     d.rectangle((px0, py0, px1, py1), outline=GRID)
     if not pts:
@@ -75,13 +99,14 @@ def _chart(d: ImageDraw.ImageDraw, box, title: str, series: list[tuple[str, list
     def at(x, y):
         return (px0 + (x - xmin) / (xmax - xmin) * (px1 - px0), py1 - (y - ymin) / (ymax - ymin) * (py1 - py0))
 
-    for i in range(5):  # horizontal grid lines with their values
-        v = ymin + (ymax - ymin) * i / 4
+    for v, label in ticks(ymin, ymax):  # horizontal grid lines with their values
         _, gy = at(xmin, v)
         d.line((px0, gy, px1, gy), fill=GRID)
-        d.text((x0, gy - 6), f"{v:.3g}", fill=MUTED, font=font)
-    d.text((px0, py1 + 4), f"{xmin:.3g}", fill=MUTED, font=font)
-    d.text((px1 - 40, py1 + 4), f"{xmax:.3g} s", fill=MUTED, font=font)
+        d.text((px0 - 4 - d.textlength(label, font=font), gy - 6), label, fill=MUTED, font=font)
+    [first, last] = tick_labels([xmin, xmax], xmax - xmin)
+    d.text((px0, py1 + 4), first, fill=MUTED, font=font)
+    last += " s"
+    d.text((px1 - d.textlength(last, font=font), py1 + 4), last, fill=MUTED, font=font)
     lx = px0
     for label, xs, ys in series:
         color = COLORS.get(label, INK)
