@@ -40,6 +40,24 @@ def ycc_to_rgb(ycc: torch.Tensor) -> torch.Tensor:
     return torch.einsum("ij,bjhw->bihw", m, ycc).clamp(0.0, 1.0)
 
 
+# sRGB (D65) to CIE XYZ, and the white point: the Lab the hue metric (metrics.AbAuc) is measured in.
+SRGB_TO_XYZ = torch.tensor([
+    [0.412453, 0.357580, 0.180423],
+    [0.212671, 0.715160, 0.072169],
+    [0.019334, 0.119193, 0.950227],
+])
+D65 = torch.tensor([0.95047, 1.0, 1.08883])
+
+
+def rgb_to_ab(rgb: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) sRGB in [0, 1] -> (B, 2, H, W) CIE Lab a, b (D65), differentiable everywhere."""
+    c = torch.where(rgb > 0.04045, ((rgb.clamp(min=0.04045) + 0.055) / 1.055) ** 2.4, rgb / 12.92)
+    xyz = torch.einsum("ij,bjhw->bihw", SRGB_TO_XYZ.to(rgb), c) / D65.to(rgb)[None, :, None, None]
+    # The cube root's slope is unbounded at 0: the linear branch below the knee keeps gradients finite.
+    f = torch.where(xyz > 0.008856, xyz.clamp(min=0.008856) ** (1 / 3), 7.787 * xyz + 16.0 / 116.0)
+    return torch.stack([500.0 * (f[:, 0] - f[:, 1]), 200.0 * (f[:, 1] - f[:, 2])], dim=1)
+
+
 class ChromaBins:
     """A square grid of chroma classes over (Cb, Cr) in [-extent, extent]^2.
 

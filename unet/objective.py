@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .color import CHROMA_TO_RGB, rgb_to_ycc, ycc_to_rgb
+from .color import CHROMA_TO_RGB, rgb_to_ab, rgb_to_ycc, ycc_to_rgb
 from .images import luminance
 from .tasks import Task
 
@@ -54,7 +54,7 @@ class Objective:
         target = _fit(task.target(after), y)
         head = task.cfg.head
         if head == "regression":
-            return self._regression(y, target, floor)
+            return self._regression(y, target, floor, before)
         logits = y[:, :-2] if head == "blend" else y
         idx, w = task.bins.soft_encode(target)
         logp = F.log_softmax(logits.float(), dim=1)
@@ -63,14 +63,20 @@ class Objective:
         weight = self.cfg.blend_ce_weight if head == "blend" else self.cfg.ce_weight
         loss = weight * (rw * ce).mean()
         if head == "blend":
-            return loss + self._regression(y, target, floor)
+            return loss + self._regression(y, target, floor, before)
         if self.cfg.mean_loss:
             loss = loss + self.cfg.mean_loss * 10 * F.l1_loss(task.bins.decode(y, 1.0), target)
         return loss
 
-    def _regression(self, y, target, floor):
+    def _regression(self, y, target, floor, before):
         pred = self.task.regression(y)
         kind = self.cfg.regression_loss
+        if kind == "ab":
+            # The distance in Lab ab, where the hue metric (metrics.AbAuc) measures: its mean is the L1
+            # of the ab vector, whose minimiser is a median, not the brown mean of the plausible colors.
+            luma = _fit(before if before.shape[1] == 1 else rgb_to_ycc(before)[:, :1], y)
+            ab = [rgb_to_ab(ycc_to_rgb(torch.cat([luma, c], dim=1))) for c in (pred, target)]
+            return (ab[0] - ab[1]).pow(2).sum(1).add(1e-4).sqrt().mean() / 10
         if kind == "psnr":
             err = torch.einsum("ij,bjhw->bihw", CHROMA_TO_RGB.to(pred.device), pred - target)  # (B, 3, h, w)
             mse = err.pow(2).flatten(1).mean(1)                                                 # (B,)

@@ -90,3 +90,32 @@ def test_a_model_saved_before_tint_gain_existed_decodes_as_it_did():
     assert not torch.allclose(split.chroma(y), task.chroma(y))
     with pytest.raises(ValueError, match="tint_gain"):
         TaskConfig("colorize", tint_gain=0)
+
+
+def test_the_ab_loss_is_measured_in_the_lab_the_hue_metric_uses_and_prefers_the_median_hue():
+    from unet.color import rgb_to_ab
+    from unet.metrics import rgb_to_ab as metric_ab
+    rgb = torch.rand(2, 3, 5, 7)
+    ours = rgb_to_ab(rgb).permute(0, 2, 3, 1).numpy()
+    assert np.abs(ours - metric_ab(rgb.permute(0, 2, 3, 1).double().numpy() * 255)).max() < 1e-3
+
+    # Three pixels of one green, one of a red: the median (the green) beats the brown mean.
+    task = _colorizer().task
+    objective = Objective(task, None, TrainConfig(epochs=1, regression_loss="ab"))
+    before = torch.full((1, 1, 2, 2), 0.5)
+    truth = torch.tensor([[-0.15, 0.15], [-0.15, 0.2]])            # (Cb, Cr): green, red
+    pixels = truth[[0, 0, 0, 1]].t().reshape(1, 2, 2, 2)
+    after = torch.cat([before, pixels], 1)
+    from unet.color import ycc_to_rgb
+    after = ycc_to_rgb(after)
+    median = truth[0][None, :, None, None].expand(1, 2, 2, 2)
+    mean = pixels.mean((2, 3), keepdim=True).expand(1, 2, 2, 2)
+    loss = {k: objective.loss(_logits_for(c.clone()), before, after).item() for k, c in
+            (("median", median), ("mean", mean))}
+    assert loss["median"] < loss["mean"]
+
+    # Finite gradients on black and gray, where Lab's cube root is steepest.
+    for level in (0.0, 0.5):
+        y = _logits_for(torch.zeros(1, 2, 2, 2)).requires_grad_()
+        objective.loss(y, torch.full((1, 1, 2, 2), level), torch.full((1, 3, 2, 2), level)).backward()
+        assert torch.isfinite(y.grad).all()
