@@ -45,7 +45,7 @@ from .conversion.watcher import Watcher
 from .core import memory
 from .core.config import Config, ConfigError, load_config
 from .core.fs import sweep_temp
-from .core.names import is_input, is_pair_file
+from .core.names import input_name, is_input, is_pair_file, shown
 from .errors import EX_OK
 from .learning.intake import PairIntake, read_counts
 from .learning.retrain import Retrainer
@@ -55,7 +55,7 @@ from .ops.health import Health
 from .ops.logs import setup_logging
 from .ops.notify import Notifier, Watchdog, status_text
 from .ops.prometheus import Metrics, MetricsServer
-from .ops.status import STATUS_FILE, StatusBoard
+from .ops.status import LIST_MAX, STATUS_FILE, StatusBoard, iso_time, listing
 from .preflight import require_valid
 
 
@@ -71,6 +71,7 @@ class Service:
         self.pipeline: Pipeline | None = None
         self.watcher: Watcher | None = None
         self.pairs_watcher: Watcher | None = None     # inbox/<q>/train/ -> the pairs intake
+        self.intakes: dict[str, PairIntake] = {}
         self.retrainer: Retrainer | None = None
         self.scheduler: RetrainScheduler | None = None
         self.champions: ChampionWatch | None = None
@@ -187,12 +188,12 @@ class Service:
         self.watcher = Watcher({cfg.inbox(q): partial(self.feed.take, q) for q in cfg.queues}, is_input,
                                settle=w.settle_seconds, rescan=w.rescan_seconds, observer=w.observer,
                                poll=w.poll_seconds, threads=2, label="inbox",
-                               expect="NAME_before.<image ext>",
+                               expect="NAME_before.<image ext>", rename=input_name,
                                subfolders={cfg.train_inbox(q).name for q in cfg.queues},
                                noted_file=cfg.paths.state / "left-alone-inbox.json")
         self.feed.on_put_back = self.watcher.hold   # an unfinished file put back waits to be finished
         self.watcher.start()
-        intakes = {q: PairIntake(cfg, q, writer=self.owner.id) for q in cfg.queues}
+        self.intakes = intakes = {q: PairIntake(cfg, q, writer=self.owner.id) for q in cfg.queues}
         self.pairs_watcher = Watcher({cfg.train_inbox(q): intakes[q].handle for q in cfg.queues}, is_pair_file,
                                      settle=w.settle_seconds, rescan=w.rescan_seconds, observer=w.observer,
                                      poll=w.poll_seconds, threads=1, label="pairs",
@@ -286,10 +287,11 @@ class Service:
             waiting[q] = count_waiting(cfg.inbox(q))
             self.metrics.queue_depth(q, waiting[q] + self.pipeline.inflight.get(q, 0))  # metrics:
         self.waiting = waiting
-        pairs = {q: {"pairs": read_counts(cfg.state_dir("pairs", q))} for q in cfg.queues}
+        extra = {q: {"pairs": read_counts(cfg.state_dir("pairs", q))} for q in cfg.queues}
+        self._seen(cfg, extra)
         try:
             self.board.write(cfg.paths.state, waiting, dict(self.pipeline.inflight), cfg.status.interval_seconds,
-                             pairs, writer=self.owner.id)
+                             extra, writer=self.owner.id)
         except OSError as e:  # the state disk full or read-only: said once, not at every interval
             why = e.strerror or str(e)
             if why != self._status_error:
@@ -301,6 +303,29 @@ class Service:
             if self._status_error:
                 logger.info("{} is written again", cfg.paths.state / STATUS_FILE)
             self._status_error = ""
+
+    def _seen(self, cfg: Config, extra: dict[str, dict]) -> None:
+        """Status: per queue, the files left alone in its inbox and train/ folders (what the watchers logged),
+        the training halves waiting for their partner, and the training files refused (the intake's)."""
+        ignored: dict[str, list] = {q: [] for q in cfg.queues}
+        counts: dict[str, int] = dict.fromkeys(cfg.queues, 0)
+        where = {Path(os.path.abspath(cfg.inbox(q))): (q, "inbox") for q in cfg.queues}
+        where |= {Path(os.path.abspath(cfg.train_inbox(q))): (q, "train") for q in cfg.queues}
+        for watcher in (self.watcher, self.pairs_watcher):
+            per_folder, notes = watcher.left_alone(LIST_MAX)
+            for folder, n in per_folder.items():
+                if folder in where:
+                    counts[where[folder][0]] += n
+            for path, note in notes:
+                q, kind = where.get(path.parent, (None, ""))
+                if q is not None:
+                    ignored[q].append({"name": shown(path.name), "where": kind, "reason": note.why, "fix": note.fix,
+                                       "since": note.since})
+        for q in cfg.queues:
+            files = [{**e, "since": iso_time(e["since"])} for e in sorted(ignored[q], key=lambda e: -e["since"])]
+            extra[q]["ignored"] = listing(counts[q], files[:LIST_MAX])
+            extra[q]["halves_waiting"] = listing(*self.intakes[q].waiting(LIST_MAX))
+            extra[q]["training_refused"] = listing(*self.intakes[q].refused())
 
     # -- reload and shutdown ------------------------------------------------------------------
 

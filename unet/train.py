@@ -184,7 +184,7 @@ def _set_up(model: Model, train_pairs, val_pairs, cfg: TrainConfig, log, progres
     run.best = (first["psnr"][plain], copy.deepcopy(net.state_dict()))
     run.history.append({"step": 0, "epoch": 0, "seconds": 0.0, "train_loss": None,
                         "val_loss": first["loss"], "val_psnr": run.best[0]})
-    log(f"start: val loss {first['loss']:.4f}, val PSNR {run.best[0]:.2f} dB (working size)")
+    run.bar.write(f"start: val loss {first['loss']:.4f}, val PSNR {run.best[0]:.2f} dB (working size)", log)
     return run
 
 
@@ -200,7 +200,7 @@ def _hold_encoder(run: _Run, frac: float) -> None:
     if frozen != run.frozen or run.step == 0:
         net.encoder.requires_grad_(not frozen)
         if run.frozen and not frozen:
-            run.log(f"step {run.step}: the encoder trains from here on")
+            run.bar.write(f"step {run.step}: the encoder trains from here on", run.log)
         run.frozen = frozen
 
 
@@ -345,9 +345,11 @@ class _progress_bar:
             self.bar.set_postfix_str(f"step {step} loss {loss:.4f}", refresh=False)
 
     def write(self, msg: str, log):
-        if self.bar is not None:
-            self.bar.write(msg)
-        else:
+        """log(msg) with the bar cleared first and drawn again after, so the line is not cut by it."""
+        if self.bar is None:
+            log(msg)
+            return
+        with self.bar.external_write_mode(file=self.bar.fp):
             log(msg)
 
     def close(self):

@@ -45,7 +45,7 @@ def main(args) -> int:
         print("reverser convert: no image files found", file=sys.stderr)
         return EX_DATAERR
     # The bar and the per-file lines are the output; the pipeline's own lines only when they matter.
-    setup_logging(replace(cfg.logging, level="WARNING", file=None))
+    setup_logging(replace(cfg.logging, level="WARNING", file=None), bars=True)  # lines above the bar
     if cfg.runtime.torch_threads:
         import torch
 

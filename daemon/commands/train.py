@@ -18,6 +18,7 @@ import secrets
 import shutil
 import signal
 import sys
+from dataclasses import replace
 
 from loguru import logger
 
@@ -31,6 +32,7 @@ from ..learning.registry import open_registry
 from ..learning.report import new_report_dir, rule_line
 from ..learning.retrain import Busy, pair_folders, plan, training_lock
 from ..learning.serving import model_dir
+from ..ops.logs import setup_logging
 
 
 def _check_args(args, cfg) -> None:
@@ -82,6 +84,9 @@ class _StopOnCtrlC:
 def main(args) -> int:
     cfg = load_config(args.config)
     _check_args(args, cfg)
+    # The service's log format (or its JSON lines), on stderr, written above the progress bar; not the
+    # service's log file, which the running service rotates.
+    setup_logging(replace(cfg.logging, file=None), bars=True)
     queue, qcfg = args.queue, cfg.queues[args.queue]
     who = f"reverser train ({getpass.getuser()})"
     minutes = args.minutes if args.minutes is not None or args.epochs is not None else cfg.retrain.max_minutes

@@ -8,7 +8,8 @@ the settle time, and then only once no process holds it open for writing
 a folder (the safe way to deliver) is complete at once. A file put back by its
 handler to be finished (hold()) waits to be unchanged for longer, whatever its
 events say. Names that writers use for partial files are never handed
-on; other names the caller does not accept are left alone and logged once.
+on; other names the caller does not accept are left alone and logged once,
+with what to do, and left_alone() lists them (for `reverser status`).
 
 A start-up scan finds files dropped while nobody watched (a backlog, handed on
 oldest first), and a reconcile scan every `rescan` seconds finds what events
@@ -48,11 +49,22 @@ from typing import Callable, Collection, Mapping
 from loguru import logger
 from watchdog.events import FileMovedEvent
 
-from ..core.names import is_partial, not_taken
+from ..core.names import is_partial, why_left_alone
 from ..core.openfiles import open_for_writing
 from .observers import KINDS, Forward, new_observer
 
 NOTED_MAX = 10_000   # names kept as already logged 'left alone' (a bound on the state file)
+
+
+@dataclass(frozen=True)
+class Note:
+    """A file logged once: why, what to do, since when (time.time()); ignored: left alone for good, not
+    waiting for something (a writer to close it). Read back from the state file, why is "" until a scan."""
+
+    why: str = ""
+    fix: str = ""
+    since: float = 0.0
+    ignored: bool = False
 
 
 @dataclass(frozen=True)
@@ -92,15 +104,17 @@ class Watcher:
     def __init__(self, folders: Mapping[Path, Handler], accept: Callable[[str], bool], *,
                  settle: float = 1.0, rescan: float = 30.0, observer: str = "auto", poll: float = 1.0,
                  threads: int = 2, label: str = "watcher", expect: str = "an accepted name",
+                 rename: Callable[[str], str] | None = None,
                  subfolders: Collection[str] = (), noted_file: Path | None = None):
         """noted_file: where the names already logged as left alone are kept, so a restart or a reload
-        does not log them again (at most NOTED_MAX). subfolders: names of sub-folders that belong in the folders (train/); others are noted in the
-        log once, as files with other names are, since files in them are not converted."""
+        does not log them again (at most NOTED_MAX). subfolders: names of sub-folders that belong in the
+        folders (train/); others are noted in the log once, as files with other names are, since files in
+        them are not converted. rename(name): the name an image file should have to be taken, for the fix."""
         if observer not in ("auto", "inotify", "polling"):
             raise ValueError(f"observer must be auto, inotify or polling, got {observer!r}")
         self.folders = {Path(os.path.abspath(f)): h for f, h in folders.items()}
         self.accept, self.settle, self.rescan = accept, settle, rescan
-        self.kind, self.poll, self.label, self.expect = observer, poll, label, expect
+        self.kind, self.poll, self.label, self.expect, self.rename = observer, poll, label, expect, rename
         self.subfolders = set(subfolders)
         self.close_events = False   # True while the observer reports close-after-write (inotify)
         self._msgs: queue.SimpleQueue = queue.SimpleQueue()
@@ -111,8 +125,11 @@ class Watcher:
         self._inflight: set[Path] = set()   # handed on, handler not finished
         self._again: set[Path] = set()      # changed while in flight: look again when the handler returns
         self._noted_file = noted_file
-        self._noted: set[Path] = self._load_noted()      # left alone and logged once
+        self._noted: dict[Path, Note] = self._load_noted()   # logged once: left alone, or waited for
         self._noted_saved = set(self._noted)
+        self._noted_lock = threading.Lock()   # the tracker changes _noted; left_alone() reads it elsewhere
+        self._listed: tuple | None = None     # left_alone()'s last answer, until _noted changes
+        self._scanning = False
         self._held: dict[Path, float] = {}  # put back to finish: handed on once unchanged this long (hold())
         self._looked = -LOOK_EVERY          # monotonic time of the last /proc scan for writers
         self._observer = None
@@ -255,6 +272,8 @@ class Watcher:
             # A sub-folder such as train/ is someone else's business (inotify reports its opening).
             if kind != "deleted":
                 self._note_odd(path, path.is_dir())
+            else:
+                self._forget(path)   # renamed or removed: no longer left alone (and logged again if back)
             return
         if kind == "deleted":
             self._pending.pop(path, None)
@@ -292,7 +311,7 @@ class Watcher:
             self._note(path, f"cannot look at it ({e}); will try again at the next scan")
             return None
         if stat.S_ISDIR(st.st_mode):
-            self._note(path, "left alone: a folder, not a file")
+            self._note(path, "a folder, not a file", "put the image file itself here", ignored=True)
             return None
         if not stat.S_ISREG(st.st_mode):
             self._hand_on(path, "special")  # a symlink, FIFO or device: nothing to wait for
@@ -347,7 +366,7 @@ class Watcher:
         if path in self._inflight:
             return
         self._held.pop(path, None)
-        self._noted.discard(path)
+        self._forget(path)
         self._inflight.add(path)
         self._ready.put(Arrival(path, time.monotonic(), how))
 
@@ -370,51 +389,95 @@ class Watcher:
         self._ensure_observer()
         present = set()
         found = []
-        for folder in self.folders:
-            try:
-                entries = [(e.name, e.is_dir(follow_symlinks=False), e) for e in os.scandir(folder)]
-            except OSError as e:
-                logger.warning("{}: cannot scan {} ({})", self.label, folder, e)
-                continue
-            for name, is_dir, entry in entries:
-                path = folder / name
-                present.add(path)
-                if is_partial(name):
+        self._scanning = True
+        try:
+            for folder in self.folders:
+                try:
+                    entries = [(e.name, e.is_dir(follow_symlinks=False), e) for e in os.scandir(folder)]
+                except OSError as e:
+                    logger.warning("{}: cannot scan {} ({})", self.label, folder, e)
                     continue
-                if not self.accept(name):
-                    self._note_odd(path, is_dir)
-                elif path not in self._pending and path not in self._inflight:
-                    found.append((_mtime(entry), path))
-        # A backlog goes oldest first, as a queue should (not in the folder's order).
-        for _, path in sorted(found, key=lambda t: t[0]):
-            self._begin(path)
-        self._noted &= present  # a name that comes back later is logged again
+                for name, is_dir, entry in entries:
+                    path = folder / name
+                    present.add(path)
+                    if is_partial(name):
+                        continue
+                    if not self.accept(name):
+                        self._note_odd(path, is_dir)
+                    elif path not in self._pending and path not in self._inflight:
+                        found.append((_mtime(entry), path))
+            # A backlog goes oldest first, as a queue should (not in the folder's order).
+            for _, path in sorted(found, key=lambda t: t[0]):
+                self._begin(path)
+        finally:
+            self._scanning = False
+        gone = [p for p in self._noted if p not in present]   # a name that comes back later is logged again
+        if gone:
+            with self._noted_lock:
+                for p in gone:
+                    del self._noted[p]
+                self._listed = None
         self._save_noted()
 
     def _note_odd(self, path: Path, is_dir: bool) -> None:
         """A name that is not taken: say so once (a sub-folder that belongs there, silently not)."""
         if not is_dir:
-            self._note(path, not_taken(path.name, self.expect))
+            self._note(path, *why_left_alone(path.name, self.expect, self.rename), ignored=True)
         elif path.name not in self.subfolders and not path.name.startswith("."):
-            self._note(path, f"left alone: a folder; only files directly in {path.parent} are taken "
-                             f"(move its files up into {path.parent})")
+            self._note(path, f"a folder; only files directly in {path.parent} are taken",
+                       f"move its files up into {path.parent}", ignored=True)
 
-    def _note(self, path: Path, why: str) -> None:
-        if path not in self._noted:
-            self._noted.add(path)
-            logger.info("{}: {}", path, why)
-            self._save_noted()
+    def _note(self, path: Path, why: str, fix: str = "", ignored: bool = False) -> None:
+        """Log why path waits or is left alone, once; a name read back from the state file, logged at an earlier
+        start, gets its reason here without a second line."""
+        old = self._noted.get(path)
+        if old is not None and old.why:
+            return
+        with self._noted_lock:
+            self._noted[path] = Note(why, fix, old.since if old else time.time(), ignored)
+            self._listed = None
+        if old is None:
+            logger.info("{}: {}", path, f"left alone: {why}; {fix}" if ignored else why)
+            if not self._scanning:   # a scan saves once at its end, not once per name
+                self._save_noted()
 
-    def _load_noted(self) -> set[Path]:
+    def _forget(self, path: Path) -> None:
+        if path in self._noted:
+            with self._noted_lock:
+                self._noted.pop(path, None)
+                self._listed = None
+
+    def left_alone(self, limit: int) -> tuple[dict[Path, int], list[tuple[Path, Note]]]:
+        """Files left alone for good: how many per folder, and the newest limit of them per folder, newest
+        first (a folder of 100,000 wrong names costs one pass here each time that list changes, not more)."""
+        with self._noted_lock:
+            if self._listed is not None and self._listed[0] == limit:
+                return self._listed[1], self._listed[2]
+            notes = [(p, n) for p, n in self._noted.items() if n.ignored]
+        by_folder: dict[Path, list] = {}
+        for p, n in notes:
+            by_folder.setdefault(p.parent, []).append((p, n))
+        counts = {folder: len(mine) for folder, mine in by_folder.items()}
+        listed = [t for mine in by_folder.values()
+                  for t in heapq.nlargest(limit, mine, key=lambda t: (t[1].since, t[0].name))]
+        with self._noted_lock:
+            self._listed = (limit, counts, listed)
+        return counts, listed
+
+    def _load_noted(self) -> dict[Path, Note]:
+        """The names logged at earlier starts: {path: since} (a list of paths, as kept before, reads too)."""
         try:
-            return {Path(p) for p in json.loads(self._noted_file.read_text(encoding="utf-8", errors="surrogateescape"))}
+            kept = json.loads(self._noted_file.read_text(encoding="utf-8", errors="surrogateescape"))
+            if isinstance(kept, list):
+                kept = dict.fromkeys(kept, time.time())
+            return {Path(p): Note(since=float(t)) for p, t in kept.items()}
         except (AttributeError, OSError, ValueError, TypeError):
-            return set()   # none kept yet, or unreadable: names are logged once more, nothing worse
+            return {}   # none kept yet, or unreadable: names are logged once more, nothing worse
 
     def _save_noted(self) -> None:
-        if self._noted_file is None or self._noted == self._noted_saved:
+        if self._noted_file is None or self._noted.keys() == self._noted_saved:
             return
-        keep = sorted(str(p) for p in self._noted)[:NOTED_MAX]
+        keep = dict(sorted((str(p), n.since) for p, n in self._noted.items())[:NOTED_MAX])
         tmp = self._noted_file.with_name(f".{self._noted_file.name}.{os.getpid()}.tmp")
         try:
             tmp.write_text(json.dumps(keep), encoding="utf-8", errors="surrogateescape")

@@ -263,7 +263,12 @@ def file_lock(path: Path, blocking: bool = True):
 
 def now_iso() -> str:
     """Local time with its offset, to the second: what a person reading history.jsonl wants."""
-    return datetime.now().astimezone().isoformat(timespec="seconds")
+    return local_iso(time.time())
+
+
+def local_iso(t: float) -> str:
+    """A time.time() as now_iso() writes it."""
+    return datetime.fromtimestamp(t).astimezone().isoformat(timespec="seconds")
 
 
 def write_json(path: Path, obj) -> None:

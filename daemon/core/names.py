@@ -32,6 +32,7 @@ PARTIAL_SUFFIXES = (".part", ".tmp", ".crdownload", ".partial", "~")
 REASON_SUFFIX = ".reason.txt"
 _BEFORE = re.compile(r"_before$", re.IGNORECASE)
 _HALF = re.compile(r"^(?P<name>.+)_(?P<half>before|after)$", re.IGNORECASE)
+_HALF_END = re.compile(r"_(before|after)$", re.IGNORECASE)
 
 
 def is_image(name: str) -> bool:
@@ -84,13 +85,30 @@ def format_list() -> str:
     return ", ".join(shown[:-1]) + " or " + shown[-1]
 
 
-def not_taken(name: str, expect: str) -> str:
-    """Why a file name is left alone: a format not read is named as such, before the name is blamed."""
+def input_name(name: str) -> str:
+    """The name under which an image dropped into an inbox is converted: grandma.jpg -> grandma_before.jpg
+    (grandma_after.jpg too); cut short to fit the file-name limit."""
+    stem, ext = os.path.splitext(name)
+    stem = _HALF_END.sub("", stem) or "photo"
+    return fitted(stem, f"_before{ext}")
+
+
+def why_left_alone(name: str, expect: str, rename=None) -> tuple[str, str]:
+    """(why a file is left alone, what to do about it): a format not read is named as such, before the name
+    is blamed. rename(name) gives the name it should have, where one can be said (the inbox: input_name)."""
     ext = Path(name).suffix
     if ext and ext.lower() not in IMAGE_EXTS:
-        return (f"left alone: the format {shown(ext)} is not one read here "
-                f"(read: {', '.join(sorted(IMAGE_EXTS))})")
-    return f"left alone: the name is not {expect}"
+        return (f"the format {shown(ext)} is not one read here (read: {', '.join(sorted(IMAGE_EXTS))})",
+                f"save it as {format_list()} instead")
+    if rename is not None and is_image(name):
+        return f"the name is not {expect}", f"rename it {shown(rename(name))}"
+    return f"the name is not {expect}", f"give it a name like {expect}"
+
+
+def not_taken(name: str, expect: str, rename=None) -> str:
+    """Why a file name is left alone and what to do, for the log (see why_left_alone)."""
+    why, fix = why_left_alone(name, expect, rename)
+    return f"left alone: {why}; {fix}"
 
 
 def reason_name(name: str) -> str:

@@ -121,7 +121,7 @@ def train_challenger(job: TrainJob, log=print, progress: bool | None = None, sho
             # another point of the PSNR/colorfulness trade-off (paler scores higher). Calibrate a copy
             # of it here the same way (no training), and compare those scores.
             again = train(load_model(job.start), train_pairs, val_pairs,
-                          TrainConfig(epochs=0, threads=job.threads), log=lambda m: None)
+                          TrainConfig(epochs=0, threads=job.threads), log=lambda m: None, progress=False)
             champion_metrics = again.metrics
             knobs = again.model.task_cfg
             log(f"champion calibrated like the challenger (gain {knobs.gain:g}, tint gain "

@@ -8,8 +8,10 @@ when training. A pair is filed into <state>/pairs/<queue>/ only when both halves
 decode, show the same picture (a size difference is resized when training,
 with a note), and neither half's bytes are already there.
 
-Beside the pairs: index.jsonl (one line per filed pair: files, hashes, note)
-and counts.json (pairs filed, new since the last training) for `reverser status`.
+Beside the pairs: index.jsonl (one line per filed pair: files, hashes, note),
+counts.json (pairs filed, new since the last training) and refused.json (how
+many files were refused, the last REFUSED_KEPT with their reasons) for
+`reverser status`, which also lists the halves waiting (waiting()).
 
 The watcher decides when a file is complete and calls handle(); it offers a
 file left in place again at each reconcile scan, and handle() runs the
@@ -43,11 +45,12 @@ from unet.data import PairRef, find_pairs, load_pair
 from unet.images import ImageError, open_image
 
 from ..core.config import Config
-from ..core.fs import append_jsonl, file_lock, move, now_iso, numbered, read_jsonl, sha256_file, write_json
-from ..core.names import EXT_FORMAT, NAME_MAX, fitted, is_pair_file, name_bytes, pair_half
+from ..core.fs import append_jsonl, file_lock, local_iso, move, now_iso, numbered, read_jsonl, sha256_file, write_json
+from ..core.names import EXT_FORMAT, NAME_MAX, fitted, is_pair_file, name_bytes, pair_half, shown
 from ..core.quarantine import quarantine
 
-INDEX, COUNTS, LOCK = "index.jsonl", "counts.json", ".lock"
+INDEX, COUNTS, LOCK, REFUSED = "index.jsonl", "counts.json", ".lock", "refused.json"
+REFUSED_KEPT = 20   # refusals kept with their reasons for `reverser status` (all are counted)
 RETRY_FIRST_S, RETRY_MAX_S = 10.0, 600.0   # pauses before a file that could not be filed is tried again
 # The longest pair name whose files, NAME_before.EXT with any image extension, fit in a file name.
 PAIR_NAME_MAX = NAME_MAX - name_bytes("_before") - max(name_bytes(ext) for ext in EXT_FORMAT)
@@ -131,6 +134,8 @@ class PairIntake:
         self._counted = False       # counts.json's pair count was counted by this intake (then it counts up)
         self._uncounted = 0         # pairs filed whose counts.json update failed (a full disk): added next time
         self._lock = threading.Lock()
+        self._refused = self._load_refused()   # {"count": N, "recent": [...]}, newest first
+        self._refused_lock = threading.Lock()  # not _lock: status must not wait for a pair being checked
 
     def scan(self) -> None:
         """Handle every file in the training inbox as complete (start-up, or without a watcher)."""
@@ -253,6 +258,51 @@ class PairIntake:
 
     def counts(self) -> dict:
         return read_counts(self.dest)
+
+    def waiting(self, limit: int) -> tuple[int, list[dict]]:
+        """Halves waiting for their partner: how many, and the limit oldest (the next to be refused), each
+        with the partner it waits for, since when (this run: a restart starts its timeout again) and how long
+        it may still wait."""
+        # Read without _lock, which a large pair being checked holds for seconds; copying a dict is one step
+        # under the GIL, so the copy is whole.
+        halves = [(name, half, path, since) for name, h in list(self._waiting.items())
+                  for half, (path, since) in list(h.items()) if len(h) == 1]
+        now, wall = self.clock(), time.time()
+        out = []
+        for name, half, path, since in sorted(halves, key=lambda t: t[3])[:limit]:
+            other = "after" if half == "before" else "before"
+            out.append({"name": shown(path.name), "waits_for": shown(f"{name}_{other}.*"),
+                        "since": local_iso(wall - (now - since)), "waited_seconds": round(now - since),
+                        "refused_in_seconds": round(max(0.0, self.timeout_s - (now - since)))})
+        return len(halves), out
+
+    def refused(self) -> tuple[int, list[dict]]:
+        """Training files refused: how many in all, and the latest (up to REFUSED_KEPT) still in the failed
+        folder, newest first, each with its reason."""
+        with self._refused_lock:
+            count, recent = self._refused["count"], list(self._refused["recent"])
+        return count, [{k: e[k] for k in ("name", "reason", "when", "moved_to")} for e in recent
+                       if os.path.lexists(self.failed / e.get("file", ""))]
+
+    def _load_refused(self) -> dict:
+        try:
+            kept = json.loads((self.dest / REFUSED).read_text(encoding="utf-8"))
+            return {"count": int(kept["count"]), "recent": list(kept["recent"])[:REFUSED_KEPT]}
+        except (OSError, ValueError, TypeError, KeyError):
+            return {"count": 0, "recent": []}
+
+    def _note_refused(self, path: Path, dst: Path, reason: str) -> None:
+        """Keep a refusal for `reverser status` (refused.json; a full disk keeps it in memory only)."""
+        entry = {"name": shown(path.name), "reason": shown(reason), "when": now_iso(),
+                 "moved_to": shown(dst), "file": dst.name}
+        with self._refused_lock:
+            self._refused = {"count": self._refused["count"] + 1,
+                             "recent": [entry] + self._refused["recent"][:REFUSED_KEPT - 1]}
+            try:
+                self.dest.mkdir(parents=True, exist_ok=True)
+                write_json(self.dest / REFUSED, self._refused)
+            except OSError as e:
+                self.log.debug("cannot write {}: {}", self.dest / REFUSED, e)
 
     # -- filing --
 
@@ -382,3 +432,4 @@ class PairIntake:
             dst = quarantine(path, self.failed, path.name, reason, queue=self.queue, inbox=self.inbox,
                              training=True, writer=self.writer)
             self.log.warning("training file {} refused: {} (moved to {})", path.name, reason, dst)
+            self._note_refused(path, dst, reason)

@@ -61,8 +61,28 @@ def _json_file_line(record) -> str:
     return "{extra[_json_line]}\n"
 
 
-def setup_logging(cfg: LoggingConfig, json_lines: bool | None = None, stream: TextIO | None = None) -> None:
-    """Replace loguru's sinks with ours: stream (stderr by default), and cfg.file when set."""
+def _writer(stream: TextIO, bars: bool):
+    """text -> stream, flushed; with bars, written above the progress bars on stream (tqdm clears them and
+    draws them again below), so a terminal shows whole log lines over one bar, never a line cut by one."""
+    if bars:
+        from tqdm import tqdm
+
+        def write(text: str) -> None:
+            tqdm.write(text, file=stream, end="")
+            stream.flush()
+    else:
+        def write(text: str) -> None:
+            stream.write(text)
+            stream.flush()
+    return write
+
+
+def setup_logging(cfg: LoggingConfig, json_lines: bool | None = None, stream: TextIO | None = None,
+                  bars: bool = False) -> None:
+    """Replace loguru's sinks with ours: stream (stderr by default), and cfg.file when set.
+
+    bars: a command draws tqdm progress bars on stream; log lines are written through them.
+    """
     stream = stream or sys.stderr
     print_names_safely()
     as_json = cfg.json if json_lines is None else (json_lines or cfg.json)
@@ -73,14 +93,13 @@ def setup_logging(cfg: LoggingConfig, json_lines: bool | None = None, stream: Te
                    level=cfg.level, backtrace=False, diagnose=False)
     elif as_json:
         # A function sink, not serialize=True: loguru's own JSON nests the record two levels deep.
-        def sink(message, stream=stream):
-            stream.write(json_line(message.record) + "\n")
-            stream.flush()
-
-        logger.add(sink, level=cfg.level, backtrace=False, diagnose=False)
-    else:
-        logger.add(stream, level=cfg.level, format=HUMAN, colorize=_isatty(stream),
+        write = _writer(stream, bars)
+        logger.add(lambda message: write(json_line(message.record) + "\n"), level=cfg.level,
                    backtrace=False, diagnose=False)
+    else:
+        write = _writer(stream, bars)
+        logger.add((lambda message: write(str(message))) if bars else stream, level=cfg.level, format=HUMAN,
+                   colorize=_isatty(stream), backtrace=False, diagnose=False)
     if cfg.file is not None:
         cfg.file.parent.mkdir(parents=True, exist_ok=True)
         fmt = _json_file_line if as_json else HUMAN

@@ -2,7 +2,11 @@
 
 status.json is replaced atomically, so a reader never sees half of it. It
 says which process wrote it and when, so `reverser status` can tell a running
-service from a stopped or stuck one.
+service from a stopped or stuck one. Per queue it also lists what a user may
+be waiting for in vain: files left alone (with why and what to do), training
+halves waiting for their partner, training files refused; each list is cut at
+LIST_MAX entries beside its full count, so a folder of 100,000 wrong names
+keeps status.json small.
 """
 
 from __future__ import annotations
@@ -14,14 +18,16 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
-from ..core.fs import write_atomic
+from ..core.fs import local_iso, write_atomic
+from ..core.namebytes import shown
 
 STATUS_FILE = "status.json"
 RATE_WINDOW = 60.0   # seconds over which rates are counted
 NOT_RUNNING = 3      # exit status of `reverser status` when no service runs (as LSB init scripts do)
+LIST_MAX = 20        # entries per list in status.json (the count says how many in all)
+SHOWN_MAX = 5        # entries per list `reverser status` prints
 
 
 @dataclass
@@ -82,7 +88,7 @@ class StatusBoard:
                              "model": c.model, "max_batch": c.max_batch, "batch_reason": c.batch_reason,
                              **(extra or {}).get(q, {})}
         return {"state": self.state, "pid": os.getpid(), "host": socket.gethostname(), "device": self.device,
-                "started": _iso(self.started), "updated": _iso(time.time()), "updated_unix": time.time(),
+                "started": iso_time(self.started), "updated": iso_time(time.time()), "updated_unix": time.time(),
                 "uptime_seconds": round(uptime, 1), "queues": queues}
 
     def write(self, state_dir: Path, waiting: dict[str, int], working: dict[str, int], interval: float,
@@ -93,8 +99,15 @@ class StatusBoard:
                      writer=writer)
 
 
-def _iso(t: float) -> str:
-    return datetime.fromtimestamp(t, timezone.utc).astimezone().isoformat(timespec="seconds")
+def iso_time(t: float) -> str:
+    """A time.time() as status.json writes times."""
+    return local_iso(t)
+
+
+
+def listing(count: int, files: list[dict]) -> dict:
+    """A list for status.json: the count in all and at most LIST_MAX entries."""
+    return {"count": count, "files": files[:LIST_MAX]}
 
 
 def liveness(doc: dict, now: float | None = None) -> tuple[bool, str]:
@@ -158,4 +171,43 @@ def render(doc: dict, running: bool, why: str) -> str:
     for r in rows:
         cells = [r[0].ljust(widths[0])] + [r[i].rjust(widths[i]) for i in range(1, len(widths))]
         lines.append("  " + "  ".join(cells) + "  " + r[-1])
+    for q, c in doc.get("queues", {}).items():
+        lines += _seen(q, c)
     return "\n".join(lines)
+
+
+def _seen(q: str, c: dict) -> list[str]:
+    """The lists of one queue (left alone, halves waiting, refused), a few entries each, for a person."""
+    out = []
+    sections = (
+        ("ignored", "files left alone in its inbox (not converted, not trained on)",
+         lambda e: f"{'train/' if e.get('where') == 'train' else ''}{e['name']}: {e['reason']}; "
+                   f"to fix: {e['fix']}"),
+        ("halves_waiting", "training halves waiting for their partner",
+         lambda e: f"train/{e['name']} waits for {e['waits_for']} since {_clock(e['since'])} "
+                   f"({_minutes(e['waited_seconds'])}; refused in {_minutes(e['refused_in_seconds'])} "
+                   f"if none comes)"),
+        ("training_refused", "training files refused (they are in failed/ with a reason note)",
+         lambda e: f"{e['name']} ({_clock(e['when'])}): {e['reason']}"),
+    )
+    for key, title, line in sections:
+        s = c.get(key) or {}
+        n, files = s.get("count", 0), s.get("files", [])
+        if not n:
+            continue
+        out += ["", f"{q}: {title}: {n}"]
+        out += [f"  {shown(line(e))}" for e in files[:SHOWN_MAX]]
+        if n > min(len(files), SHOWN_MAX):
+            out.append(f"  ... and {n - min(len(files), SHOWN_MAX)} more"
+                       + (f" (reverser status --json lists {len(files)})" if len(files) > SHOWN_MAX else ""))
+    return out
+
+
+def _clock(iso: str) -> str:
+    """'2024-05-01T14:02:03+02:00' as '2024-05-01 14:02'."""
+    return iso[:16].replace("T", " ") if iso else "?"
+
+
+def _minutes(seconds: float) -> str:
+    m = int(seconds) // 60
+    return f"{m} min" if m < 120 else f"{m // 60} h {m % 60} min"

@@ -60,8 +60,11 @@ def test_names_are_shown_without_raw_bytes_or_control_characters():
 
 
 def test_a_format_not_read_is_named_as_a_format_and_a_wrong_name_as_a_name():
-    from daemon.core.names import not_taken
+    from daemon.core.names import NAME_MAX, input_name, name_bytes, not_taken
     why = not_taken("x_before.xyz", "NAME_before.<image ext>")
     assert "the format .xyz is not one read here" in why and ".heic" in why and "name" not in why
-    assert not_taken("grandma.jpg", "NAME_before.<image ext>") == "left alone: the name is not NAME_before.<image ext>"
+    assert not_taken("grandma.jpg", "NAME_before.<image ext>", input_name) == \
+        "left alone: the name is not NAME_before.<image ext>; rename it grandma_before.jpg"
+    assert input_name("grandma_AFTER.JPG") == "grandma_before.JPG" and input_name("_before.png") == "photo_before.png"
+    assert name_bytes(input_name("é" * 127 + ".jpg")) <= NAME_MAX   # cut short to fit, never too long
     assert is_input("IMG_0001_before.HEIC") and is_input("scan_before.avif") and is_input("s_before.heif")
