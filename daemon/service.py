@@ -40,6 +40,7 @@ from .conversion import autobatch
 from .conversion.feed import InboxFeed, count_waiting
 from .conversion.hotswap import ChampionWatch, model_key
 from .conversion.pipeline import Pipeline, PipelineSettings
+from .conversion.retention import DoneSweeper
 from .conversion.spool import Owner, Spool
 from .conversion.watcher import Watcher
 from .core import memory
@@ -76,6 +77,7 @@ class Service:
         self.scheduler: RetrainScheduler | None = None
         self.champions: ChampionWatch | None = None
         self.feed: InboxFeed | None = None
+        self.sweeper: DoneSweeper | None = None       # [output] done_keep_days / done_max_mb
         self.spools: dict[str, Spool] = {}
         self.unfinished = False       # worker threads still busy when we return: exit without waiting
         self._batch_cache: dict[tuple, tuple[int, str]] = {}
@@ -208,6 +210,8 @@ class Service:
                                        lambda q, folder: load_predictor(cfg, folder, cfg.queues[q].task),
                                        on_swap=self._swapped)
         self.champions.start()
+        o = cfg.output
+        self.sweeper = DoneSweeper(cfg.state_dir("done"), o.done_keep_days, o.done_max_mb).start()
 
     def _swapped(self, q: str, p) -> None:
         self.board.set_model(q, p.model.path, p.version)
@@ -359,6 +363,7 @@ class Service:
     def _bring_down(self, deadline: float) -> int:
         """Stop watching, then finish the batch in flight by deadline; return files left in work/."""
         self.champions.stop()
+        self.sweeper.stop()
         self.pipeline.stop_intake()   # frees watcher threads waiting for room
         self.watcher.stop()
         self.pairs_watcher.stop()

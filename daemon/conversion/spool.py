@@ -227,6 +227,10 @@ class Spool:
             item.path.unlink(missing_ok=True)
             _left(item)
             return None
+        try:   # the time it was processed, which [output] done_keep_days counts from (conversion/retention.py)
+            os.utime(item.path, follow_symlinks=False)
+        except OSError:
+            pass   # not ours to stamp: it keeps its own time
         final = move_into(item.path, self.done_dir, item.name, writer=self.owner.id)
         _left(item)
         return final

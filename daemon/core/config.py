@@ -72,6 +72,8 @@ class OutputConfig:
     jpeg_quality: int = 92               # 1-100, also used for WebP
     on_exists: typing.Literal["number", "replace"] = "number"  # number: NAME_after-1.jpg, never overwrite
     keep_inputs: bool = True             # keep processed inputs in <state>/done/<queue>/; false deletes them
+    done_keep_days: float = 0.0          # remove kept inputs processed longer ago than this; 0 = keep forever
+    done_max_mb: float = 0.0             # then remove the oldest while done/ holds more; 0 = no cap
 
 
 @dataclass(frozen=True)
@@ -311,6 +313,8 @@ _RANGES = {
     (LimitsConfig, "retry_attempts"): (lambda v: 1 <= v <= 100, "1 to 100"),
     (LimitsConfig, "retry_backoff_seconds"): (lambda v: 0 <= v <= 600, "0 to 600 seconds"),
     (OutputConfig, "jpeg_quality"): (lambda v: 1 <= v <= 100, "1 to 100"),
+    (OutputConfig, "done_keep_days"): (lambda v: 0 <= v <= 100 * 365, "0 (keep forever) or a number of days"),
+    (OutputConfig, "done_max_mb"): (lambda v: v >= 0, "0 (no cap) or a size in MB"),
     (RetrainConfig, "min_new_pairs"): (lambda v: v >= 0, "0 or more"),
     (RetrainConfig, "max_minutes"): (lambda v: 0 < v <= 24 * 60, "more than 0, at most 1440 minutes"),
     (RetrainConfig, "pair_timeout_minutes"): (lambda v: v > 0, "a positive number of minutes"),
