@@ -47,7 +47,7 @@ def require_valid(cfg: Config, models: bool = True, fallback: bool = False) -> N
 
 def check(cfg: Config, models: bool, fallback: bool = False) -> tuple[list[ConfigError], dict]:
     """(problems, facts for the summary: the device and each queue's model)."""
-    problems = _folder_problems(cfg) + _overlap_problems(cfg)
+    problems = _folder_problems(cfg) + _overlap_problems(cfg) + _web_problems(cfg)
     device, problem = _device(cfg)
     problems += [problem] if problem else []
     facts = {"device": device, "models": {}}
@@ -111,6 +111,33 @@ def _overlap_problems(cfg: Config) -> list[ConfigError]:
                 return [ConfigError(cfg.file, key, f"{path} overlaps the watched inbox {inbox}",
                                     "give inbox, outbox and state separate folders, none inside another")]
     return []
+
+
+# The web server ----------------------------------------------------------------
+
+TOKEN_HINT = "python3 -c 'import secrets; print(secrets.token_urlsafe(24))' makes one"
+
+
+def _web_problems(cfg: Config) -> list[ConfigError]:
+    """[web]: a reachable server needs a token; a token must be long enough; /metrics on one port only.
+    The token itself is never printed."""
+    w, problems = cfg.web, []
+    if not w.enabled:
+        return []
+    if w.token and (len(w.token) < 16 or not w.token.isprintable() or any(c.isspace() for c in w.token)):
+        problems.append(ConfigError(cfg.file, "[web] token", f"too weak: {len(w.token)} character(s), or spaces "
+                                    "or control characters in it", f"use 16 or more printable characters; {TOKEN_HINT}"))
+    if not w.loopback and not w.token:
+        problems.append(ConfigError(
+            cfg.file, "[web] token", f"empty while [web] host = {w.host!r} is not a loopback address: anyone who "
+            "reaches the port could upload, delete, promote and train",
+            f'set [web] token to a secret ({TOKEN_HINT}) and put a TLS proxy in front (README, "Web dashboard '
+            'and HTTP API"), or keep [web] host = "127.0.0.1"'))
+    m = cfg.metrics
+    if m.enabled and m.port == w.port:
+        problems.append(ConfigError(cfg.file, "[metrics] port", f"{m.port} is [web] port too; the web server "
+                                    "serves /metrics itself", "remove [metrics] (or set enabled = false there)"))
+    return problems
 
 
 # Device ----------------------------------------------------------------------

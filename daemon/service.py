@@ -90,6 +90,9 @@ class Service:
         # metrics: always counted (cheap), served only when [metrics] enabled.
         self.metrics = Metrics(cfg.queues)
         self.metrics_server: MetricsServer | None = None
+        # web: the dashboard and API ([web]), with /metrics; its context holds the file index the feed tells.
+        self.web = None               # web.server.WebServer while serving
+        self.web_ctx = None           # web.server.WebContext while [web] enabled
 
     def run(self) -> int:
         with self.capture_signals():
@@ -134,7 +137,9 @@ class Service:
 
         if cfg.runtime.torch_threads:
             torch.set_num_threads(cfg.runtime.torch_threads)
+        web = self._bind_web(cfg)   # web: the port is taken before anything starts (in use: exit 78)
         self.owner = Owner(cfg.state_dir("work"))
+        self._web_context(cfg)
         predictors = load_serving(cfg)
         device = str(next(iter(predictors.values())).device)
         self.board = StatusBoard(list(cfg.queues), device)
@@ -147,6 +152,8 @@ class Service:
         self.scheduler.start()      # a night missed while the service was down runs now, once
         if cfg.metrics.enabled:  # metrics:
             self.metrics_server = self._serve_metrics(cfg)
+        if web is not None:
+            self._serve_web(web)
         self.board.state = "running"
         self.write_status()
         logger.info("Ready: drop NAME_before.jpg into {}/<queue>/ ({}); results appear in {}/<queue>/.",
@@ -158,7 +165,7 @@ class Service:
             return cfg.runtime.max_batch, "configured"
         key = (str(predictor.device), model_key(predictor.model.path))
         if key not in self._batch_cache:  # a reload with the same model and device need not measure again
-            self._batch_cache[key] = autobatch.measure(predictor)
+            self._batch_cache[key] = autobatch.measure(predictor, kept_file=cfg.paths.state / autobatch.KEPT_FILE)
         return self._batch_cache[key]
 
     def _bring_up(self, cfg: Config, predictors: dict, recover_own: bool = False) -> None:
@@ -173,11 +180,12 @@ class Service:
             batches[q] = n
             self.board.set_model(q, p.model.path, p.version, n, why)
             self.metrics.model_version(q, p.version)  # metrics:
-            # One line that fits a terminal: paths as the config names them, the batch figures at debug.
+            # Lines that fit a terminal: paths as the config names them, max_batch auto's figures on their own.
             logger.info("queue {} ({}): model version {} from {}; batch size {} ({})", q, p.task.name, p.version,
                         _near(cfg, p.model.path), n, "configured" if why == "configured" else "measured")
             logger.info("queue {}: {} -> {}", q, _near(cfg, cfg.inbox(q)), _near(cfg, cfg.outbox(q)))
-            logger.debug("queue {}: batch size {}: {}", q, n, why)
+            if why != "configured":
+                logger.info("queue {}: {}", q, why)
         budget, why = memory.budget(cfg.runtime.memory_budget_mb)
         logger.info("memory budget for decoded images in flight: {} ({}; [runtime] memory_budget_mb), "
                     "at most {} file(s) in flight", memory.gib(budget), why, cfg.runtime.queue_size)
@@ -185,6 +193,7 @@ class Service:
                                  before_batch=self._batch_started,   # systemd: watchdog health; metrics
                                  after_batch=self.health.batch_finished)
         self.feed = InboxFeed(cfg, self.spools, self.pipeline, self._counted_file)
+        self.feed.on_placed = self.web_ctx.index.placed if self.web_ctx else None  # web: where each file went
         self.feed.recover(recover_own)
         w = cfg.watch
         self.watcher = Watcher({cfg.inbox(q): partial(self.feed.take, q) for q in cfg.queues}, is_input,
@@ -284,6 +293,61 @@ class Service:
         except OSError as e:
             raise ConfigError(cfg.file, "[metrics] port", str(e)) from None
 
+    # -- web: the dashboard and API ([web]) ----------------------------------------------------
+
+    def _bind_web(self, cfg: Config):
+        """A WebServer holding [web] host:port, or None when [web] is off; ConfigError (exit 78) when the
+        address cannot be had."""
+        if not cfg.web.enabled:
+            return None
+        from .web.server import WebServer
+
+        return WebServer(cfg).bind()
+
+    def _web_context(self, cfg: Config) -> None:
+        """What the web's routes read (the config, the file index), kept across reloads; None when off."""
+        if not cfg.web.enabled:
+            self.web_ctx = None
+            return
+        from .web.files import FileIndex
+        from .web.server import WebContext
+
+        if self.web_ctx is None or self.web_ctx.index.path.parent.parent != cfg.paths.state:
+            self.web_ctx = WebContext(cfg, FileIndex(cfg), self.metrics.asgi_app())
+        self.web_ctx.cfg = self.web_ctx.index.cfg = cfg
+
+    def _serve_web(self, server) -> None:
+        from .web.actions import TrainNow
+        from .web.server import create_app
+
+        self.web_ctx.train = TrainNow(self.retrainer, lambda: self.scheduler.next_run() if self.scheduler else None)
+        self.web = server.start(create_app(self.web_ctx))
+
+    def _rebind_web(self, new: Config):
+        """Reload: a WebServer bound to the new [web] address, to start once the reload is done; None when the
+        running server (or none) stays. The old server stops here when the new address needs its port."""
+        old = self.cfg.web
+        if not new.web.enabled:
+            self._stop_web()
+            return None
+        if self.web is not None and (new.web.host, new.web.port) == (old.host, old.port):
+            return None   # the same address: the token and folders are swapped in place (_web_context)
+        if self.web is not None and new.web.port == self.web.port:
+            self._stop_web()   # another host on the same port: let it go first
+            try:
+                return self._bind_web(new)
+            except ConfigError:
+                self._serve_web(self._bind_web(self.cfg))   # back on the old address
+                raise
+        server = self._bind_web(new)
+        self._stop_web()
+        return server
+
+    def _stop_web(self) -> None:
+        if self.web is not None:
+            self.web.stop()
+            self.web = None
+
     def write_status(self) -> None:
         cfg = self.cfg
         waiting = {}
@@ -342,6 +406,7 @@ class Service:
             new = load_config(self.cfg.file)
             require_valid(new, fallback=True)  # the checks of `reverser check`
             predictors = load_serving(new)
+            web = self._rebind_web(new)   # web: a new address is taken first, or the reload is refused
         except ConfigError as e:
             logger.error("Reload refused, the running configuration stays in force: {}", e)
             self.notifier.ready(f"reload refused: {e.problem}; running the previous configuration")
@@ -350,11 +415,14 @@ class Service:
         left = self._bring_down(time.monotonic() + new.runtime.drain_seconds)
         setup_logging(new.logging, self.log_json)
         self.cfg = new
+        self._web_context(new)
         self._bring_up(new, predictors, recover_own=True)
         self.scheduler.shutdown()   # a run in progress goes on; the new schedule's start waits its turn
         self.retrainer.cfg = new
         self.scheduler = RetrainScheduler(new, self.retrainer.run_due)
         self.scheduler.start()
+        if web is not None:
+            self._serve_web(web)
         self.board.state = "running"
         logger.info("Reloaded: queues {}{}", ", ".join(new.queues),
                     f"; {left} claimed file(s) resumed" if left else "")
@@ -387,6 +455,7 @@ class Service:
         self.write_status()
         if self.metrics_server is not None:  # metrics:
             self.metrics_server.stop()
+        self._stop_web()
         self.owner.close()
         c = {q: (x.processed, x.failed) for q, x in self.board.queues.items()}
         logger.info("Stopped: {}.{}", ", ".join(f"{q} {p} converted, {f} failed" for q, (p, f) in c.items()),

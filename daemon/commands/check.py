@@ -31,6 +31,13 @@ def main(args) -> int:
         print(f"  queue    {q}: {qc.task}, model {facts['models'][q]}")
     r = cfg.retrain
     print(f"  retrain  {('cron ' + repr(r.cron)) if r.enabled else 'off'}")
-    m = cfg.metrics
+    m, w = cfg.metrics, cfg.web
     print(f"  metrics  {f'http://{m.host}:{m.port}/metrics' if m.enabled else 'off'}")
+    guard = "token set" if w.token else "no token: this machine only"
+    print(f"  web      {f'http://{w.host}:{w.port}/ ({guard})' if w.enabled else 'off'}")
+    if m.enabled:
+        print(f"reverser check: note: [web] serves the same metrics at /metrics on its own port; [metrics] is kept "
+              f"for scrapers that know port {m.port}. For one port (and one systemd drop-in, deploy/web.conf), "
+              f"set [web] enabled = true, scrape http://{w.host}:{w.port}/metrics and remove [metrics].",
+              file=sys.stderr)
     return EX_OK

@@ -48,6 +48,9 @@ class InboxFeed:
         self.leftovers = Leftovers()   # finished inputs that done/ or failed/ could not take yet
         # Told when an unfinished file goes back to the inbox (path, seconds): the watcher's hold().
         self.on_put_back: Callable[[Path, float], None] | None = None
+        # Told where each finished input went: (queue, the name it was dropped under, the result or None,
+        # where the input went (done/, failed/) or None, the reason it failed or ""): the web's file index.
+        self.on_placed: Callable[[str, str, Path | None, Path | None, str], None] | None = None
 
     def close(self) -> None:
         """Stop moving leftovers; those still in work/ are taken back by whoever runs next."""
@@ -133,11 +136,13 @@ class InboxFeed:
         if not outcome.ok:
             self._quarantine(spool, item, outcome.error, outcome.hint)
             return
+        kept = None
         try:
-            self._move_done(spool, item)
+            kept = self._move_done(spool, item)
         except OSError as e:  # done/'s disk full or read-only: it moves when there is room (Leftovers)
             self.leftovers.add(item, partial(self._move_done, spool, item), str(spool.done_dir), e)
         self.on_result(q, True, outcome.ms / 1000)
+        self._placed(q, item.name, outcome.output, kept, "")
         log.bind(output=outcome.output.name, bytes=outcome.size, ms=round(outcome.ms)).info(
             "{}: {} ({}) -> {} in {:.0f} ms", q, item.name, _size(outcome.size), outcome.output.name, outcome.ms)
 
@@ -159,9 +164,17 @@ class InboxFeed:
             spool.queue, item.name, why, spool.inbox, wait)
 
     @staticmethod
-    def _move_done(spool: Spool, item: Claimed) -> None:
-        spool.done(item)
+    def _move_done(spool: Spool, item: Claimed) -> Path | None:
+        kept = spool.done(item)
         spool.forget_receipt(item)
+        return kept
+
+    def _placed(self, *where) -> None:
+        if self.on_placed is not None:
+            try:
+                self.on_placed(*where)
+            except Exception:  # a listener's fault never stops the files
+                logger.exception("recording where {} went failed", where[1])
 
     def _quarantine(self, spool: Spool, item: Claimed, problem: str, hint: str = "") -> None:
         try:
@@ -174,6 +187,7 @@ class InboxFeed:
         log = logger.bind(queue=spool.queue, file=item.name)
         dest = spool.quarantine(item, problem, hint)
         self.on_result(spool.queue, False, 0.0)
+        self._placed(spool.queue, item.name, None, dest, problem)
         log.warning("{}: {} failed: {}; moved to {} with {}.reason.txt beside it", spool.queue, item.name,
                     problem, dest.parent, dest.name)
 

@@ -114,6 +114,31 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class WebConfig:
+    enabled: bool = False                # the dashboard, the HTTP API and /metrics on one port
+    host: str = "127.0.0.1"              # any address other than loopback needs a token (and a TLS proxy)
+    port: int = 8080
+    token: str = ""                      # Bearer token for the API and the pages' login; "" = none (loopback only)
+
+    @property
+    def loopback(self) -> bool:
+        """Whether host is a loopback address: the server is reachable from this machine only."""
+        return is_loopback(self.host)
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 (also as [::1]) or localhost."""
+    import ipaddress
+
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
 class QueueConfig:
     task: typing.Literal["colorize", "translate"]   # what the queue's model does
     model: Path                                      # the shipped model folder: version 1 of the registry
@@ -132,6 +157,7 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     status: StatusConfig = field(default_factory=StatusConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     queues: dict[str, QueueConfig] = field(default_factory=dict)
     file: Path | None = None
 
@@ -329,6 +355,8 @@ _RANGES = {
     (LoggingConfig, "retention"): (lambda v: v >= 0, "0 or more files"),
     (StatusConfig, "interval_seconds"): (lambda v: 0.1 <= v <= 3600, "0.1 to 3600 seconds"),
     (MetricsConfig, "port"): (lambda v: 1 <= v <= 65535, "a TCP port, 1 to 65535"),
+    (WebConfig, "port"): (lambda v: 1 <= v <= 65535, "a TCP port, 1 to 65535"),
+    (WebConfig, "host"): (lambda v: v.strip() != "", 'an address, e.g. "127.0.0.1"'),
 }
 
 

@@ -2,9 +2,11 @@
 
 The numbers live in a prometheus_client registry of the service's own (not the
 library's global one) and are written in the text format 0.0.4 by the
-library's exposition. The server is http.server on a daemon thread, off by
-default and bound to 127.0.0.1 unless the config says otherwise; it serves
-/metrics only, and says why it cannot listen.
+library's exposition. With [web] enabled, the web server serves them at
+/metrics through the library's ASGI app (asgi_app()), on the web's port. The
+older [metrics] endpoint stays for scrapers that know its port: http.server
+on a daemon thread, off by default and bound to 127.0.0.1 unless the config
+says otherwise; it serves /metrics only, and says why it cannot listen.
 """
 
 from __future__ import annotations
@@ -131,6 +133,10 @@ class Metrics:
     def render(self) -> str:
         """The whole registry in Prometheus text format."""
         return generate_latest(self.registry).decode()
+
+    def asgi_app(self):
+        """prometheus_client's own ASGI app over this registry: /metrics on the web server ([web])."""
+        return prometheus_client.make_asgi_app(registry=self.registry)
 
 
 class MetricsServer:

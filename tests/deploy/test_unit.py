@@ -70,8 +70,10 @@ def exposure(unit: Path) -> tuple[float, str]:
 
 
 @needs_systemd
-@pytest.mark.parametrize("dropins", [(), ("metrics.conf",), ("gpu.conf",), ("metrics.conf", "gpu.conf")],
-                         ids=["unit", "with metrics.conf", "with gpu.conf", "with both"])
+@pytest.mark.parametrize("dropins", [(), ("metrics.conf",), ("web.conf",), ("gpu.conf",), ("metrics.conf", "gpu.conf"),
+                                     ("web.conf", "gpu.conf")],
+                         ids=["unit", "with metrics.conf", "with web.conf", "with gpu.conf", "with both",
+                              "with web.conf and gpu.conf"])
 def test_systemd_analyze_verify_accepts_the_unit(tmp_path, dropins):
     assert verify(installed_copy(tmp_path, dropins)) == []
 
@@ -84,7 +86,8 @@ def test_verify_would_catch_a_mistake(tmp_path):
 
 
 @needs_systemd
-@pytest.mark.parametrize("dropins", [(), ("metrics.conf", "gpu.conf")], ids=["unit", "with both drop-ins"])
+@pytest.mark.parametrize("dropins", [(), ("metrics.conf", "gpu.conf"), ("web.conf", "gpu.conf")],
+                         ids=["unit", "with both drop-ins", "with web.conf and gpu.conf"])
 def test_security_exposure_is_safe_or_ok(tmp_path, dropins):
     score, level = exposure(installed_copy(tmp_path, dropins))
     assert level in ("SAFE", "OK"), f"exposure {score} {level}"
@@ -105,7 +108,7 @@ def test_the_unit_says_what_the_service_relies_on():
 
 
 def test_the_drop_ins_are_valid_ini():
-    for name in ("metrics.conf", "gpu.conf"):
+    for name in ("metrics.conf", "web.conf", "gpu.conf"):
         ini = configparser.ConfigParser(strict=False)
         ini.optionxform = str
         ini.read_string((DEPLOY / name).read_text())

@@ -1,0 +1,377 @@
+"""The files the web server knows, by id: uploads, results and failed inputs; never a path from a request.
+
+    upload --> inbox/<q>/.reverser-web-HEX.tmp --link--> inbox/<q>/NAME_before.EXT   (record: waiting)
+    the service claims it, converts it ... feed.on_placed(queue, name, result, input, reason) --> placed()
+        --> record: done, the result's name in the outbox (numbered on a collision), the input's in done/
+        --> record: failed, the input's name in failed/ and the reason
+
+Every input the service finishes while [web] is on gets a record (an upload
+gets its record before it enters the inbox, so its id is known at once; a
+file dropped into the folder gets one when it is finished; a failed input
+found in failed/ gets one when the Failed page lists it). A record holds
+only names the service itself wrote; a route gives an id, and the file is
+opened by the record's name in the folder the service wrote it to, with
+O_NOFOLLOW, and only when it is a regular file. Records are JSON lines in
+<state>/web/files.jsonl, a line per change (the last wins); the newest
+KEEP records are kept, and the file is rewritten whole (temp name, rename)
+when it has grown to twice that.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import stat
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from loguru import logger
+
+from ..core.config import Config
+from ..core.fs import copy_entry, numbered, read_jsonl, sweep_temp, temp_name, write_atomic
+from ..core.names import IMAGE_EXTS, NAME_MAX, is_input, reason_name, name_bytes
+
+INDEX = "files.jsonl"
+KEEP = 10_000                                    # records kept; an older id answers 404
+ID = re.compile(r"^[A-Za-z0-9_-]{16}$")
+_UNSAFE = re.compile(r"[^\w.-]+")                 # anything but letters, digits, _ . -
+_NUMBERED_BEFORE = re.compile(r"^(.+_before)-\d+$", re.IGNORECASE)   # x_before-1 (failed/, done/ numbering)
+_BEFORE = "_before"
+
+
+class Refused(Exception):
+    """A request the file index cannot do; status is the HTTP status to answer with, the message says why."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def upload_name(filename: str) -> str:
+    """The inbox name of an uploaded file: its base name with every character but letters, digits, '_', '.'
+    and '-' made '_', no leading dot, and '_before' put before the extension when it is not there
+    ('Scan 3.JPG' -> 'Scan_3_before.JPG'). Refused (415) when the extension is not an image's."""
+    base = re.split(r"[/\\]", filename or "")[-1]          # some browsers send a path
+    base = _UNSAFE.sub("_", base).lstrip("._-")
+    stem, ext = os.path.splitext(base)
+    if ext.lower() not in IMAGE_EXTS:
+        raise Refused(415, f"{filename!r} is not an image file name: the inbox takes "
+                           f"{', '.join(sorted(IMAGE_EXTS))}")
+    numbered_before = _NUMBERED_BEFORE.match(stem)
+    stem = numbered_before.group(1) if numbered_before else (stem or "upload")
+    if not stem.lower().endswith(_BEFORE):
+        stem += _BEFORE
+    return stem[:-len(_BEFORE)] + _BEFORE + ext
+
+
+def inbox_names(name: str):
+    """NAME_before.EXT, NAME-1_before.EXT, ...: numbered as the outbox numbers, before '_before', so that each
+    stays an input name; each fits the file-name limit."""
+    stem, ext = os.path.splitext(name)
+    stem = stem[:-len(_BEFORE)]
+    tail = _BEFORE + ext
+    for s in numbered(stem, split_ext=False, limit=NAME_MAX - name_bytes(tail)):
+        yield s + tail
+
+
+@dataclass(frozen=True)
+class Opened:
+    """A file the service wrote, opened without following links: read it, then close fd."""
+
+    fd: int
+    size: int
+    name: str
+    mtime: float
+
+
+def open_written(folder: Path, name: str | None) -> Opened | None:
+    """folder/name when name is a plain name and the file a regular file (never through a link); else None."""
+    if not name or "/" in name or "\0" in name or name in (".", ".."):
+        return None
+    try:
+        fd = os.open(folder / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None  # gone, or a link planted under the name (ELOOP)
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        return None
+    return Opened(fd, st.st_size, name, st.st_mtime)
+
+
+def read_reason(path: Path) -> str:
+    """The 'what went wrong' line of a reason note (quarantine.reason_text), or the note's first line."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "no reason note beside it"
+    for line in text.splitlines():
+        if line.startswith("what went wrong:"):
+            return line.partition(":")[2].strip()
+    return text.strip().splitlines()[0] if text.strip() else "no reason given"
+
+
+class FileIndex:
+    """The records of the files the web server shows, and the moves it makes (upload, retry, delete)."""
+
+    def __init__(self, cfg: Config, keep: int = KEEP):
+        self.cfg, self.keep = cfg, keep
+        self.path = cfg.paths.state / "web" / INDEX
+        self._lock = threading.Lock()
+        self.records: dict[str, dict] = {}
+        self._pending: dict[tuple[str, str], str] = {}      # (queue, inbox name) -> id, until placed
+        self._failed: dict[tuple[str, str], str] = {}       # (queue, name in failed/) -> id
+        self._lines = 0
+        self._load()
+        for q in cfg.queues:   # an upload cut short by a kill leaves its temporary file in the inbox
+            sweep_temp(cfg.inbox(q))
+
+    # -- the record file --
+
+    def _load(self) -> None:
+        lines = read_jsonl(self.path)
+        for rec in lines:
+            if not isinstance(rec, dict) or not ID.match(str(rec.get("id", ""))):
+                continue
+            if rec.get("deleted"):
+                self.records.pop(rec["id"], None)
+            else:
+                self.records.pop(rec["id"], None)   # re-inserted: the order is the order of the last change
+                self.records[rec["id"]] = rec
+        self._lines = len(lines)
+        self._trim()
+        for rid, rec in self.records.items():
+            self._remember(rid, rec)
+
+    def _remember(self, rid: str, rec: dict) -> None:
+        if rec["state"] == "waiting":
+            self._pending[(rec["queue"], rec["name"])] = rid
+        elif rec["state"] == "failed" and rec.get("kept"):
+            self._failed[(rec["queue"], rec["kept"])] = rid
+
+    def _forget(self, rid: str, rec: dict) -> None:
+        self._pending.pop((rec["queue"], rec["name"]), None)
+        if rec.get("kept"):
+            self._failed.pop((rec["queue"], rec["kept"]), None)
+
+    def _trim(self) -> None:
+        while len(self.records) > self.keep:
+            rid = next(iter(self.records))
+            self._forget(rid, self.records.pop(rid))
+
+    def _save(self, rec: dict, sync: bool = False) -> None:
+        """One line per change (called with the lock held); no fsync for a result's record, as an index
+        line lost in a power cut costs only its page entry, and conversion should not wait for a disk flush."""
+        self.records.pop(rec["id"], None)
+        if not rec.get("deleted"):
+            self.records[rec["id"]] = rec
+        self._trim()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self._lines >= 2 * self.keep:
+                data = "".join(json.dumps(r) + "\n" for r in self.records.values()).encode()
+                write_atomic(self.path.parent, self.path.name, data, on_exists="replace")
+                self._lines = len(self.records)
+                return
+            with open(self.path, "ab") as f:
+                f.write((json.dumps(rec) + "\n").encode())
+                if sync:
+                    f.flush()
+                    os.fsync(f.fileno())
+            self._lines += 1
+        except OSError as e:
+            logger.warning("web: cannot write {}: {}; the dashboard forgets this file at a restart", self.path, e)
+
+    def _new(self, queue: str, name: str, state: str, **more) -> dict:
+        rec = {"id": secrets.token_urlsafe(12), "queue": queue, "name": name, "state": state, "at": time.time(),
+               **more}
+        self._remember(rec["id"], rec)
+        return rec
+
+    # -- the service's hook: where each finished input went --
+
+    def placed(self, queue: str, name: str, result: Path | None, went: Path | None, reason: str) -> None:
+        """conversion.feed's on_placed: record a finished input (done with its result, or failed)."""
+        with self._lock:
+            rid = self._pending.pop((queue, name), None)
+            rec = dict(self.records[rid]) if rid in self.records else self._new(queue, name, "waiting")
+            self._forget(rec["id"], rec)
+            if result is not None:
+                rec.update(state="done", result=result.name, kept=went.name if went else None, reason="")
+            else:
+                rec.update(state="failed", result=None, kept=went.name if went else None, reason=reason)
+            rec["at"] = time.time()
+            self._remember(rec["id"], rec)
+            self._save(rec)
+
+    # -- uploads, retry, delete --
+
+    def upload(self, queue: str, filename: str, source: BinaryIO) -> dict:
+        """Write source into the queue's inbox under a temporary name, then link it to a free input name; the
+        watcher takes it from there as any dropped file. Refused: 404 unknown queue, 413 over max_file_mb,
+        415 not an image name."""
+        if queue not in self.cfg.queues:
+            raise Refused(404, f"no queue {queue!r}; queues: {', '.join(self.cfg.queues)}")
+        name = upload_name(filename)
+        inbox = self.cfg.inbox(queue)
+        inbox.mkdir(parents=True, exist_ok=True)
+        limit = int(self.cfg.limits.max_file_mb * 1e6)
+        tmp = inbox / temp_name("web")
+        try:
+            with open(tmp, "xb") as out:
+                copied = 0
+                while chunk := source.read(1 << 20):
+                    copied += len(chunk)
+                    if copied > limit:
+                        raise Refused(413, f"larger than [limits] max_file_mb = {self.cfg.limits.max_file_mb:g} "
+                                           "MB; the inbox would refuse it too")
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            return self._enter(queue, name, tmp, None)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _enter(self, queue: str, name: str, staged: Path, rec: dict | None) -> dict:
+        """Link staged into the inbox under the first free input name (also free of uploads not yet placed);
+        the record is written first, so the service cannot finish the file before its id is known."""
+        inbox = self.cfg.inbox(queue)
+        with self._lock:
+            for candidate in inbox_names(name):
+                if (queue, candidate) in self._pending or os.path.lexists(inbox / candidate):
+                    continue
+                if rec is None:
+                    new = self._new(queue, candidate, "waiting", upload=True)
+                else:
+                    self._forget(rec["id"], rec)
+                    new = {**rec, "name": candidate, "state": "waiting", "result": None, "kept": None,
+                           "reason": "", "at": time.time()}
+                    self._remember(new["id"], new)
+                try:
+                    os.link(staged, inbox / candidate)
+                except FileExistsError:
+                    self._forget(new["id"], new)
+                    continue
+                self._save(new, sync=True)
+                return new
+        raise Refused(409, f"no free name for {name} in the inbox")
+
+    def retry(self, rid: str) -> dict:
+        """Put a failed input back into its inbox (the normal claim path takes it), its reason note removed."""
+        rec = self._failed_record(rid)
+        failed = self.cfg.failed(rec["queue"])
+        src = failed / rec["kept"]
+        st = os.lstat(src)
+        if not stat.S_ISREG(st.st_mode):
+            raise Refused(409, f"{rec['kept']} is not a regular file (a link, say): it would fail again; "
+                               "copy the file itself into the inbox")
+        staged, inbox = src, self.cfg.inbox(rec["queue"])
+        if st.st_dev != os.stat(inbox).st_dev:   # inbox on another filesystem: copy beside it first
+            staged = inbox / temp_name("web")
+            copy_entry(src, staged, st)
+        try:
+            name = rec["name"] if is_input(rec["name"]) else upload_name(rec["kept"])
+            new = self._enter(rec["queue"], name, staged, rec)
+        finally:
+            if staged != src:
+                staged.unlink(missing_ok=True)
+        src.unlink(missing_ok=True)
+        (failed / reason_name(rec["kept"])).unlink(missing_ok=True)
+        logger.info("{}: {} put back into the inbox as {} (retry from the web)", rec["queue"], rec["kept"],
+                    new["name"])
+        return new
+
+    def delete(self, rid: str) -> None:
+        """Remove a failed input and its reason note, and its record."""
+        rec = self._failed_record(rid)
+        failed = self.cfg.failed(rec["queue"])
+        (failed / rec["kept"]).unlink(missing_ok=True)   # a link is removed, never followed
+        (failed / reason_name(rec["kept"])).unlink(missing_ok=True)
+        with self._lock:
+            self._forget(rid, rec)
+            self._save({"id": rid, "deleted": True})
+        logger.info("{}: {} deleted from the failed folder (from the web)", rec["queue"], rec["kept"])
+
+    def _failed_record(self, rid: str) -> dict:
+        rec = self.records.get(rid)
+        if rec is None or rec["queue"] not in self.cfg.queues:
+            raise Refused(404, "no such file")
+        if rec["state"] != "failed" or not rec.get("kept") or \
+                not os.path.lexists(self.cfg.failed(rec["queue"]) / rec["kept"]):
+            raise Refused(409, f"{rec['name']} is {self.state(rid)['state']}, not waiting in the failed folder")
+        return rec
+
+    # -- reading --
+
+    def state(self, rid: str) -> dict | None:
+        """The API's view of one file: its state, and the result's URL or the reason."""
+        rec = self.records.get(rid)
+        if rec is None:
+            return None
+        state = rec["state"]
+        if state == "waiting" and not os.path.lexists(self.cfg.inbox(rec["queue"]) / rec["name"]):
+            state = "working"   # claimed: in work/, in the pipeline
+        out = {"id": rid, "queue": rec["queue"], "name": rec["name"], "state": state}
+        if state == "done":
+            out.update(result=f"/api/files/{rid}/result", result_name=rec["result"])
+        elif state == "failed":
+            out["reason"] = rec["reason"]
+        return out
+
+    def result(self, rid: str) -> Opened | None:
+        rec = self.records.get(rid)
+        if rec is None or rec["state"] != "done" or rec["queue"] not in self.cfg.queues:
+            return None
+        return open_written(self.cfg.outbox(rec["queue"]), rec.get("result"))
+
+    def before(self, rid: str) -> Opened | None:
+        """The input of a done file, kept in done/ ([output] keep_inputs), or None."""
+        rec = self.records.get(rid)
+        if rec is None or rec["state"] != "done" or rec["queue"] not in self.cfg.queues:
+            return None
+        return open_written(self.cfg.state_dir("done", rec["queue"]), rec.get("kept"))
+
+    def done(self, page: int = 0, per_page: int = 24) -> tuple[list[dict], int]:
+        """(the done records of one page, newest first; how many there are)."""
+        with self._lock:
+            done = [r for r in reversed(self.records.values()) if r["state"] == "done"]
+        return done[page * per_page:(page + 1) * per_page], len(done)
+
+    def failed(self) -> list[dict]:
+        """Every input now in a queue's failed folder, newest first, each with a record (made for those
+        quarantined while [web] was off, or before) and its reason."""
+        found = []
+        for q in self.cfg.queues:
+            folder = self.cfg.failed(q)
+            try:
+                entries = [e for e in os.scandir(folder) if not e.name.startswith(".")
+                           and not e.name.endswith(".reason.txt") and not e.is_dir(follow_symlinks=False)]
+            except OSError:
+                continue
+            for e in entries:
+                with self._lock:
+                    rid = self._failed.get((q, e.name))
+                    if rid is None:
+                        rec = self._new(q, e.name, "failed", kept=e.name, result=None,
+                                        reason=read_reason(folder / reason_name(e.name)))
+                        self._save(rec)
+                        rid = rec["id"]
+                rec = self.records[rid]
+                try:
+                    when = os.lstat(folder / reason_name(e.name)).st_mtime
+                except OSError:
+                    when = rec["at"]
+                found.append({**rec, "at": when})
+        return sorted(found, key=lambda r: r["at"], reverse=True)
+
+
+def copy_out(opened: Opened, out: BinaryIO) -> None:
+    """Copy an opened file to out and close it."""
+    with os.fdopen(opened.fd, "rb") as f:
+        shutil.copyfileobj(f, out, 1 << 20)

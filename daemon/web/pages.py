@@ -1,0 +1,242 @@
+"""The dashboard's pages: server-rendered Jinja2 (templates/), a little JavaScript of our own (static/).
+
+    /            Overview: each queue's counts, rate, model and batch size; live (polls /api/status)
+    /results     recent results as before/after thumbnails, paged; /results/{id} compares them full size
+    /failed      failed inputs with their reasons: Retry, Delete
+    /models      per queue the versions and scores, the champion marked, report pictures: Promote, Roll back
+    /training    pairs, halves waiting, the next run, the last run's decision and report: Train now
+    /upload      drop files into a queue
+    /login       the token, once; the session cookie keeps it
+
+A form's POST carries the session's CSRF token (checked here) and comes from
+this server's own origin (checked by security.Guard); it answers 303 back to
+its page, with what happened said once at the top.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from pathlib import Path
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import FileResponse, RedirectResponse, Response
+from starlette.routing import Route
+from starlette.templating import Jinja2Templates
+
+from . import actions
+from .api import stream
+from .files import ID, Refused
+from .security import COOKIE, csrf_ok, same_token, set_cookie
+from .thumbs import Unreadable, thumbnail, viewable
+
+HERE = Path(__file__).parent
+PER_PAGE = 24
+NAV = [("/", "Overview"), ("/results", "Results"), ("/failed", "Failed"), ("/models", "Models"),
+       ("/training", "Training"), ("/upload", "Upload")]
+
+
+def _when(t: float) -> str:
+    return datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _num(x, spec=".2f") -> str:
+    return format(x, spec) if isinstance(x, (int, float)) and math.isfinite(x) else "-"
+
+
+def routes(ctx, sessions) -> tuple[list[Route], callable]:
+    """The pages' routes, and the login page (security.Guard answers 401 with it)."""
+    templates = Jinja2Templates(directory=str(HERE / "templates"))
+    templates.env.filters.update(when=_when, num=_num)
+
+    def page(request: Request, name: str, status: int = 200, **context) -> Response:
+        s = getattr(request.state, "session", None)
+        flash = ""
+        if s is not None:
+            flash, s.flash = getattr(s, "flash", ""), ""
+        return templates.TemplateResponse(request, name, {
+            "nav": NAV, "path": request.url.path, "csrf": s.csrf if s else "", "flash": flash,
+            "token_set": bool(ctx.cfg.web.token), "queues": list(ctx.cfg.queues), **context}, status_code=status)
+
+    def login_page(request: Request, status: int = 200, error: str = "") -> Response:
+        return page(request, "login.html", status, error=error)
+
+    def back(request: Request, to: str, said: str) -> Response:
+        s = getattr(request.state, "session", None)
+        if s is not None:
+            s.flash = said
+        return RedirectResponse(to, 303)
+
+    async def form_action(request: Request, to: str, act) -> Response:
+        """A page's button: the CSRF field checked, the action run, back to the page with what it said."""
+        form = await request.form()
+        if not csrf_ok(request, form.get("csrf")):
+            return Response("missing or wrong CSRF token: reload the page and try again\n", 403,
+                            media_type="text/plain")
+        try:
+            said = await run_in_threadpool(act)
+        except Refused as e:
+            said = f"Not done: {e}"
+        return back(request, to, said)
+
+    # -- pages --
+
+    async def overview(request):
+        try:
+            doc = await run_in_threadpool(actions.status, ctx.cfg)
+        except Refused as e:
+            doc, why = {}, str(e)
+        else:
+            why = ""
+        return page(request, "overview.html", doc=doc, why=why)
+
+    async def results(request):
+        try:
+            n = max(0, int(request.query_params.get("page", "0")))
+        except ValueError:
+            n = 0
+        rows, total = ctx.index.done(n, PER_PAGE)
+        return page(request, "results.html", rows=rows, page_no=n, pages=max(1, -(-total // PER_PAGE)),
+                    total=total)
+
+    async def compare(request):
+        rid = request.path_params["id"]
+        rec = ctx.index.records.get(rid) if ID.match(rid) else None
+        if rec is None or rec["state"] != "done":
+            return page(request, "missing.html", 404)
+        return page(request, "compare.html", rec=rec, has_before=bool(rec.get("kept")) and
+                    ctx.cfg.output.keep_inputs)
+
+    async def failed(request):
+        return page(request, "failed.html", rows=await run_in_threadpool(ctx.index.failed))
+
+    async def retry(request):
+        rid = request.path_params["id"]
+
+        def act():
+            rec = ctx.index.retry(rid if ID.match(rid) else "")
+            return f"{rec['name']} is back in the {rec['queue']} inbox"
+        return await form_action(request, "/failed", act)
+
+    async def delete(request):
+        rid = request.path_params["id"]
+
+        def act():
+            ctx.index.delete(rid if ID.match(rid) else "")
+            return "deleted"
+        return await form_action(request, "/failed", act)
+
+    async def models(request):
+        tables = await run_in_threadpool(lambda: {q: actions.models(ctx.cfg, q) for q in ctx.cfg.queues})
+        return page(request, "models.html", tables=tables)
+
+    async def promote(request):
+        p = request.path_params
+        return await form_action(request, "/models", lambda: actions.promote(ctx.cfg, p["queue"], p["version"],
+                                                                             f"web ({request.client.host})"))
+
+    async def rollback(request):
+        q = request.path_params["queue"]
+        return await form_action(request, "/models", lambda: actions.rollback(ctx.cfg, q,
+                                                                              f"web ({request.client.host})"))
+
+    async def training(request):
+        try:
+            doc = await run_in_threadpool(actions.status, ctx.cfg)
+        except Refused:
+            doc = None
+        return page(request, "training.html", t=await run_in_threadpool(actions.training, ctx.cfg, doc, ctx.train))
+
+    async def train(request):
+        q = request.path_params["queue"]
+
+        def act():
+            if q not in ctx.cfg.queues or ctx.train is None:
+                raise Refused(404, f"no queue {q!r}")
+            return ctx.train.start(q, f"web ({request.client.host})")
+        return await form_action(request, "/training", act)
+
+    async def upload(request):
+        return page(request, "upload.html")
+
+    # -- pictures, by id --
+
+    async def thumb(request):
+        rid, which = request.path_params["id"], request.path_params["which"]
+        opener = {"before": ctx.index.before, "after": ctx.index.result}.get(which)
+        if opener is None or not ID.match(rid):
+            return Response(status_code=404)
+        opened = await run_in_threadpool(opener, rid)
+        if opened is None:
+            return Response(status_code=404)
+        try:
+            path = await run_in_threadpool(thumbnail, ctx.cfg.paths.state / "web" / "thumbs", f"{rid}-{which}",
+                                           opened, ctx.cfg.limits.max_pixels)
+        except Unreadable:
+            return Response(status_code=404)
+        return FileResponse(path, media_type="image/jpeg")
+
+    async def full(request):
+        rid, which = request.path_params["id"], request.path_params["which"]
+        opener = {"before": ctx.index.before, "after": ctx.index.result}.get(which)
+        if opener is None or not ID.match(rid):
+            return Response(status_code=404)
+        opened = await run_in_threadpool(opener, rid)
+        if opened is None:
+            return Response(status_code=404)
+        try:
+            got, media = await run_in_threadpool(viewable, ctx.cfg.paths.state / "web" / "full", f"{rid}-{which}",
+                                                 opened, ctx.cfg.limits.max_pixels)
+        except Unreadable:
+            return Response(status_code=404)
+        if isinstance(got, Path):
+            return FileResponse(got, media_type=media)
+        return Response(got, media_type=media)
+
+    async def version_png(request):
+        p = request.path_params
+        png = await run_in_threadpool(actions.version_report, ctx.cfg, p["queue"], p["version"]) \
+            if p["queue"] in ctx.cfg.queues else None
+        return FileResponse(png, media_type="image/png") if png else Response(status_code=404)
+
+    async def run_png(request):
+        p = request.path_params
+        png = await run_in_threadpool(actions.run_report, ctx.cfg, p["queue"], p["run"])
+        return FileResponse(png, media_type="image/png") if png else Response(status_code=404)
+
+    # -- login --
+
+    async def login(request):
+        if not ctx.cfg.web.token:
+            return RedirectResponse("/", 303)
+        if request.method == "GET":
+            return login_page(request)
+        form = await request.form()
+        if not same_token(str(form.get("token", "")), ctx.cfg.web.token):
+            return login_page(request, 401, "That is not the token in [web] token.")
+        sid, request.state.session = sessions.new()
+        response = RedirectResponse("/", 303)
+        set_cookie(response, request, sid)
+        return response
+
+    async def logout(request):
+        sessions.drop(request.cookies.get(COOKIE))
+        response = RedirectResponse("/login" if ctx.cfg.web.token else "/", 303)
+        response.delete_cookie(COOKIE, path="/")
+        return response
+
+    table = [
+        ("/", overview, ["GET"]), ("/results", results, ["GET"]), ("/results/{id}", compare, ["GET"]),
+        ("/failed", failed, ["GET"]), ("/failed/{id}/retry", retry, ["POST"]),
+        ("/failed/{id}/delete", delete, ["POST"]),
+        ("/models", models, ["GET"]), ("/models/{queue}/{version:int}/promote", promote, ["POST"]),
+        ("/models/{queue}/rollback", rollback, ["POST"]),
+        ("/models/{queue}/{version:int}/report.png", version_png, ["GET"]),
+        ("/training", training, ["GET"]), ("/training/{queue}/train", train, ["POST"]),
+        ("/reports/{queue}/{run}/report.png", run_png, ["GET"]),
+        ("/upload", upload, ["GET"]),
+        ("/thumbs/{id}/{which}.jpg", thumb, ["GET"]), ("/view/{id}/{which}", full, ["GET"]),
+        ("/login", login, ["GET", "POST"]), ("/logout", logout, ["POST"]),
+    ]
+    return [Route(path, fn, methods=methods) for path, fn, methods in table], login_page

@@ -1,0 +1,81 @@
+"""Pictures for the pages: small JPEG thumbnails of a result and its input, made once and kept in
+<state>/web/thumbs/, and a browser-readable copy of a full-size file in a format a browser cannot show.
+
+A list page never sends a full-size image. Thumbnails are made when first asked
+for (not when the file is converted: conversion never waits for the dashboard),
+from a file opened without following links, with the [limits] max_pixels check
+before decoding, and written by temp name and rename.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import pillow_heif
+from PIL import Image, ImageOps
+
+from ..core.fs import write_atomic
+from .files import Opened
+
+THUMB = (320, 320)
+BROWSER_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif",
+                   "BMP": "image/bmp"}
+
+pillow_heif.register_heif_opener()   # HEIC inputs, as unet.images reads them
+
+
+class Unreadable(Exception):
+    """The file is not an image Pillow can show (or it is over max_pixels)."""
+
+
+def _open(opened: Opened, max_pixels: int) -> tuple[Image.Image, bytes]:
+    with os.fdopen(opened.fd, "rb") as f:
+        data = f.read()
+    try:
+        im = Image.open(io.BytesIO(data))
+        if im.width * im.height > max_pixels:
+            raise Unreadable(f"{im.width}x{im.height} is over [limits] max_pixels")
+        return im, data
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise Unreadable(str(e)) from None
+
+
+def _rgb(im: Image.Image) -> Image.Image:
+    im = ImageOps.exif_transpose(im)
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):   # 16-bit or float gray: scale to 8 bits for a look
+        lo, hi = im.getextrema()
+        im = im.point(lambda v: (v - lo) * 255.0 / max(hi - lo, 1)).convert("L")
+    return im.convert("RGB")
+
+
+def thumbnail(cache: Path, key: str, opened: Opened, max_pixels: int) -> Path:
+    """cache/KEY.jpg, made from opened (which this closes) unless it is there already."""
+    path = cache / f"{key}.jpg"
+    if path.exists():
+        os.close(opened.fd)
+        return path
+    im, _ = _open(opened, max_pixels)
+    if im.format == "JPEG":
+        im.draft("RGB", THUMB)   # decode at 1/2, 1/4 or 1/8 size: a thumbnail of a 24 MP JPEG in milliseconds
+    im = _rgb(im)
+    im.thumbnail(THUMB)
+    out = io.BytesIO()
+    im.save(out, "JPEG", quality=85)
+    return write_atomic(cache, path.name, out.getvalue(), on_exists="replace")
+
+
+def viewable(cache: Path, key: str, opened: Opened, max_pixels: int) -> tuple[Path | bytes, str]:
+    """(the bytes, or a cached PNG's path; its media type) of a full-size file for the browser: a JPEG, PNG,
+    WebP, GIF or BMP as it is, any other format (TIFF, HEIC, AVIF) as a PNG made once and cached."""
+    path = cache / f"{key}.png"
+    if path.exists():
+        os.close(opened.fd)
+        return path, "image/png"
+    im, data = _open(opened, max_pixels)
+    if im.format in BROWSER_FORMATS:
+        return data, BROWSER_FORMATS[im.format]
+    out = io.BytesIO()
+    _rgb(im).save(out, "PNG", compress_level=1)
+    return write_atomic(cache, path.name, out.getvalue(), on_exists="replace"), "image/png"
