@@ -184,9 +184,14 @@ def training(cfg: Config, doc: dict | None, train: TrainNow | None) -> dict:
         s = ((doc or {}).get("queues") or {}).get(q) or {}
         pairs = s.get("pairs") or read_counts(cfg.state_dir("pairs", q))
         queues[q] = {"pairs": pairs.get("pairs", 0), "new": pairs.get("new", 0),
-                     "halves": pairs.get("halves", s.get("halves")), "refused": pairs.get("refused", s.get("refused")),
+                     "halves": _count(s.get("halves_waiting")), "refused": _count(s.get("training_refused")),
                      "last": last_run(cfg, q)}
     nxt = train.next_run() if train else None
     return {"queues": queues, "enabled": cfg.retrain.enabled, "cron": cfg.retrain.cron,
             "next_run": nxt.strftime("%Y-%m-%d %H:%M %Z") if nxt else None,
             "running": bool(train and train.busy), "running_queue": train.queue if train and train.busy else None}
+
+
+def _count(entry) -> int | None:
+    """A status entry's count ({"count": N, "files": [...]}), None when this status has no such entry."""
+    return entry.get("count") if isinstance(entry, dict) else None

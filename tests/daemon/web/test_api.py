@@ -150,3 +150,17 @@ def test_models_are_promoted_and_rolled_back_by_the_registrys_rules(web, tiny_mo
         assert r.status_code == 200 and "to version 1" in r.json()["message"]
         assert reg.champion_version() == 1
         assert reg.history()[-1]["who"].startswith("web (")
+
+
+def test_train_now_runs_the_nightly_job_in_its_child_and_one_at_a_time(web):
+    with web.client() as c:
+        assert c.post("/api/queues/nope/train").status_code == 404
+        r = c.post("/api/queues/colorize/train")
+        assert r.status_code == 202, r.text
+        assert c.post("/api/queues/colorize/train").status_code == 409   # one run at a time
+        # No pairs filed in this service: the child fails, the run is recorded, the champion keeps serving.
+        last = wait_for(lambda: c.get("/api/training").json()["queues"]["colorize"]["last"], 180,
+                        "the training run to end", log=web.service.log)
+        assert last["decision"] == "failed" and last["why"], last
+        assert not c.get("/api/training").json()["running"]
+    assert "training failed, the champion (version" in web.service.log()
