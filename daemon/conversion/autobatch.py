@@ -2,33 +2,77 @@
 
 On a small CPU batch 1 usually wins per image (the convolutions already use
 every core, and a bigger batch only adds cache misses and waiting); on a GPU
-larger batches win until the device is busy. Measuring beats guessing.
+larger batches win until the device is busy. Measuring beats guessing, but
+one timing per size on a busy machine is noise (five starts on one machine
+chose 16, 1, 2, 1 and 1). So each size is warmed up, then timed several
+times in interleaved rounds (a slow spell of the machine hits every size,
+not one), and its rate is the median. The choice is kept in the state folder
+(KEPT_FILE, per device, task, working size and network size), and the next
+start keeps it unless another size is clearly faster (CLEARLY: over 10%).
 """
 
 from __future__ import annotations
 
+import json
 import statistics
 import threading
 import time
+from pathlib import Path
+from typing import NamedTuple
 
 import torch
+from loguru import logger
 
 from unet import Predictor
 from unet.tasks import Prepared
 
+from ..core.fs import now_iso, write_json
+
 CPU_SIZES = (1, 2, 4, 8, 16)
 GPU_SIZES = (1, 2, 4, 8, 16, 32, 64)
 TYPICAL = (1536, 1024)   # a 3:2 photo: the working size most inputs get
+MIN_RUNS, MAX_RUNS = 5, 15   # timed passes per size (after a warm-up), budget allowing
+CLEARLY = 1.10           # a kept choice is given up only for a size this much faster
+NEAR_BEST = 0.95         # a fresh choice: the smallest size within 5% of the best (lower latency)
+KEPT_FILE = "autobatch.json"
+KEPT_MAX = 32            # machines-and-models kept in it, the most recent
 
 
-def measure(predictor: Predictor, sizes: tuple[int, ...] | None = None,
-            seconds_each: float = 0.4, budget: float = 20.0) -> tuple[int, str]:
-    """Return (best batch size, the reason in words) for this predictor on its device.
+class Choice(NamedTuple):
+    size: int
+    why: str     # one short line: images/s by size and how the choice was made
+
+
+def choose(rates: dict[int, float], kept: int | None) -> tuple[int, str]:
+    """The batch size for these images/s by size, and how it was chosen: the kept choice unless another
+    size is over CLEARLY faster, else the smallest size within NEAR_BEST of the best."""
+    best = max(rates.values())
+    fresh = min(n for n, r in rates.items() if r >= NEAR_BEST * best)
+    if kept in rates:
+        if best <= CLEARLY * rates[kept]:
+            return kept, f"{kept} kept"
+        return fresh, f"{fresh} chosen, >{CLEARLY - 1:.0%} over the kept {kept}"
+    return fresh, f"{fresh} chosen"
+
+
+def measure(predictor: Predictor, sizes: tuple[int, ...] | None = None, seconds_each: float = 0.4,
+            budget: float = 20.0, kept_file: Path | None = None) -> Choice:
+    """Return (best batch size, one line of figures) for this predictor on its device.
 
     budget bounds the whole measurement in seconds: on a slow CPU a batch of 16
     can take seconds per pass, and start-up must not wait a minute for it.
+    kept_file: where the choice is kept between starts (see the module docstring).
     """
-    return on_a_thread(_measure, predictor, sizes, seconds_each, budget)
+    key = _key(predictor)
+    entry = _read_kept(kept_file).get(key) if kept_file else None
+    kept = entry.get("batch") if isinstance(entry, dict) else None
+    rates, note = on_a_thread(_measure, predictor, sizes, seconds_each, budget, kept)
+    n, how = choose(rates, kept)
+    why = f"images/s by batch size {' '.join(f'{k}:{_fig(r)}' for k, r in rates.items())}; {how}"
+    logger.debug("batch size {} for {}: {}{}", n, key, why, note)
+    if kept_file is not None:
+        _keep(kept_file, key, n, rates)
+    return Choice(n, why)
 
 
 def on_a_thread(fn, *args):
@@ -54,46 +98,97 @@ def on_a_thread(fn, *args):
     return out["value"]
 
 
-def _measure(predictor: Predictor, sizes, seconds_each: float, budget: float) -> tuple[int, str]:
+def _measure(predictor: Predictor, sizes, seconds_each: float, budget: float,
+             kept: int | None = None) -> tuple[dict[int, float], str]:
+    """(images/s by size, a note on sizes left out): the median of several timed passes per size; the kept
+    size is measured too where the first round stopped short of it."""
     sizes = sizes or (GPU_SIZES if predictor.cuda else CPU_SIZES)
     task = predictor.task
     h, w = task.shape_for(TYPICAL)
     gen = torch.Generator().manual_seed(0)
     item = Prepared(torch.randn(task.in_channels, h, w, generator=gen), (h, w), None)
-    rates: dict[int, float] = {}
+    times: dict[int, list[float]] = {}
     note, start = "", time.perf_counter()
+    # First round: each size warmed up and timed once, smallest first, until they stop paying.
     for n in sizes:
-        if rates:
-            # Three passes (a warm-up and two timed) at the last rate, scaled to n.
-            cost = 3 * n / rates[max(rates)]
+        if times:
+            # A warm-up and MIN_RUNS passes at the last size's rate, scaled to n.
+            last = max(times)
+            cost = (1 + MIN_RUNS) * times[last][0] * n / last
             if time.perf_counter() - start + cost > budget:
                 note = f"; larger sizes not tried (measuring them would pass the {budget:g} s budget)"
                 break
         try:
-            rates[n] = _rate(predictor, [item] * n, seconds_each)
+            predictor.run([item] * n)  # warm-up: first-call allocations and kernel selection
+            times[n] = [_timed(predictor, [item] * n)]
         except RuntimeError as e:  # out of memory: larger sizes will not fit either
             if predictor.cuda:
                 torch.cuda.empty_cache()
             note = f"; {n} did not fit ({str(e).splitlines()[0][:60]})"
             break
+        rates = {k: k / t[0] for k, t in times.items()}
         # Past the peak and falling: larger batches will not win back.
         if len(rates) >= 3 and rates[n] < 0.8 * max(rates.values()):
             break
-    best = max(rates.values())
-    # The smallest size within 5% of the best: near-equal throughput at lower latency.
-    choice = min(n for n, r in rates.items() if r >= 0.95 * best)
-    table = ", ".join(f"{n}: {r:.1f}" for n, r in rates.items())
-    why = (f"measured on {predictor.device} at {w}x{h}, images/s by batch size {table}{note}; "
-           f"{choice} is the smallest within 5% of the best")
-    return choice, why
+    if kept in sizes and kept not in times and times:
+        last = max(times)
+        if time.perf_counter() - start + (1 + MIN_RUNS) * times[last][0] * kept / last <= budget:
+            try:
+                predictor.run([item] * kept)
+                times[kept] = [_timed(predictor, [item] * kept)]
+            except RuntimeError:
+                if predictor.cuda:
+                    torch.cuda.empty_cache()
+    if not times:
+        return {1: 0.0}, note   # not even one image fits: batch 1, and the pipeline says why when it runs
+    # Then rounds over all sizes in turn, so that a slow spell of the machine hits every size alike.
+    while True:
+        runs = min(len(t) for t in times.values())
+        spent = min(sum(t) for t in times.values())
+        round_cost = sum(statistics.median(t) for t in times.values())
+        if runs >= MAX_RUNS or (runs >= MIN_RUNS and spent >= seconds_each) \
+                or time.perf_counter() - start + round_cost > budget:
+            break
+        for n, t in times.items():
+            t.append(_timed(predictor, [item] * n))
+    return {n: n / statistics.median(t) for n, t in sorted(times.items())}, note
 
 
-def _rate(predictor: Predictor, items: list[Prepared], seconds: float) -> float:
-    predictor.run(items)  # warm-up: first-call allocations and kernel selection
-    times = []
-    deadline = time.perf_counter() + seconds
-    while len(times) < 2 or (time.perf_counter() < deadline and len(times) < 20):
-        t = time.perf_counter()
-        predictor.run(items)  # returns CPU tensors, so the device has finished
-        times.append(time.perf_counter() - t)
-    return len(items) / statistics.median(times)
+def _timed(predictor: Predictor, items: list[Prepared]) -> float:
+    t = time.perf_counter()
+    predictor.run(items)  # returns CPU tensors, so the device has finished
+    return time.perf_counter() - t
+
+
+def _fig(rate: float) -> str:
+    """images/s in three figures or so: 0.42, 3.14, 31.4, 314."""
+    return f"{rate:.0f}" if rate >= 100 else f"{rate:.1f}" if rate >= 10 else f"{rate:.2f}"
+
+
+def _key(predictor: Predictor) -> str:
+    """What a kept choice is for: the device, the task at its working size, and the network's size."""
+    h, w = predictor.task.shape_for(TYPICAL)
+    params = sum(p.numel() for p in predictor.net.parameters())
+    return f"{predictor.device} {predictor.task.name} {w}x{h} {params} parameters"
+
+
+def _read_kept(path: Path) -> dict:
+    try:
+        kept = json.loads(Path(path).read_text(encoding="utf-8"))
+        return kept if isinstance(kept, dict) else {}
+    except (OSError, ValueError):
+        return {}   # none kept yet, or unreadable: measured afresh
+
+
+def _keep(path: Path, key: str, n: int, rates: dict[int, float]) -> None:
+    """Keep the choice (atomically: temp name, fsync, rename), the KEPT_MAX most recent keys."""
+    kept = _read_kept(path)
+    kept.pop(key, None)
+    kept[key] = {"batch": n, "images_per_s": {str(k): round(r, 3) for k, r in rates.items()},
+                 "measured": now_iso()}
+    recent = dict(sorted(kept.items(), key=lambda kv: str(kv[1].get("measured", "")))[-KEPT_MAX:]) \
+        if len(kept) > KEPT_MAX else kept
+    try:
+        write_json(Path(path), recent)
+    except OSError as e:   # a full or read-only state disk: measured afresh next time, nothing worse
+        logger.debug("cannot keep the batch size in {}: {}", path, e)

@@ -11,7 +11,6 @@ import pytest
 import torch
 from PIL import Image
 
-from daemon.conversion import autobatch
 from daemon.conversion.hotswap import ChampionWatch
 from daemon.conversion.pipeline import Job, Pipeline, PipelineSettings
 from tests.support.images import make_image
@@ -249,12 +248,6 @@ def test_a_new_champion_is_swapped_in_between_batches(tmp_path, tiny_models, col
     assert pipe.predictor("colorize").version == 2
     assert np.abs(outs[0] - outs[1]).mean() > 1.0, "the new model's output should differ"
     assert np.array_equal(outs[1], outs[2]), "a model that does not load leaves the running one in place"
-
-
-def test_auto_batch_size_is_measured_and_explained(colorizer):
-    n, why = autobatch.measure(colorizer, sizes=(1, 2, 4), seconds_each=0.05)
-    assert n in (1, 2, 4)
-    assert "measured on cpu" in why and all(f"{k}: " in why for k in (1, 2, 4))
 
 
 def test_past_the_close_deadline_nothing_is_written_or_reported(tmp_path, colorizer):
