@@ -13,7 +13,8 @@ baseline, the memory still resident once idle (a few seconds after the last
 result), the time and whether anything was lost, failed or killed.
 
 --probe decodes, prepares, runs, finishes and encodes one generated 12 MP and
-one 48 MP image per (task, gray or color) in a child process each, and prints
+one 48 MP image per (task, input: gray or color JPEG, 16-bit gray PNG or TIFF,
+finished at 16 bits) in a child process each, and prints
 the peak bytes per pixel over the child's baseline next to the estimate that
 conversion/budget.py makes from the header.
 """
@@ -125,23 +126,28 @@ sys.path.insert(0, sys.argv[4])
 import torch
 torch.set_num_threads(1)
 from unet import Predictor, open_image
-from daemon.conversion.encode import encode, takes_ycc
+from daemon.conversion.encode import encode, keeps_depth, takes_ycc
 from daemon.conversion.workers import Named
 def kb(key):
     return int(next(l for l in open("/proc/self/status") if l.startswith(key)).split()[1]) * 1024
-queue, mode, mp = sys.argv[1], sys.argv[2], float(sys.argv[3])
+queue, mode, mp, ext = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[5]
 p = Predictor(sys.argv[4] + "/models/" + queue, device="cpu")
 w = int((mp * 1e6 * 4 / 3) ** 0.5); h = int(mp * 1e6 / w)
 small = np.random.default_rng(0).integers(0, 255, (h // 64 + 1, w // 64 + 1, 3), dtype=np.uint8)
 im = Image.fromarray(small).resize((w, h), Image.Resampling.BILINEAR)
-im = im.convert("L") if mode == "L" else im
-buf = io.BytesIO(); im.save(buf, "JPEG", quality=90); data = buf.getvalue(); del im, buf, small
-warm = p.prepare(Image.new(mode, (64, 48))); p.finish(warm, p.run([warm])[0], ycc=True)
+im = im.convert("L") if mode in ("L", "I;16") else im
+if mode == "I;16":   # a 16-bit scan: the picture in the high byte, noise in the low one
+    deep = np.asarray(im).astype(np.uint16) * 257 + np.random.default_rng(1).integers(0, 256, (h, w), dtype=np.uint16)
+    im = Image.fromarray(deep); del deep
+buf = io.BytesIO(); im.save(buf, {".jpg": "JPEG", ".png": "PNG", ".tif": "TIFF"}[ext], **({"quality": 90} if ext == ".jpg" else {}))
+data = buf.getvalue(); del im, buf, small
+warm = p.prepare(Image.new("L" if mode == "I;16" else mode, (64, 48))); p.finish(warm, p.run([warm])[0], ycc=True)
 base = kb("VmRSS:")
-src = open_image(Named(data, "x.jpg"))
+open("/proc/self/clear_refs", "w").write("5")   # the peak from here on, not from making the input
+src = open_image(Named(data, "x" + ext))
 item = p.prepare(src)
-out = p.finish(item, p.run([item])[0], ycc=takes_ycc(".jpg"))
-encode(out, ".jpg", 92, src)
+out = p.finish(item, p.run([item])[0], ycc=takes_ycc(ext), deep=keeps_depth(ext))
+encode(out, ext, 92, src)
 print(w, h, (kb("VmHWM:") - base) / (w * h))
 """
 
@@ -149,14 +155,16 @@ print(w, h, (kb("VmHWM:") - base) / (w * h))
 def probe() -> None:
     print("| queue | input | size | measured peak, bytes/pixel | estimate (budget.py), bytes/pixel |")
     print("| --- | --- | --- | --- | --- |")
+    inputs = (("L", ".jpg", "gray JPEG"), ("RGB", ".jpg", "color JPEG"), ("I;16", ".png", "16-bit gray PNG"),
+              ("I;16", ".tif", "16-bit gray TIFF"))
     for queue, task in (("colorize", "colorize"), ("reverse", "translate")):
-        for mode in ("L", "RGB"):
+        for mode, ext, what in inputs:
             for mp in (12, 48):
-                out = subprocess.run([sys.executable, "-c", _PROBE, queue, mode, str(mp), str(ROOT)],
+                out = subprocess.run([sys.executable, "-c", _PROBE, queue, mode, str(mp), str(ROOT), ext],
                                      capture_output=True, text=True, check=True).stdout.split()
                 w, h, per = int(out[0]), int(out[1]), float(out[2])
-                print(f"| {queue} | {'gray' if mode == 'L' else 'color'} JPEG | {w}x{h} | {per:.1f} | "
-                      f"{image_cost(task, w, h, mode) / (w * h):.1f} |", flush=True)
+                print(f"| {queue} | {what} | {w}x{h} | {per:.1f} | "
+                      f"{image_cost(task, w, h, mode, deep=mode == 'I;16') / (w * h):.1f} |", flush=True)
 
 
 def main() -> None:

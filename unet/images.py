@@ -4,6 +4,13 @@ Scanners and cameras hand us L, LA, RGB, RGBA, P, 1, I;16, I, F and CMYK in
 JPEG, PNG, WebP, TIFF, BMP, GIF, HEIC/HEIF and AVIF, often EXIF-rotated. Everything is reduced
 to 8-bit "L" or "RGB" plus an optional alpha band kept aside, so outputs can
 carry the input's transparency and orientation.
+
+A 16-bit input without alpha also keeps its own samples (Plain.deep), so a
+task can finish its result at full depth while the network works on the 8-bit
+copy: 16-bit gray (Pillow's I;16 modes, or I within 16 bits) and 16-bit RGB
+TIFF, which Pillow decodes to its high bytes only and tifffile reads whole.
+A 16-bit color PNG is read at 8 bits: neither Pillow nor tifffile reads its
+full depth.
 """
 
 from __future__ import annotations
@@ -39,6 +46,8 @@ class Plain:
     format: str | None = None   # the file's format as Pillow names it (JPEG, PNG, ...)
     icc_profile: bytes | None = None  # the file's embedded color profile, if any
     exif: bytes | None = None   # the file's EXIF, orientation reset (the image is upright now)
+    deep: np.ndarray | None = None  # a 16-bit input's own samples, upright: (H, W) gray or (H, W, 3) RGB
+                                    # uint16; None for 8-bit inputs and those with alpha (module docstring)
 
 
 def open_image(path: str | Path, max_pixels: int | None = None) -> Plain:
@@ -54,15 +63,15 @@ def open_image(path: str | Path, max_pixels: int | None = None) -> Plain:
             if getattr(im, "n_frames", 1) > 1:
                 im.seek(0)  # animated GIF/WebP/TIFF: the first frame
             im.load()
-            return plain(im)
+            return plain(im, _rgb16_tiff(im, path))
     except ImageError:
         raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise ImageError(f"cannot decode image: {e}") from e
 
 
-def plain(im: Image.Image) -> Plain:
-    """Normalise an already opened image (see module docstring)."""
+def plain(im: Image.Image, rgb16: np.ndarray | None = None) -> Plain:
+    """Normalise an already opened image (see module docstring); rgb16: its 16-bit RGB samples, upright."""
     source_mode, fmt, icc = im.mode, im.format, im.info.get("icc_profile")
     im = ImageOps.exif_transpose(im)  # a new image whose EXIF no longer carries the rotation
     try:
@@ -78,32 +87,93 @@ def plain(im: Image.Image) -> Plain:
     if im.mode in ("LA", "La", "RGBA", "RGBa"):
         alpha = im.getchannel("A")
         im = im.convert("L" if im.mode in ("LA", "La") else "RGB")
+    deep = None
     if im.mode == "1":
         im = im.convert("L")
     elif im.mode.startswith("I") or im.mode == "F":
-        im = _high_depth_to_l(im)
+        deep = _gray16(im)
+        im = _high_depth_to_l(im if deep is None else deep)
     elif im.mode not in ("L", "RGB"):
         im = im.convert("RGB")  # CMYK, YCbCr, LAB, HSV, ...
     if alpha is not None and alpha.getextrema() == (255, 255):
         alpha = None  # fully opaque: no need to carry it
-    return Plain(im, alpha, source_mode, fmt, icc, exif)
+    if alpha is None and rgb16 is not None and rgb16.shape[:2] == (im.height, im.width):
+        deep = rgb16
+    return Plain(im, alpha, source_mode, fmt, icc, exif, None if alpha is not None else deep)
 
 
-def _high_depth_to_l(im: Image.Image, block: int = 1 << 21) -> Image.Image:
-    """16/32-bit integer or float gray -> 8-bit L, scaled, not clipped.
+# TIFF/EXIF orientation -> how exif_transpose turns an image, for (H, W[, C]) samples (views, no copies).
+_ORIENT = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+           5: lambda a: a.swapaxes(0, 1), 6: lambda a: np.rot90(a, -1),
+           7: lambda a: a[::-1, ::-1].swapaxes(0, 1), 8: lambda a: np.rot90(a, 1)}
+
+
+def _gray16(im: Image.Image) -> np.ndarray | None:
+    """A 16-bit gray image's samples as (H, W) uint16: I;16 modes, and I whose values fit 16 bits (not 8)."""
+    if im.mode.startswith("I;16"):
+        return np.asarray(im).astype(np.uint16, copy=False)   # I;16B is big-endian: native order here
+    if im.mode == "I" and im.width and im.height:
+        lo, hi = im.getextrema()
+        if 0 <= lo and 255 < hi <= 65535:
+            return np.asarray(im).astype(np.uint16)
+    return None
+
+
+def is_deep(im: Image.Image) -> bool:
+    """Whether an opened (not yet decoded) image has 16-bit samples that plain() may keep (Plain.deep)."""
+    return im.mode.startswith("I;16") or im.mode == "I" or _is_rgb16_tiff(im)
+
+
+def _is_rgb16_tiff(im: Image.Image) -> bool:
+    return im.format == "TIFF" and im.mode == "RGB" and tuple(getattr(im, "tag_v2", {}).get(258, ())) == (16, 16, 16)
+
+
+def _rgb16_tiff(im: Image.Image, source) -> np.ndarray | None:
+    """A 16-bit RGB TIFF's samples, (H, W, 3) uint16, upright, or None.
+
+    Pillow decodes such a TIFF to the high byte of each sample, and turns it
+    upright by its orientation tag as it loads; tifffile reads it whole, and
+    the samples are turned here the same way. tifffile decodes uncompressed and deflate-compressed TIFFs by
+    itself (LZW and JPEG would need imagecodecs, a large native package): such
+    a TIFF, like anything tifffile cannot read, stays at Pillow's 8 bits.
+    """
+    if not _is_rgb16_tiff(im):
+        return None
+    import tifffile   # only for these files
+
+    try:
+        if hasattr(source, "seek"):
+            source.seek(0)
+        with tifffile.TiffFile(source) as tif:
+            page = tif.pages[0]   # the frame Pillow decoded
+            a = page.asarray()
+            if page.planarconfig == tifffile.PLANARCONFIG.SEPARATE:
+                a = np.moveaxis(a, 0, -1)
+            a = _ORIENT.get(int(page.tags.valueof(274, 1)), lambda x: x)(a)
+    except Exception:  # a TIFF tifffile cannot read keeps Pillow's 8 bits
+        return None
+    return a if a.dtype == np.uint16 and a.shape == (im.height, im.width, 3) else None
+
+
+def _high_depth_to_l(im: Image.Image | np.ndarray, block: int = 1 << 21) -> Image.Image:
+    """16/32-bit integer or float gray (or 16-bit samples, (H, W) uint16) -> 8-bit L, scaled, not clipped.
 
     A block of rows at a time (about `block` samples): done whole, a 100 MP
     16-bit TIFF took 2.8 GB in float64 copies for a 100 MB result.
     """
-    w, h = im.size
-    hi = float(im.getextrema()[1]) if w and h else 0.0
+    if isinstance(im, np.ndarray):
+        (h, w), hi, mode = im.shape, 65535.0, "I;16"
+    else:
+        (w, h), mode = im.size, im.mode
+        hi = float(im.getextrema()[1]) if w and h else 0.0
     out = np.empty((h, w), dtype=np.uint8)
     step = max(1, block // max(1, w))
     for r in range(0, h, step):
-        a = np.asarray(im.crop((0, r, w, min(h, r + step)))).astype(np.float64)
-        if im.mode == "F" and hi <= 1.0:
+        rows = im[r:r + step] if isinstance(im, np.ndarray) else np.asarray(im.crop((0, r, w, min(h, r + step))))
+        a = rows.astype(np.float64)
+        if mode == "F" and hi <= 1.0:
             a *= 255.0
-        elif im.mode.startswith("I;16") or hi > 255:
+        elif mode.startswith("I;16") or hi > 255:
             a /= 257.0  # 16-bit range: 65535 -> 255
         out[r:r + step] = np.clip(np.rint(a, out=a), 0, 255, out=a)
     return Image.fromarray(out, "L")

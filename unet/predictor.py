@@ -11,6 +11,7 @@ import contextlib
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -65,9 +66,10 @@ class Predictor:
             y = self.task.reduce(self.net(x))
         return list(y.float().cpu().unbind(0))
 
-    def finish(self, item: Prepared, y: torch.Tensor, ycc: bool = False) -> Image.Image:
-        """One image's result; with ycc, a YCbCr image where the task has one (for a JPEG encoder)."""
-        return self.task.finish(y, item.ctx, ycc)
+    def finish(self, item: Prepared, y: torch.Tensor, ycc: bool = False, deep: bool = False) -> Image.Image | np.ndarray:
+        """One image's result; with ycc, a YCbCr image where the task has one (for a JPEG encoder); with
+        deep, a 16-bit input's result as 16-bit samples (for a PNG or TIFF encoder; Task.finish)."""
+        return self.task.finish(y, item.ctx, ycc, deep)
 
     def predict(self, images: list[Image.Image | Plain]) -> list[Image.Image]:
         """Convert a list of images of any sizes and modes, in batches of up to max_batch."""

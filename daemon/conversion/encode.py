@@ -10,6 +10,10 @@ EXIF goes without the tags that describe how the source's pixels were stored
 or colored (a TIFF's own tags, a profile among them), and only up to
 MAX_EXIF_BYTES. Nothing else rides along: a result built from the source
 keeps the source's Pillow info, which some writers would otherwise copy.
+
+A 16-bit input's result comes as uint16 samples where the format holds them
+(PNG and TIFF, keeps_depth): gray through Pillow's I;16, color through
+encode16.py.
 """
 
 from __future__ import annotations
@@ -17,11 +21,13 @@ from __future__ import annotations
 import os
 import tempfile
 
+import numpy as np
 from PIL import Image
 
 from unet.images import Plain
 
 from ..core.names import EXT_FORMAT
+from .encode16 import encode_rgb16
 
 MAX_ICC_BYTES = 4 << 20     # real profiles are kilobytes, a large printer's a few megabytes; more is not one
 MAX_EXIF_BYTES = 64 << 10   # what a JPEG's EXIF segment holds
@@ -37,9 +43,19 @@ def takes_ycc(ext: str) -> bool:
     return EXT_FORMAT[ext.lower()] == "JPEG"
 
 
-def encode(image: Image.Image, ext: str, quality: int, source: Plain | None = None) -> bytes:
-    """The image encoded for its extension, with the source's color profile and EXIF where they fit."""
+def keeps_depth(ext: str) -> bool:
+    """Whether this extension's format holds 16 bits per channel, so encode() takes uint16 samples for it."""
+    return EXT_FORMAT[ext.lower()] in ("PNG", "TIFF")
+
+
+def encode(image: Image.Image | np.ndarray, ext: str, quality: int, source: Plain | None = None) -> bytes:
+    """The image (or uint16 samples, (H, W) or (H, W, 3), for keeps_depth's formats) encoded for its
+    extension, with the source's color profile and EXIF where they fit."""
     fmt = EXT_FORMAT[ext.lower()]
+    if isinstance(image, np.ndarray) and image.ndim == 3:
+        return encode_rgb16(image, fmt, *_metadata(source, "RGB", fmt))
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image)   # (H, W) uint16: I;16
     if image.mode == "YCbCr" and fmt != "JPEG":
         image = image.convert("RGB")
     if fmt in ("JPEG", "BMP") and image.mode in ("RGBA", "LA"):
@@ -57,13 +73,11 @@ def encode(image: Image.Image, ext: str, quality: int, source: Plain | None = No
         kwargs["compression"] = "tiff_deflate"
     # TIFF and PNG writers fall back to image.info's profile and EXIF: only what is passed below goes in.
     image.info = {k: v for k, v in image.info.items() if k == "dpi"}
-    if source is not None:
-        icc = source.icc_profile
-        if icc and _icc_fits(icc, image.mode):
-            kwargs["icc_profile"] = icc
-        exif = _result_exif(source.exif) if source.exif and fmt in ("JPEG", "PNG", "WEBP", "TIFF") else None
-        if exif:
-            kwargs["exif"] = exif
+    icc, exif = _metadata(source, image.mode, fmt)
+    if icc:
+        kwargs["icc_profile"] = icc
+    if exif:
+        kwargs["exif"] = exif
     with _scratch() as f:
         image.save(f, format=fmt, **kwargs)
         f.seek(0)
@@ -83,12 +97,21 @@ def _scratch():
     return tempfile.TemporaryFile()
 
 
+def _metadata(source: Plain | None, mode: str, fmt: str) -> tuple[bytes | None, bytes | None]:
+    """The source's ICC profile and EXIF that may go into a result of this mode and format."""
+    if source is None:
+        return None, None
+    icc = source.icc_profile if source.icc_profile and _icc_fits(source.icc_profile, mode) else None
+    exif = _result_exif(source.exif) if source.exif and fmt in ("JPEG", "PNG", "WEBP", "TIFF") else None
+    return icc, exif
+
+
 def _icc_fits(icc: bytes, mode: str) -> bool:
     """An ICC profile (a 128-byte header, 'acsp' at 36, the color space at 16) for this mode, not too large."""
     if not 128 <= len(icc) <= MAX_ICC_BYTES or icc[36:40] != b"acsp":
         return False
     space = icc[16:20]
-    return (space == b"RGB " and mode in ("RGB", "RGBA", "YCbCr")) or (space == b"GRAY" and mode in ("L", "LA"))
+    return (space == b"RGB " and mode in ("RGB", "RGBA", "YCbCr")) or (space == b"GRAY" and mode in ("L", "LA", "I;16"))
 
 
 def _result_exif(data: bytes) -> bytes | None:

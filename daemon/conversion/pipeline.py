@@ -52,14 +52,14 @@ from loguru import logger
 from PIL import Image
 
 from unet import ImageError, Predictor, open_image
-from unet.images import Plain
+from unet.images import Plain, is_deep
 from unet.tasks import Prepared
 
 from ..core import memory
 from ..core.fs import write_atomic
 from ..core.openfiles import open_for_writing
 from .budget import MemoryBudget, image_cost
-from .encode import encode, takes_ycc
+from .encode import encode, keeps_depth, takes_ycc
 from .jobs import Job, JobOutcome, PipelineSettings
 from .workers import Named, Pool, is_oom, later
 
@@ -240,7 +240,8 @@ class Pipeline:
             return True
         try:
             with Image.open(Named(data, "")) as im:
-                size, cost = im.size, image_cost(predictor.task.name, im.width, im.height, im.mode)
+                deep = is_deep(im) and keeps_depth(Path(job.out_name).suffix)   # finished at 16 bits
+                size, cost = im.size, image_cost(predictor.task.name, im.width, im.height, im.mode, deep)
         except Exception:
             size, cost = None, len(data)
         if size and size[0] * size[1] > self.s.max_pixels:
@@ -351,7 +352,7 @@ class Pipeline:
         job = item.job
         try:
             ext = Path(job.out_name).suffix
-            image = item.predictor.finish(item.prepared, y, ycc=takes_ycc(ext))
+            image = item.predictor.finish(item.prepared, y, ycc=takes_ycc(ext), deep=keeps_depth(ext))
             data = encode(image, ext, self.s.jpeg_quality, item.source)
         except Exception as e:
             item.source = item.prepared = None

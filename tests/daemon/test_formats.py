@@ -83,3 +83,43 @@ def test_left_alone_is_logged_once_per_file_across_restarts(tmp_path, champion, 
         (inbox / "uncle.jpg").write_bytes(b"another wrong name")
         wait_for(lambda: "uncle.jpg: left alone" in second.log(), 10, "the new file's line")
         assert "grandma.jpg" not in second.log()     # said once, at the first start, not again
+
+
+def test_sixteen_bit_masters_come_back_sixteen_bit_with_their_luminance(tmp_path, tiny_models, service_env):
+    """A 16-bit gray TIFF and PNG colorized, and translated (with a 16-bit color TIFF), by a real service."""
+    import tifffile
+
+    from tests.support.deep import gray16, luminance16, read_deep
+
+    path = write_config(tmp_path, {"colorize": tiny_models["colorize"], "reverse": tiny_models["reverse"]}, QUICK)
+    cfg = load_config(path)
+    g = gray16((64, 48))
+    rgb = np.stack([gray16((64, 48), s) for s in (1, 2, 3)], -1)
+    expected = {"colorize": {"master_after.tif", "master_after.png"},
+                "reverse": {"master_after.tif", "master_after.png", "color_after.tif"}}
+    with services() as running:
+        s = Service(path, service_env, tmp_path / "stdout.log")
+        running.append(s)
+        s.wait_ready()
+        for q in expected:
+            stage = tmp_path / "stage" / q
+            stage.mkdir(parents=True)
+            for ext in ("tif", "png"):
+                Image.fromarray(g).save(stage / f"master_before.{ext}")   # mode I;16
+            if q == "reverse":
+                tifffile.imwrite(stage / "color_before.tif", rgb, photometric="rgb", compression="zlib")
+            for f in sorted(stage.iterdir()):
+                f.rename(cfg.inbox(q) / f.name)
+        for q, names in expected.items():
+            out = cfg.outbox(q)
+            wait_for(lambda: names <= ({p.name for p in out.iterdir()} if out.is_dir() else set()), 30,
+                     f"the {q} results")
+    for ext in ("tif", "png"):
+        color = read_deep(cfg.outbox("colorize") / f"master_after.{ext}")
+        assert color.dtype == np.uint16 and color.shape == (48, 64, 3), ext
+        assert np.abs(luminance16(color) - g).max() <= 1.0, ext   # the master's own luminance, to a level
+        gray = read_deep(cfg.outbox("reverse") / f"master_after.{ext}")
+        assert gray.dtype == np.uint16 and gray.shape == (48, 64), ext
+        assert (gray % 257 != 0).mean() > 0.9, ext   # not 8-bit values scaled up
+    from_color = read_deep(cfg.outbox("reverse") / "color_after.tif")
+    assert from_color.dtype == np.uint16 and from_color.shape == (48, 64) and (from_color % 257 != 0).mean() > 0.9

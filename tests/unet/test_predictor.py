@@ -133,3 +133,42 @@ def test_asking_for_cuda_without_it_says_so(tiny_models):
         pytest.skip("this machine has CUDA")
     with pytest.raises(ValueError, match="CUDA is not available"):
         Predictor(tiny_models["colorize"], device="cuda")
+
+
+def _sixteen_bit(tmp_path, name, array):
+    path = tmp_path / name
+    Image.fromarray(array).save(path)
+    return open_image(path)
+
+
+def test_a_sixteen_bit_gray_input_colorizes_to_sixteen_bit_rgb_with_its_own_luminance(colorizer, tmp_path):
+    from tests.support.deep import gray16, luminance16
+
+    g = gray16((301, 157))
+    item = colorizer.prepare(_sixteen_bit(tmp_path, "g.png", g))
+    [y] = colorizer.run([item])
+    out = colorizer.finish(item, y, deep=True)
+    assert out.dtype == np.uint16 and out.shape == (157, 301, 3)
+    assert np.abs(luminance16(out) - g).max() <= 1.0            # its own luminance, to a 16-bit level
+    # The colors are the 8-bit result's, at 16 bits.
+    eight = np.asarray(colorizer.finish(item, y), dtype=float)
+    assert np.abs(out / 257.0 - eight).mean() < 1.0
+    assert colorizer.finish(item, y).mode == "RGB"               # not asked for 16 bits: 8 as before
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_a_sixteen_bit_input_is_translated_in_float_to_sixteen_bits(tmp_path, channels):
+    from tests.support.deep import gray16
+    from unet import TaskConfig, UNetConfig, new_model
+
+    task = new_model(TaskConfig("translate", work_long=64, out_channels=channels),
+                     UNetConfig(widths=(8, 16), middle_blocks=1)).task
+    g = gray16((97, 61))
+    item = task.prepare(_sixteen_bit(tmp_path, "g.tif", g))
+    h, w = item.key
+    y = 0.3 * torch.randn((task.out_channels, h, w), generator=torch.Generator().manual_seed(0))
+    out = task.finish(y, item.ctx, deep=True, rows_per_strip=16)
+    x = torch.from_numpy(g.astype(np.float32) / 65535)[None, None].expand(1, 3, -1, -1)
+    ref = (task.apply(y[None], x)[0] * 65535).round().clamp(0, 65535).numpy()
+    ref = ref[0] if channels == 1 else ref.transpose(1, 2, 0)
+    assert out.dtype == np.uint16 and out.shape == ref.shape and np.abs(out - ref).max() <= 1

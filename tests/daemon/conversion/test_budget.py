@@ -19,6 +19,8 @@ def test_an_image_costs_by_its_pixels_bands_and_task():
     assert 12e6 * 7 < gray < color < 12e6 * 13
     assert image_cost("translate", 4000, 3000, "L") > color           # translate's strips grow with the width
     assert image_cost("colorize", 4000, 3000, "I;16") > gray          # 16-bit samples are read once more
+    # ... and finished at 16 bits (a PNG or TIFF result) they cost what the probe measured: 20.5 a pixel
+    assert image_cost("colorize", 4000, 3000, "I;16", deep=True) > 12e6 * 20.5
     assert image_cost("colorize", 4000, 3000, "LA") > gray            # and an alpha band travels beside
 
 

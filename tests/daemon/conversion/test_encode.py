@@ -103,3 +103,32 @@ def test_a_huge_profile_is_not_copied_into_the_result(tmp_path, ext):
     data = encode(src.image, ext, 92, src)
     assert len(data) < 100_000
     assert Image.open(io.BytesIO(data)).size == (16, 16)
+
+
+@pytest.mark.parametrize("ext", [".png", ".tif"])
+def test_sixteen_bit_color_samples_are_written_at_sixteen_bits_with_profile_and_description(tmp_path, ext):
+    from daemon.conversion.encode import keeps_depth
+    from tests.support.deep import gray16, read_deep
+
+    rgb = np.stack([gray16((83, 41), s) for s in range(3)], -1)
+    src = _source(Image.new("L", (83, 41)))
+    path = tmp_path / f"out{ext}"
+    path.write_bytes(encode(rgb, ext, 92, src))
+    assert keeps_depth(ext) and not keeps_depth(".jpg")
+    back = read_deep(path)
+    assert back.dtype == np.uint16 and np.array_equal(back, rgb)   # every bit of every sample
+    with Image.open(path) as im:   # a valid file that any viewer opens (Pillow shows it at 8 bits)
+        assert im.mode == "RGB" and np.array_equal(np.asarray(im), (rgb >> 8).astype(np.uint8))
+        assert im.info.get("icc_profile", b"")[16:20] == b"RGB " and im.getexif().get(0x010E) == "plate 12"
+
+
+@pytest.mark.parametrize("ext", [".png", ".tif"])
+def test_sixteen_bit_gray_samples_are_written_as_sixteen_bit_gray_with_a_gray_profile(tmp_path, ext):
+    from tests.support.deep import gray16
+
+    g = gray16((50, 30))
+    src = _source(Image.new("L", (50, 30)))
+    src.icc_profile = _profile(b"GRAY")
+    out = Image.open(io.BytesIO(encode(g, ext, 92, src)))
+    assert out.mode == "I;16" and np.array_equal(np.asarray(out), g)
+    assert out.info.get("icc_profile", b"")[16:20] == b"GRAY"
