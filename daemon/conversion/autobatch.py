@@ -51,7 +51,7 @@ def choose(rates: dict[int, float], kept: int | None) -> tuple[int, str]:
     if kept in rates:
         if best <= CLEARLY * rates[kept]:
             return kept, f"{kept} kept"
-        return fresh, f"{fresh} chosen, >{CLEARLY - 1:.0%} over the kept {kept}"
+        return fresh, f"{fresh}: >{CLEARLY - 1:.0%} over kept {kept}"
     return fresh, f"{fresh} chosen"
 
 
@@ -68,7 +68,7 @@ def measure(predictor: Predictor, sizes: tuple[int, ...] | None = None, seconds_
     kept = entry.get("batch") if isinstance(entry, dict) else None
     rates, note = on_a_thread(_measure, predictor, sizes, seconds_each, budget, kept)
     n, how = choose(rates, kept)
-    why = f"images/s by batch size {' '.join(f'{k}:{_fig(r)}' for k, r in rates.items())}; {how}"
+    why = f"images/s by size {' '.join(f'{k}:{_fig(r)}' for k, r in rates.items())}; {how}"
     logger.debug("batch size {} for {}: {}{}", n, key, why, note)
     if kept_file is not None:
         _keep(kept_file, key, n, rates)
@@ -161,7 +161,9 @@ def _timed(predictor: Predictor, items: list[Prepared]) -> float:
 
 
 def _fig(rate: float) -> str:
-    """images/s in three figures or so: 0.42, 3.14, 31.4, 314."""
+    """images/s in three figures or so, to keep the line short: 0.42, 3.14, 31.4, 314, 3.1k, 31k."""
+    if rate >= 1000:
+        return f"{rate / 1000:.1f}k" if rate < 10_000 else f"{rate / 1000:.0f}k"
     return f"{rate:.0f}" if rate >= 100 else f"{rate:.1f}" if rate >= 10 else f"{rate:.2f}"
 
 

@@ -62,7 +62,7 @@ def test_start_up_lines_name_paths_from_the_config_folder_and_fit_a_terminal(tmp
         lines = [ln.split("queue colorize", 1)[1] for ln in s.log().splitlines() if "queue colorize" in ln]
         assert any(m == ": inbox/colorize -> outbox/colorize" for m in lines), lines
         assert any("batch size" in m and "(measured)" in m for m in lines), lines
-        assert any(m.startswith(": images/s by batch size 1:") for m in lines), lines   # the figures, short
+        assert any(m.startswith(": images/s by size 1:") for m in lines), lines   # the figures, short
         for m in lines:
             assert str(tmp_path) not in m and len("queue colorize" + m) <= 100, m
 

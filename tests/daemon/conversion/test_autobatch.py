@@ -16,7 +16,7 @@ def test_a_kept_choice_wins_unless_another_size_is_clearly_faster():
     rates = {1: 30.0, 2: 31.0, 4: 32.5, 8: 29.0}
     assert choose(rates, None)[0] == 2            # fresh: the smallest within 5% of the best (32.5)
     assert choose(rates, 1) == (1, "1 kept")                            # 32.5 is 8% over 30
-    assert choose(rates, 8) == (2, "2 chosen, >10% over the kept 8")    # 32.5 is 12% over 29
+    assert choose(rates, 8) == (2, "2: >10% over kept 8")               # 32.5 is 12% over 29
     assert choose(rates, 16)[0] == 2              # the kept size was not measured this time
     assert choose({1: 10.0, 2: 11.5}, 1)[0] == 2 and choose({1: 10.0, 2: 10.9}, 1)[0] == 1
 
@@ -27,7 +27,7 @@ def test_the_choice_is_kept_in_the_state_folder_and_read_back_at_the_next_start(
     kept = rig.cfg.paths.state / autobatch.KEPT_FILE
     try:
         rig.start()
-        line = poll(lambda: re.search(r"queue colorize: (images/s by batch size .*)", rig.log()), 30,
+        line = poll(lambda: re.search(r"queue colorize: (images/s by size .*)", rig.log()), 30,
                     "the figures line", rig)
         assert len(line.group(0)) <= 100 and re.search(r"; (\d+) chosen$", line.group(1)), line.group(0)
         first = int(re.search(r"; (\d+) chosen$", line.group(1)).group(1))
@@ -40,10 +40,10 @@ def test_the_choice_is_kept_in_the_state_folder_and_read_back_at_the_next_start(
         kept.write_text(json.dumps({key: entry}))
         rig.stop()
         rig.start()
-        line = poll(lambda: re.search(r"queue colorize: images/s by batch size .*", rig.current.log()), 30,
+        line = poll(lambda: re.search(r"queue colorize: images/s by size .*", rig.current.log()), 30,
                     "the second start's figures", rig).group(0)
-        assert line.endswith((f"; {other} kept", f"over the kept {other}")) and len(line) <= 100, line
-        chosen = other if line.endswith("kept") else int(re.search(r"; (\d+) chosen", line).group(1))
+        assert line.endswith((f"; {other} kept", f"over kept {other}")) and len(line) <= 100, line
+        chosen = other if line.endswith("kept") else int(re.search(r"; (\d+): >10%", line).group(1))
         assert json.loads(kept.read_text())[key]["batch"] == chosen
         status = json.loads((rig.cfg.paths.state / "status.json").read_text())
         assert status["queues"]["colorize"]["max_batch"] == chosen
