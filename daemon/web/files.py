@@ -23,7 +23,6 @@ import json
 import os
 import re
 import secrets
-import shutil
 import stat
 import threading
 import time
@@ -58,8 +57,8 @@ def upload_name(filename: str) -> str:
     and '-' made '_', no leading dot, and '_before' put before the extension when it is not there
     ('Scan 3.JPG' -> 'Scan_3_before.JPG'). Refused (415) when the extension is not an image's."""
     base = re.split(r"[/\\]", filename or "")[-1]          # some browsers send a path
-    base = _UNSAFE.sub("_", base).lstrip("._-")
-    stem, ext = os.path.splitext(base)
+    stem, dot, ext = _UNSAFE.sub("_", base).rpartition(".")
+    stem, ext = stem.lstrip("._-"), dot + ext
     if ext.lower() not in IMAGE_EXTS:
         raise Refused(415, f"{filename!r} is not an image file name: the inbox takes "
                            f"{', '.join(sorted(IMAGE_EXTS))}")
@@ -370,8 +369,3 @@ class FileIndex:
                 found.append({**rec, "at": when})
         return sorted(found, key=lambda r: r["at"], reverse=True)
 
-
-def copy_out(opened: Opened, out: BinaryIO) -> None:
-    """Copy an opened file to out and close it."""
-    with os.fdopen(opened.fd, "rb") as f:
-        shutil.copyfileobj(f, out, 1 << 20)

@@ -26,7 +26,7 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
 from . import actions
-from .api import stream
+from .api import who
 from .files import ID, Refused
 from .security import COOKIE, csrf_ok, same_token, set_cookie
 from .thumbs import Unreadable, thumbnail, viewable
@@ -134,12 +134,11 @@ def routes(ctx, sessions) -> tuple[list[Route], callable]:
     async def promote(request):
         p = request.path_params
         return await form_action(request, "/models", lambda: actions.promote(ctx.cfg, p["queue"], p["version"],
-                                                                             f"web ({request.client.host})"))
+                                                                             who(request)))
 
     async def rollback(request):
         q = request.path_params["queue"]
-        return await form_action(request, "/models", lambda: actions.rollback(ctx.cfg, q,
-                                                                              f"web ({request.client.host})"))
+        return await form_action(request, "/models", lambda: actions.rollback(ctx.cfg, q, who(request)))
 
     async def training(request):
         try:
@@ -154,7 +153,7 @@ def routes(ctx, sessions) -> tuple[list[Route], callable]:
         def act():
             if q not in ctx.cfg.queues or ctx.train is None:
                 raise Refused(404, f"no queue {q!r}")
-            return ctx.train.start(q, f"web ({request.client.host})")
+            return ctx.train.start(q, who(request))
         return await form_action(request, "/training", act)
 
     async def upload(request):
@@ -162,37 +161,26 @@ def routes(ctx, sessions) -> tuple[list[Route], callable]:
 
     # -- pictures, by id --
 
-    async def thumb(request):
+    async def picture(request, make, folder: str):
+        """A done file's input (before) or result (after), by id, through make (thumbnail or viewable)."""
         rid, which = request.path_params["id"], request.path_params["which"]
         opener = {"before": ctx.index.before, "after": ctx.index.result}.get(which)
-        if opener is None or not ID.match(rid):
-            return Response(status_code=404)
-        opened = await run_in_threadpool(opener, rid)
+        opened = await run_in_threadpool(opener, rid) if opener and ID.match(rid) else None
         if opened is None:
             return Response(status_code=404)
         try:
-            path = await run_in_threadpool(thumbnail, ctx.cfg.paths.state / "web" / "thumbs", f"{rid}-{which}",
-                                           opened, ctx.cfg.limits.max_pixels)
+            got = await run_in_threadpool(make, ctx.cfg.paths.state / "web" / folder, f"{rid}-{which}", opened,
+                                          ctx.cfg.limits.max_pixels)
         except Unreadable:
             return Response(status_code=404)
-        return FileResponse(path, media_type="image/jpeg")
+        got, media = got if isinstance(got, tuple) else (got, "image/jpeg")
+        return FileResponse(got, media_type=media) if isinstance(got, Path) else Response(got, media_type=media)
+
+    async def thumb(request):
+        return await picture(request, thumbnail, "thumbs")
 
     async def full(request):
-        rid, which = request.path_params["id"], request.path_params["which"]
-        opener = {"before": ctx.index.before, "after": ctx.index.result}.get(which)
-        if opener is None or not ID.match(rid):
-            return Response(status_code=404)
-        opened = await run_in_threadpool(opener, rid)
-        if opened is None:
-            return Response(status_code=404)
-        try:
-            got, media = await run_in_threadpool(viewable, ctx.cfg.paths.state / "web" / "full", f"{rid}-{which}",
-                                                 opened, ctx.cfg.limits.max_pixels)
-        except Unreadable:
-            return Response(status_code=404)
-        if isinstance(got, Path):
-            return FileResponse(got, media_type=media)
-        return Response(got, media_type=media)
+        return await picture(request, viewable, "full")
 
     async def version_png(request):
         p = request.path_params

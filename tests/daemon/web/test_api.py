@@ -162,5 +162,5 @@ def test_train_now_runs_the_nightly_job_in_its_child_and_one_at_a_time(web):
         last = wait_for(lambda: c.get("/api/training").json()["queues"]["colorize"]["last"], 180,
                         "the training run to end", log=web.service.log)
         assert last["decision"] == "failed" and last["why"], last
-        assert not c.get("/api/training").json()["running"]
+        wait_for(lambda: not c.get("/api/training").json()["running"], 60, "the run's thread to end")
     assert "training failed, the champion (version" in web.service.log()
