@@ -10,7 +10,8 @@ task can finish its result at full depth while the network works on the 8-bit
 copy: 16-bit gray (Pillow's I;16 modes, or I within 16 bits) and 16-bit RGB
 TIFF, which Pillow decodes to its high bytes only and tifffile reads whole.
 A 16-bit color PNG is read at 8 bits: neither Pillow nor tifffile reads its
-full depth.
+full depth. has_color() tells a color picture from a gray or toned one saved
+as RGB (a colorize queue asks it of each input).
 """
 
 from __future__ import annotations
@@ -177,6 +178,48 @@ def _high_depth_to_l(im: Image.Image | np.ndarray, block: int = 1 << 21) -> Imag
             a /= 257.0  # 16-bit range: 65535 -> 255
         out[r:r + step] = np.clip(np.rint(a, out=a), 0, 255, out=a)
     return Image.fromarray(out, "L")
+
+
+# has_color(): a color picture has pixels whose chroma lies off the line of one tint. On a copy at most
+# COLOR_SIDE px long (averaging away scanner noise, JPEG chroma blocks and color fringes at edges), a pixel
+# counts as colored when its (Cb, Cr) is more than COLOR_LEVELS levels of 255 off the ray from neutral
+# through the picture's mean tint: a gray picture saved as RGB has none, and a sepia, selenium or
+# cyan-toned print, or a yellowed one, has its chroma along that one ray, however strong. A color
+# photograph (sky and skin, leaves and brick) has hues on either side of any ray. The picture counts as
+# color when more than COLOR_SHARE of its pixels do, so a pen mark or a small stamp on a gray print does
+# not make it a color photograph. Measured (tests/unet/test_images.py's pictures and skimage's photos):
+# gray and toned pictures saved as JPEG lie at most 2.7 levels off, and a gray one with noise of 5 levels
+# in each channel has 0.4% of its pixels beyond 5; of the color photos, the least colorful (an orange cat
+# on a brown rug) has 6.4% beyond 5 levels, the others 7-47%. A copy 256 px long kept 2.4% of a gray
+# picture's noise of 3 levels beyond 5, so 128.
+COLOR_SIDE = 128
+COLOR_LEVELS = 5.0
+COLOR_SHARE = 0.02
+TINT_LEVELS = 2.0    # a mean tint weaker than this has no direction: every chroma counts as off it
+
+
+def has_color(im: Image.Image) -> bool:
+    """Whether an L or RGB image holds real color, not a gray or toned picture (see COLOR_LEVELS)."""
+    if im.mode != "RGB" or not im.width or not im.height:
+        return False
+    small = im.copy() if max(im.size) <= COLOR_SIDE else im.resize(
+        _fit(im.size, COLOR_SIDE), Image.Resampling.BOX, reducing_gap=2.0)
+    c = np.asarray(small.convert("YCbCr"), dtype=np.float32)[..., 1:].reshape(-1, 2) - 128.0  # (n, 2) Cb, Cr
+    size = np.hypot(c[:, 0], c[:, 1])
+    tint = c.mean(axis=0)
+    if np.hypot(*tint) > TINT_LEVELS:
+        d = tint / np.hypot(*tint)
+        along, across = c @ d, np.abs(c @ np.array([-d[1], d[0]]))
+        off = np.where(along >= 0, across, size)   # beyond neutral, on the other side: all of it is off
+    else:
+        off = size
+    return float((off > COLOR_LEVELS).mean()) > COLOR_SHARE
+
+
+def _fit(size: tuple[int, int], side: int) -> tuple[int, int]:
+    w, h = size
+    scale = side / max(w, h)
+    return max(1, round(w * scale)), max(1, round(h * scale))
 
 
 def luminance(im: Image.Image) -> Image.Image:

@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     c = cmd("convert", "convert files or folders once, through the same pipeline as the service")
     c.add_argument("--queue", help="which queue's model to use (default: the first in the config)")
     c.add_argument("-o", "--output", type=Path, help="write results here (default: beside each input)")
+    c.add_argument("--color-inputs", choices=("keep", "recolor", "fail"),
+                   help="colorize: what becomes of an input that has color already (default: the queue's "
+                        "color_inputs in the config)")
     c.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files or folders of them")
 
     c = cmd("train", "train a queue's model now, in the foreground, with the nightly job's promotion rule")

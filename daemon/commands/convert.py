@@ -55,13 +55,16 @@ def main(args) -> int:
     except (CheckpointError, ValueError) as e:
         print(f"reverser convert: cannot load the {queue!r} model: {e}", file=sys.stderr)
         return EX_CONFIG
-    failed = convert_files(predictor, inputs, cfg, args.output, queue)
+    failed = convert_files(predictor, inputs, cfg, args.output, queue, args.color_inputs)
     return EX_DATAERR if failed else EX_OK
 
 
 def convert_files(predictor: Predictor, inputs: list[Path], cfg: Config, out_dir: Path | None,
-                  queue: str = "convert") -> int:
-    """Convert each input through the service's pipeline; return how many failed."""
+                  queue: str = "convert", color_inputs: str | None = None) -> int:
+    """Convert each input through the service's pipeline; return how many failed. color_inputs: what becomes
+    of a color input in a colorize queue (default: the queue's [queues.<q>] color_inputs)."""
+    if color_inputs is None:
+        color_inputs = cfg.queues[queue].color_inputs if queue in cfg.queues else "recolor"
     from tqdm import tqdm
 
     max_batch = cfg.runtime.max_batch
@@ -76,7 +79,10 @@ def convert_files(predictor: Predictor, inputs: list[Path], cfg: Config, out_dir
         with lock:
             if not outcome.ok:
                 failures.append(job.path)
-                bar.write(f"{job.path}: failed: {outcome.error}", file=sys.stderr)
+                bar.write(f"{job.path}: failed: {outcome.error}" + (f"; {outcome.hint}" if outcome.hint else ""),
+                          file=sys.stderr)
+            elif outcome.note:
+                bar.write(f"{job.path}: {outcome.note}", file=sys.stderr)
             bar.update()
 
     pipeline = Pipeline({queue: predictor}, {queue: max_batch}, PipelineSettings.from_config(cfg))
@@ -84,7 +90,7 @@ def convert_files(predictor: Predictor, inputs: list[Path], cfg: Config, out_dir
         for path in inputs:
             pipeline.reserve()  # blocks while the pipeline is full: memory stays bounded for any number of inputs
             pipeline.submit(Job(queue, path, out_dir or path.parent, output_name(path.name, cfg.output.format),
-                                done, label=path.name))
+                                done, label=path.name, color_inputs=color_inputs))
         pipeline.wait_idle()
     finally:
         pipeline.close(time.monotonic() + 5.0)

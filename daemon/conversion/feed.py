@@ -123,7 +123,7 @@ class InboxFeed:
         job = Job(spool.queue, item.path, self.cfg.outbox(spool.queue),
                   output_name(item.name, self.cfg.output.format), partial(self._finished, spool, item),
                   complete_at, label=item.name, size=st.st_size, receipt=spool.receipt(item),
-                  claimed=(st.st_size, st.st_mtime_ns))
+                  claimed=(st.st_size, st.st_mtime_ns), color_inputs=self.cfg.queues[spool.queue].color_inputs)
         if not pipeline.submit(job):
             logger.debug("{}: {} stays in work/ (stopping)", spool.queue, item.name)
 
@@ -144,7 +144,8 @@ class InboxFeed:
         self.on_result(q, True, outcome.ms / 1000)
         self._placed(q, item.name, outcome.output, kept, "")
         log.bind(output=outcome.output.name, bytes=outcome.size, ms=round(outcome.ms)).info(
-            "{}: {} ({}) -> {} in {:.0f} ms", q, item.name, _size(outcome.size), outcome.output.name, outcome.ms)
+            "{}: {} ({}) -> {} in {:.0f} ms{}", q, item.name, _size(outcome.size), outcome.output.name, outcome.ms,
+            f"; {outcome.note}" if outcome.note else "")
 
     def _put_back(self, spool: Spool, item: Claimed, why: str) -> None:
         """A file that may still be being written is not judged: back to the inbox, taken again once it has

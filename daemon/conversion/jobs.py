@@ -47,6 +47,7 @@ class JobOutcome:
     size: int = 0                # input bytes
     ms: float = 0.0              # from job.complete_at (the file found complete) to its result written, or the failure
     unfinished: bool = False     # not judged: the file may still be being written (error says why); put it back
+    note: str = ""               # what else a user should know of a result (a color input kept or recolored)
 
 
 @dataclass
@@ -62,3 +63,5 @@ class Job:
     receipt: str = ""                           # write the result through out_dir/receipt and keep it
     memory: int = 0                             # bytes taken from the pipeline's memory budget, while held
     claimed: tuple[int, int] | None = None      # (size, mtime_ns) when it was claimed: a change means unfinished
+    color_inputs: str = "recolor"               # a colorize queue's input that has color already: keep, recolor
+                                                # or fail (QueueConfig.color_inputs); recolor: as any input

@@ -52,11 +52,12 @@ from loguru import logger
 from PIL import Image
 
 from unet import ImageError, Predictor, open_image
-from unet.images import Plain, is_deep
+from unet.images import Plain, has_color, is_deep, with_alpha
 from unet.tasks import Prepared
 
 from ..core import memory
 from ..core.fs import write_atomic
+from ..core.names import EXT_FORMAT
 from ..core.openfiles import open_for_writing
 from .budget import MemoryBudget, image_cost
 from .encode import encode, keeps_depth, takes_ycc
@@ -74,9 +75,11 @@ TRIM_AFTER_SECONDS = 1.0  # idle this long after work: give freed memory back
 class _Item:
     job: Job
     source: Plain
-    prepared: Prepared
+    prepared: Prepared | None  # None: the input is written through as it is (kept)
     predictor: Predictor     # the model that prepared it runs it, even across a hot swap
     queued: float            # monotonic time it entered the batch queue
+    kept: bytes | None = None  # the file's bytes, for an input written through
+    note: str = ""           # for the log line: a color input kept or recolored
 
 
 _STOP = object()
@@ -215,13 +218,26 @@ class Pipeline:
             return  # closing: the file stays in work/
         try:
             source = open_image(Named(data, job.label or job.path.name), self.s.max_pixels)
+            # A color picture in a colorize queue: [queues.<q>] color_inputs says what becomes of it.
+            color = job.color_inputs if predictor.task.name == "colorize" and has_color(source.image) else ""
+            kept = data if color == "keep" else None
             del data
-            prepared = predictor.prepare(source)
+            prepared = predictor.prepare(source) if color in ("", "recolor") else None
         except ImageError as e:
             return self._fail_or_wait(job, str(e), decoding=str(e).startswith("cannot decode"))
         except Exception as e:  # Pillow raises a zoo of errors on hostile files
             return self._fail_or_wait(job, f"cannot decode image: {type(e).__name__}: {e}", decoding=True)
-        self._batchq.put(_Item(job, source, prepared, predictor, time.monotonic()))
+        where = f'[queues.{job.queue}] color_inputs = "{color}"'
+        if color == "fail":
+            return self._fail(job, f"it is a color picture already, and {where} refuses those",
+                              "drop only black-and-white pictures into this queue, or set color_inputs to "
+                              f'"keep" (written through unchanged) or "recolor" in [queues.{job.queue}]')
+        note = {"keep": f"it has color already: written through unchanged ({where})",
+                "recolor": f"it has color already: colorized anew, its own colors replaced ({where})"}.get(color, "")
+        item = _Item(job, source, prepared, predictor, time.monotonic(), kept, note)
+        if kept is not None:
+            return self._encoders.submit(self._encode, item, None, 1)
+        self._batchq.put(item)
 
     def _fail_or_wait(self, job: Job, error: str, decoding: bool) -> None:
         """A file that failed is judged on its content only when that content is whole: not when it changed
@@ -352,10 +368,13 @@ class Pipeline:
         job = item.job
         try:
             ext = Path(job.out_name).suffix
-            image = item.predictor.finish(item.prepared, y, ycc=takes_ycc(ext), deep=keeps_depth(ext))
-            data = encode(image, ext, self.s.jpeg_quality, item.source)
+            if item.prepared is None:
+                image, data = None, self._through(item, ext)
+            else:
+                image = item.predictor.finish(item.prepared, y, ycc=takes_ycc(ext), deep=keeps_depth(ext))
+                data = encode(image, ext, self.s.jpeg_quality, item.source)
         except Exception as e:
-            item.source = item.prepared = None
+            item.source = item.prepared = item.kept = None
             return self._fail(job, f"cannot encode the result: {type(e).__name__}: {e}")
         if not self._enter():
             return  # abandoned: its input stays in work/ for whoever runs next
@@ -371,11 +390,20 @@ class Pipeline:
             # Let go of the images before the budget gets their bytes back, or the next file's decode
             # would overlap them.
             del image, data
-            item.source = item.prepared = None
-            self._finish(job, JobOutcome(True, out, size=job.size, ms=1000 * (time.monotonic() - job.complete_at)),
-                         entered=True)
+            item.source = item.prepared = item.kept = None
+            self._finish(job, JobOutcome(True, out, size=job.size, ms=1000 * (time.monotonic() - job.complete_at),
+                                         note=item.note), entered=True)
         finally:
             self._leave()
+
+    def _through(self, item: _Item, ext: str) -> bytes:
+        """An input kept as it is, as a result: its own bytes where the result's format is the input's, else
+        its picture encoded as any result is (at 16 bits where it has them and the format holds them)."""
+        src = item.source
+        if src.format == EXT_FORMAT[ext.lower()]:
+            return item.kept
+        deep = src.deep is not None and keeps_depth(ext)
+        return encode(src.deep if deep else with_alpha(src.image, src.alpha), ext, self.s.jpeg_quality, src)
 
     def _enter(self) -> bool:
         """Start writing or reporting; False once abandoned (see the module docstring)."""

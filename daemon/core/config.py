@@ -143,6 +143,9 @@ class QueueConfig:
     task: typing.Literal["colorize", "translate"]   # what the queue's model does
     model: Path                                      # the shipped model folder: version 1 of the registry
     base_pairs: tuple[Path, ...] = ()                # pair folders always mixed into retraining
+    # colorize: an input that has color already is written through unchanged (keep), colorized anew, its
+    # colors lost (recolor), or quarantined (fail)
+    color_inputs: typing.Literal["keep", "recolor", "fail"] = "keep"
     name: str = ""                                   # filled in from [queues.<name>]
 
 
@@ -221,6 +224,9 @@ def parse_config(raw: dict, path: Path | None = None, base: Path | None = None) 
         if not isinstance(qraw, dict):
             raise ConfigError(path, key, "expected a table: [queues.NAME] with task and model")
         queues[qname] = _build(QueueConfig, {**qraw, "name": qname}, path, key, base)
+        if "color_inputs" in qraw and queues[qname].task != "colorize":
+            raise ConfigError(path, f"[{key}] color_inputs", "only a colorize queue takes color_inputs: "
+                              "a translate queue's inputs are color by design", f"remove it from [{key}]")
     return Config(**sections, queues=queues, file=path)
 
 

@@ -149,8 +149,8 @@ def _upright(out: Path, rig: Rig) -> None:
 
 
 def _has_alpha(out: Path, rig: Rig) -> None:
-    with Image.open(out) as im:
-        assert im.mode in ("RGBA", "LA"), f"the transparency was lost: {im.mode}"
+    with Image.open(out) as im:   # a color palette picture is written through as it is (color_inputs = "keep")
+        assert im.mode in ("RGBA", "LA") or "transparency" in im.info, f"the transparency was lost: {im.mode}"
 
 
 def _colliding(path: Path, scratch: Path) -> None:

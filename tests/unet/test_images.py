@@ -198,3 +198,42 @@ def test_an_input_with_alpha_or_a_float_tiff_has_no_sixteen_bit_samples(tmp_path
     Image.fromarray(np.linspace(0, 1, 200, dtype=np.float32).reshape(10, 20)).save(tmp_path / "f.tif")
     for name in ("a.tif", "f.tif"):
         assert open_image(tmp_path / name).deep is None, name
+
+
+def _gray_picture(size=(320, 240), seed=0) -> Image.Image:
+    """A gray picture with detail and a little scanner noise."""
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    noise = np.random.default_rng(seed).normal(0, 4, (h, w))
+    return Image.fromarray((128 + 90 * np.sin(xx / 23.0) * np.cos(yy / 17.0) + noise).clip(0, 255).astype(np.uint8))
+
+
+def _jpeg(im: Image.Image) -> Image.Image:
+    import io
+
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=85)
+    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
+
+def test_a_gray_or_toned_picture_saved_as_rgb_has_no_color_and_a_color_photo_has(tmp_path):
+    from PIL import ImageOps
+
+    from unet.images import has_color
+
+    gray = _gray_picture()
+    noisy = np.stack([np.asarray(gray)] * 3, -1) + np.random.default_rng(1).normal(0, 3, (240, 320, 3))
+    stamped = np.stack([np.asarray(gray)] * 3, -1)
+    stamped[:10, :50] = (200, 30, 30)          # a red stamp on 0.7% of a gray print
+    for name, im in {"gray as RGB": _jpeg(gray.convert("RGB")),
+                     "noisy gray": Image.fromarray(noisy.clip(0, 255).astype(np.uint8)),
+                     "sepia": _jpeg(ImageOps.colorize(gray, "#2b1d0e", "#f5e9d6", mid="#8a6a45")),
+                     "strong sepia": _jpeg(ImageOps.colorize(gray, "#301800", "#ffe0a0")),
+                     "cyanotype": _jpeg(ImageOps.colorize(gray, "#0b2a4a", "#e8f0f8")),
+                     "stamped": Image.fromarray(stamped), "L": gray}.items():
+        assert not has_color(im), name
+    color = Image.open(make_image(tmp_path / "c.png", (320, 240)))
+    warm = np.asarray(ImageOps.colorize(gray, "#301800", "#ffe0a0")).copy()
+    warm[100:160, 100:220] = (60, 140, 70)     # green leaves on 9% of a warm-toned picture
+    for name, im in {"color": color, "color JPEG": _jpeg(color), "toned with leaves": Image.fromarray(warm)}.items():
+        assert has_color(im), name
