@@ -19,6 +19,14 @@ It uses the shipped model in models/<queue> when there is one, else a freshly
 initialised network of the shipped architecture (unet.recipe), and says which.
 Given --model twice or more, it measures each model folder in turn on the same
 machine in one run, and prints each one's end-to-end rate against the first's.
+
+    python bench/service_bench.py --web-poll [--images 40] [--web-rounds 3]
+
+--web-poll measures what the web dashboard costs: the service runs with [web]
+enabled, and the end-to-end measurement is made in rounds, alternately without
+a page and with a page polling /api/status every second (as the Overview does),
+in one run of one service; it prints both medians and their ratio (the other
+figures are skipped).
 """
 
 from __future__ import annotations
@@ -34,7 +42,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import torch
@@ -149,6 +159,9 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder (and the service log)")
     ap.add_argument("--model", type=Path, action="append", default=[],
                     help="a model folder to measure instead of the shipped one; twice or more: each in turn")
+    ap.add_argument("--web-poll", action="store_true",
+                    help="with [web] on: end to end without and with a page polling /api/status every second")
+    ap.add_argument("--web-rounds", type=int, default=3, help="rounds of each for --web-poll")
     args = ap.parse_args()
 
     rates = []
@@ -180,19 +193,23 @@ def run(args, scratch: Path, model: Path | None = None) -> float:
     print(f"torch {torch.__version__} ({args.torch_threads or torch.get_num_threads()} threads); {cpu}; {gpu}\n"
           f"queue {args.queue}: {which}")
 
+    task = "colorize" if args.queue == "colorize" else "translate"
+    max_batch = '"auto"' if args.max_batch == "auto" else int(args.max_batch)
+    cfg = scratch / "config.toml"
+    port = free_port()
+    cfg.write_text(f'[runtime]\ndevice = "{args.device}"\nmax_batch = {max_batch}\n'
+                   f'torch_threads = {args.torch_threads}\n'
+                   + (f'[web]\nenabled = true\nport = {port}\n' if args.web_poll else "")
+                   + f'[retrain]\nenabled = false\n[queues.{args.queue}]\ntask = "{task}"\nmodel = "{model}"\n')
+    inbox, outbox = scratch / "inbox" / args.queue, scratch / "outbox" / args.queue
+    log = scratch / "service.log"
+    if args.web_poll:
+        return web_poll(args, scratch, cfg, log, inbox, outbox, mode, f"http://127.0.0.1:{port}/api/status")
+
     stage = scratch / "stage"
     t = time.perf_counter()
     paths = make_inputs(stage, args.images + args.latency, mode)
     print(f"generated {len(paths)} {SIZE[0]}x{SIZE[1]} JPEG befores in {time.perf_counter() - t:.0f} s")
-
-    task = "colorize" if args.queue == "colorize" else "translate"
-    max_batch = '"auto"' if args.max_batch == "auto" else int(args.max_batch)
-    cfg = scratch / "config.toml"
-    cfg.write_text(f'[runtime]\ndevice = "{args.device}"\nmax_batch = {max_batch}\n'
-                   f'torch_threads = {args.torch_threads}\n'
-                   f'[retrain]\nenabled = false\n[queues.{args.queue}]\ntask = "{task}"\nmodel = "{model}"\n')
-    inbox, outbox = scratch / "inbox" / args.queue, scratch / "outbox" / args.queue
-    log = scratch / "service.log"
     proc = start_service(cfg, log)
     try:
         status = json.loads((scratch / "var" / "status.json").read_text())
@@ -258,6 +275,79 @@ def run(args, scratch: Path, model: Path | None = None) -> float:
               f"p95 {percentile(single, .95):.0f} ms")
     print(f"  load average at the end: {os.getloadavg()[0]:.1f}")
     return end_to_end
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def poll(url: str, stop: threading.Event, took: list[float]) -> None:
+    """A dashboard page left open: GET /api/status every second, as the Overview's script does."""
+    while not stop.is_set():
+        t = time.perf_counter()
+        with urllib.request.urlopen(url, timeout=30) as r:
+            r.read()
+        took.append(time.perf_counter() - t)
+        stop.wait(max(0.0, 1.0 - (time.perf_counter() - t)))
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time a process has used (user + system, all its threads)."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def web_poll(args, scratch: Path, cfg: Path, log: Path, inbox: Path, outbox: Path, mode: str, url: str) -> float:
+    """End to end in alternating rounds, without and with a page polling; returns the rate with the page.
+    Beside the wall-clock rate, the service's own CPU time per image, which a loaded machine disturbs less."""
+    proc = start_service(cfg, log)
+    outbox.mkdir(parents=True, exist_ok=True)
+    rates: dict[bool, list[float]] = {False: [], True: []}
+    cpu: dict[bool, list[float]] = {False: [], True: []}
+    took: list[float] = []
+    try:
+        status = json.loads((scratch / "var" / "status.json").read_text())
+        q = status["queues"][args.queue]
+        print(f"service: device {status['device']}, batch size {q['max_batch']} ({q['batch_reason']}); web on, "
+              f"{args.images} files a round")
+        for r in range(args.web_rounds):
+            for polled in (False, True) if r % 2 == 0 else (True, False):   # alternate which goes first
+                tag = f"r{r}{'p' if polled else 'q'}-"
+                paths = make_inputs(scratch / tag, args.images, mode)
+                stop = threading.Event()
+                poller = threading.Thread(target=poll, args=(url, stop, took), daemon=True)
+                if polled:
+                    poller.start()
+                t0, c0 = time.monotonic(), cpu_seconds(proc.pid)
+                for p in paths:
+                    os.rename(p, inbox / (tag + p.name))
+                t1 = wait_until(lambda: sum(1 for e in os.scandir(outbox) if e.name.startswith(tag))
+                                >= len(paths), 3600, every=0.02)
+                cpu[polled].append((cpu_seconds(proc.pid) - c0) / len(paths))
+                stop.set()
+                if polled:
+                    poller.join()
+                rates[polled].append(len(paths) / (t1 - t0))
+                print(f"  round {r + 1}, {'with' if polled else 'without'} the page: "
+                      f"{rates[polled][-1]:.2f} images/s, service CPU {1000 * cpu[polled][-1]:.1f} ms/image")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(120)
+    off, on = statistics.median(rates[False]), statistics.median(rates[True])
+    c_off, c_on = statistics.median(cpu[False]), statistics.median(cpu[True])
+    print(f"\nweb dashboard ({args.queue}, {SIZE[0]}x{SIZE[1]} JPEG, {args.web_rounds} rounds of each):")
+    print(f"  end to end without a page:              {off:7.2f} images/s (median), service CPU "
+          f"{1000 * c_off:.1f} ms/image")
+    print(f"  with a page polling /api/status at 1 Hz: {on:7.2f} images/s (median); ratio {on / off:.3f}; "
+          f"service CPU {1000 * c_on:.1f} ms/image, ratio {c_on / c_off:.3f}")
+    print(f"  /api/status answered in p50 {1000 * percentile(took, .5):.1f} ms, p95 "
+          f"{1000 * percentile(took, .95):.1f} ms ({len(took)} polls)")
+    print(f"  load average at the end: {os.getloadavg()[0]:.1f}")
+    return on
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import-linter contracts, checked by `make test`):
     commands/     the CLI and one module per command; nothing imports these
     service.py    the life cycle: start-up, main loop, reload, shutdown; wires the rooms together
     preflight.py  the checks before start-up (config, folders, device, models)
+    web/          the dashboard and HTTP API ([web]): server, API, pages, security, files by id
     conversion/   watcher, claim protocol (spool), inbox feed, pipeline, memory budget, encoding,
                   batch sizing, hot swap
     learning/     pairs intake, registry, serving model, challenger, retraining, promotion, reports, scheduler
@@ -37,4 +38,6 @@ To change X, open Y:
     status.json / `reverser status`       ops/status.py, commands/status.py
     when the watchdog says "stalled"      ops/health.py
     a command-line option                 commands/cli.py, then the command's module
+    a dashboard page or an API route      web/pages.py (templates/, static/), web/api.py
+    who may call the web server           web/security.py
 """

@@ -21,6 +21,10 @@ rebuilt in reload() and is shut down first in shutdown(). systemd and metrics
 STATUS= with the status file, WATCHDOG=1 from the main loop only while
 _stall() finds nothing (notify.Watchdog), RELOADING=1 around SIGHUP and
 STOPPING=1 at shutdown; the optional Prometheus endpoint counts in self.metrics.
+The optional web server (lines marked "web:", daemon/web/) takes its port first
+in startup(), serves once the service is up, moves in reload() when [web]'s
+address changes, and stops in shutdown(); the feed tells its file index where
+each input went.
 `reverser run` (commands/run.py) builds and runs a Service.
 """
 
@@ -139,7 +143,7 @@ class Service:
             torch.set_num_threads(cfg.runtime.torch_threads)
         web = self._bind_web(cfg)   # web: the port is taken before anything starts (in use: exit 78)
         self.owner = Owner(cfg.state_dir("work"))
-        self._web_context(cfg)
+        self._web_context(cfg)      # web: the file index, before the feed that tells it
         predictors = load_serving(cfg)
         device = str(next(iter(predictors.values())).device)
         self.board = StatusBoard(list(cfg.queues), device)
@@ -152,7 +156,7 @@ class Service:
         self.scheduler.start()      # a night missed while the service was down runs now, once
         if cfg.metrics.enabled:  # metrics:
             self.metrics_server = self._serve_metrics(cfg)
-        if web is not None:
+        if web is not None:  # web:
             self._serve_web(web)
         self.board.state = "running"
         self.write_status()
@@ -415,13 +419,13 @@ class Service:
         left = self._bring_down(time.monotonic() + new.runtime.drain_seconds)
         setup_logging(new.logging, self.log_json)
         self.cfg = new
-        self._web_context(new)
+        self._web_context(new)  # web: the new config (and token) in place
         self._bring_up(new, predictors, recover_own=True)
         self.scheduler.shutdown()   # a run in progress goes on; the new schedule's start waits its turn
         self.retrainer.cfg = new
         self.scheduler = RetrainScheduler(new, self.retrainer.run_due)
         self.scheduler.start()
-        if web is not None:
+        if web is not None:  # web: on its new address
             self._serve_web(web)
         self.board.state = "running"
         logger.info("Reloaded: queues {}{}", ", ".join(new.queues),
@@ -455,7 +459,7 @@ class Service:
         self.write_status()
         if self.metrics_server is not None:  # metrics:
             self.metrics_server.stop()
-        self._stop_web()
+        self._stop_web()  # web:
         self.owner.close()
         c = {q: (x.processed, x.failed) for q, x in self.board.queues.items()}
         logger.info("Stopped: {}.{}", ", ".join(f"{q} {p} converted, {f} failed" for q, (p, f) in c.items()),

@@ -80,7 +80,10 @@ def routes(ctx) -> list[Route]:
     async def upload(request):
         queue = request.path_params["queue"]
         limit = int(ctx.cfg.limits.max_file_mb * 1e6) + UPLOAD_SLACK
-        if int(request.headers.get("content-length") or 0) > limit:
+        length = request.headers.get("content-length") or "0"
+        if not length.isdigit():
+            raise Refused(400, "Content-Length is not a number")
+        if int(length) > limit:
             raise Refused(413, f"larger than [limits] max_file_mb = {ctx.cfg.limits.max_file_mb:g} MB")
         received = 0
 

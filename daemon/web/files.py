@@ -14,7 +14,8 @@ opened by the record's name in the folder the service wrote it to, with
 O_NOFOLLOW, and only when it is a regular file. Records are JSON lines in
 <state>/web/files.jsonl, a line per change (the last wins); the newest
 KEEP records are kept, and the file is rewritten whole (temp name, rename)
-when it has grown to twice that.
+when it has grown to twice that; the pictures made for a record forgotten
+go with it.
 """
 
 from __future__ import annotations
@@ -163,6 +164,14 @@ class FileIndex:
         while len(self.records) > self.keep:
             rid = next(iter(self.records))
             self._forget(rid, self.records.pop(rid))
+            self._drop_pictures(rid)
+
+    def _drop_pictures(self, rid: str) -> None:
+        """The thumbnails and browser copies made for a record that is forgotten (thumbs.py)."""
+        for folder in ("thumbs", "full"):
+            for which in ("before", "after"):
+                for ext in (".jpg", ".png"):
+                    (self.path.parent / folder / f"{rid}-{which}{ext}").unlink(missing_ok=True)
 
     def _save(self, rec: dict, sync: bool = False) -> None:
         """One line per change (called with the lock held); no fsync for a result's record, as an index
@@ -295,6 +304,7 @@ class FileIndex:
         with self._lock:
             self._forget(rid, rec)
             self._save({"id": rid, "deleted": True})
+        self._drop_pictures(rid)
         logger.info("{}: {} deleted from the failed folder (from the web)", rec["queue"], rec["kept"])
 
     def _failed_record(self, rid: str) -> dict:

@@ -55,10 +55,14 @@ def test_records_outlive_a_restart_and_stay_bounded(tmp_path):
     (cfg.inbox("colorize") / "a_before.png").unlink()          # claimed by the service
     assert index.state(up["id"])["state"] == "working"
     index.placed("colorize", "a_before.png", cfg.outbox("colorize") / "a_after-1.png", None, "")
+    thumb = cfg.paths.state / "web" / "thumbs" / f"{up['id']}-after.jpg"
+    thumb.parent.mkdir(parents=True)
+    thumb.write_bytes(b"a thumbnail")
     for i in range(12):   # files dropped by hand, finished
         index.placed("colorize", f"hand{i}_before.png", cfg.outbox("colorize") / f"hand{i}_after.png", None, "")
     again = FileIndex(cfg, keep=5)
     assert len(again.records) == 5 and again.state(up["id"]) is None          # the oldest went
+    assert not thumb.exists(), "and its thumbnail with it"
     newest = again.done(0, 10)[0]
     assert [r["result"] for r in newest] == [f"hand{i}_after.png" for i in range(11, 6, -1)]
     lines = (cfg.paths.state / "web" / "files.jsonl").read_text().splitlines()
