@@ -87,15 +87,16 @@ class Objective:
         # Smooth L1 with a small beta: close to L1 (the median, a little less sepia than the mean).
         return F.smooth_l1_loss(pred, target, beta=0.02) * 10
 
-    def render(self, y: torch.Tensor, before: torch.Tensor, knob: dict | None = None) -> torch.Tensor:
-        """Network output -> (B, C, h, w) result at working size in [0, 1]."""
+    def render(self, y: torch.Tensor, before: torch.Tensor, knob: dict | None = None,
+               chroma: torch.Tensor | None = None) -> torch.Tensor:
+        """Network output -> (B, C, h, w) result at working size in [0, 1]; chroma: y decoded already."""
         task = self.task
         if task.name == "translate":
             rgb = before if before.shape[1] == 3 else before.expand(-1, 3, -1, -1)
             return task.apply(y, rgb).clamp(0, 1)
         luma = before if before.shape[1] == 1 else rgb_to_ycc(before)[:, :1]
-        chroma = F.interpolate(task.chroma(y, **(knob or {})), size=luma.shape[-2:], mode="bilinear",
-                               align_corners=False)
+        chroma = F.interpolate(task.chroma(y, **(knob or {})) if chroma is None else chroma,
+                               size=luma.shape[-2:], mode="bilinear", align_corners=False)
         return ycc_to_rgb(torch.cat([luma, chroma], dim=1))
 
 

@@ -66,22 +66,45 @@ class TrainConfig:
 
 
 @dataclass
+class Loaded:
+    """A run's pairs as loaded and its loss: a second run on the same pairs and architecture reuses them."""
+
+    key: tuple                  # what they depend on: the task's settings, the output stride, the rebalancing
+    train_set: PairSet
+    val_set: PairSet
+    objective: Objective
+
+
+@dataclass
 class TrainResult:
     model: Model
     history: list[dict] = field(default_factory=list)   # one entry per evaluation
     metrics: dict = field(default_factory=dict)          # final scores on the validation pairs
     stopped: str = ""                                    # why training ended
+    seconds: dict = field(default_factory=dict)          # each phase's wall time: set_up, training,
+                                                         # calibration, scoring (what a deadline must leave)
+    loaded: Loaded | None = field(default=None, repr=False)  # for train(..., loaded=) on the same pairs
 
 
 class _Budget:
-    def __init__(self, cfg: TrainConfig, steps_per_epoch: int):
+    def __init__(self, cfg: TrainConfig, steps_per_epoch: int, ends_by: float | None = None):
         self.cfg, self.spe = cfg, max(1, steps_per_epoch)
         self.start = time.monotonic()
+        self.ends_by = ends_by   # a time.monotonic() the loop stops by, whatever the minutes say
+
+    @property
+    def seconds(self) -> float | None:
+        """How long the loop may run: the minutes, or less where ends_by comes first; None: epochs only."""
+        limits = [60 * self.cfg.minutes] if self.cfg.minutes is not None else []
+        if self.ends_by is not None:
+            limits.append(max(0.0, self.ends_by - self.start))
+        return min(limits) if limits else None
 
     def fraction(self, step: int) -> float:
         parts = []
-        if self.cfg.minutes is not None:
-            parts.append((time.monotonic() - self.start) / (60 * self.cfg.minutes))
+        seconds = self.seconds
+        if seconds is not None:
+            parts.append((time.monotonic() - self.start) / seconds if seconds else 1.0)
         if self.cfg.epochs is not None:
             parts.append(step / (self.cfg.epochs * self.spe) if self.cfg.epochs else 1.0)
         return min(1.0, max(parts))
@@ -117,6 +140,7 @@ class _Run:
     stopped: str = "budget"
     frozen: bool = False             # the pretrained encoder is held still (the first share of the budget)
     rng: random.Random = field(default_factory=random.Random)
+    loaded_key: tuple = ()           # what the loaded pairs and the loss depend on (Loaded.key)
 
     @property
     def net(self):
@@ -129,10 +153,17 @@ class _Run:
 
 
 def train(model: Model, train_pairs: list[PairRef], val_pairs: list[PairRef], cfg: TrainConfig,
-          log=print, progress: bool | None = None, should_stop=lambda: False) -> TrainResult:
-    """Train model in place on train_pairs, keep the best state by validation PSNR, return it scored."""
-    run = _set_up(model, train_pairs, val_pairs, cfg, log, progress)
-    last_eval = time.monotonic()
+          log=print, progress: bool | None = None, should_stop=lambda: False,
+          ends_by: float | None = None, loaded: Loaded | None = None) -> TrainResult:
+    """Train model in place on train_pairs, keep the best state by validation PSNR, return it scored.
+
+    ends_by: a time.monotonic() by which the training loop stops, whatever cfg.minutes says; the
+    caller leaves room after it for the calibration and the full-size scores (result.seconds).
+    loaded: an earlier result's .loaded, reused when it fits this model (saves loading the pairs again).
+    """
+    t0 = time.monotonic()
+    run = _set_up(model, train_pairs, val_pairs, cfg, log, progress, ends_by, loaded)
+    last_eval = t1 = time.monotonic()
     while run.budget.fraction(run.step) < 1.0 and run.stopped == "budget":
         _epoch(run, should_stop)
         done = run.budget.fraction(run.step) >= 1.0 or run.stopped != "budget"
@@ -140,24 +171,37 @@ def train(model: Model, train_pairs: list[PairRef], val_pairs: list[PairRef], cf
             _evaluate(run)
             last_eval = time.monotonic()
     run.bar.close()
-    return _finish(run, val_pairs)
+    t2 = time.monotonic()
+    result = _finish(run, val_pairs)
+    result.seconds = {"set_up": round(t1 - t0, 1), "training": round(t2 - t1, 1), **result.seconds}
+    result.loaded = Loaded(run.loaded_key, run.train_set, run.val_set, run.objective)
+    if ends_by is not None:
+        result.seconds["training_allotted"] = round(run.budget.seconds, 1)
+    return result
 
 
-def _set_up(model: Model, train_pairs, val_pairs, cfg: TrainConfig, log, progress) -> _Run:
+def _set_up(model: Model, train_pairs, val_pairs, cfg: TrainConfig, log, progress, ends_by=None,
+            loaded: Loaded | None = None) -> _Run:
     """Load the pairs, build the loss and the optimiser, and score the starting weights."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     task, net = model.task, model.net
-    floor = error_floor(task, net.cfg.out_stride) if task.name == "colorize" else None
-    train_set = PairSet(train_pairs, task.shape_for, task.in_channels, log=log, floor=floor)
-    val_set = PairSet(val_pairs, task.shape_for, task.in_channels, log=log, floor=floor)
+    key = (model.task_cfg, net.cfg.out_stride, cfg.rebalance)
+    if loaded is not None and loaded.key == key:
+        train_set, val_set, objective = loaded.train_set, loaded.val_set, loaded.objective
+        objective.cfg = cfg
+    else:
+        floor = error_floor(task, net.cfg.out_stride) if task.name == "colorize" else None
+        train_set = PairSet(train_pairs, task.shape_for, task.in_channels, log=log, floor=floor)
+        val_set = PairSet(val_pairs, task.shape_for, task.in_channels, log=log, floor=floor)
+        objective = None
     if len(train_set) == 0:
         raise TrainingError("no usable training pairs")
     if len(val_set) == 0:
         raise TrainingError("no usable validation pairs; add pairs or raise the validation share")
     log(f"training {task.name} on {len(train_set)} pairs, validating on {len(val_set)}")
-    objective = Objective(task, train_set, cfg)
+    objective = objective or Objective(task, train_set, cfg)
     dev = pick_device(cfg.device)
     net.to(dev)
     if objective.weights is not None:
@@ -176,11 +220,19 @@ def _set_up(model: Model, train_pairs, val_pairs, cfg: TrainConfig, log, progres
     # for the starting weights and are calibrated again at the end, for the weights kept.
     plain = (("gain", 1.0),) if task.name == "colorize" else None
     run = _Run(model, cfg, objective, train_set, val_set, opt, [g["lr"] for g in groups],
-               _Budget(cfg, steps_per_epoch), _progress_bar(progress, cfg, steps_per_epoch),
+               _Budget(cfg, steps_per_epoch, ends_by), _progress_bar(progress, cfg, steps_per_epoch),
                _Average(net, cfg.ema) if cfg.ema else None, log, plain)
     run.rng.seed(cfg.seed)
+    run.loaded_key = key
     net.eval()
+    t = time.monotonic()
     first = working_scores(objective, net, val_set, cfg.batch_size, (plain,))
+    if ends_by is not None:
+        # The loop's last evaluation, after ends_by otherwise, takes about as long as this one.
+        run.budget.ends_by -= time.monotonic() - t
+        if cfg.minutes is None or run.budget.seconds < 60 * cfg.minutes:
+            run.bar.write(f"training for {run.budget.seconds:.0f} s: the rest of the time is left for the "
+                          f"calibration and scores that follow", log)
     run.best = (first["psnr"][plain], copy.deepcopy(net.state_dict()))
     run.history.append({"step": 0, "epoch": 0, "seconds": 0.0, "train_loss": None,
                         "val_loss": first["loss"], "val_psnr": run.best[0]})
@@ -255,13 +307,16 @@ def _finish(run: _Run, val_pairs: list[PairRef]) -> TrainResult:
     net.load_state_dict(run.best[1])
     net.requires_grad_(True)
     net.eval()
+    t0 = time.monotonic()
     if model.task.name == "colorize":
         model.task_cfg = replace(model.task_cfg, **calibrate(run.objective, net, run.val_set, run.cfg, run.log))
         model.task = make_task(model.task_cfg, net.cfg.multiple)
+    t1 = time.monotonic()
     net.cpu()  # saved and served from the CPU; full-size recombination is CPU work anyway
     metrics = evaluate(model, val_pairs, mean_chroma=mean_chroma(run.train_set))
     run.log("validation: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items() if isinstance(v, float)))
-    return TrainResult(model, run.history, metrics, run.stopped)
+    seconds = {"calibration": round(t1 - t0, 1), "scoring": round(time.monotonic() - t1, 1)}
+    return TrainResult(model, run.history, metrics, run.stopped, seconds)
 
 
 def mean_chroma(data: PairSet) -> tuple[float, float]:

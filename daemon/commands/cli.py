@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from ..errors import EX_CONFIG, EX_USAGE, UsageError
@@ -76,7 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    began = time.monotonic()
     args = build_parser().parse_args(argv)
+    args.began = began  # before the command's imports (torch takes seconds): reverser train's --minutes count from it
     from ..core.config import ConfigError
     from ..ops.logs import print_names_safely
 

@@ -18,6 +18,7 @@ import secrets
 import shutil
 import signal
 import sys
+import time
 from dataclasses import replace
 
 from loguru import logger
@@ -82,6 +83,8 @@ class _StopOnCtrlC:
 
 
 def main(args) -> int:
+    # --minutes count from the command's start: loading, scoring and calibration included.
+    began = getattr(args, "began", None) or time.monotonic()
     cfg = load_config(args.config)
     _check_args(args, cfg)
     # The service's log format (or its JSON lines), on stderr, written above the progress bar; not the
@@ -134,7 +137,7 @@ def main(args) -> int:
                 from unet.train import TrainingError
 
                 try:
-                    result = train_challenger(job, log=lambda m: logger.info("{}", m), progress=None,
+                    result = train_challenger(job, log=lambda m: logger.info("{}", m), progress=None, began=began,
                                               should_stop=lambda: stop.asked)
                     error = None
                 except TrainingError as e:
@@ -150,6 +153,8 @@ def main(args) -> int:
         print("reverser train: aborted; nothing was registered or written", file=sys.stderr)
         return 130
 
+    logger.info("train {}: {:.0f} s in all{}", queue, time.monotonic() - began,
+                f", of a budget of {minutes:g} min" if minutes else "")
     if outcome.decision in ("promoted", "rejected") and not args.pairs:
         mark_trained(cfg.state_dir("pairs", queue), qcfg.task == "colorize", counts["new"])
     print(_summary(outcome))

@@ -26,6 +26,8 @@ from ..core.fs import now_iso, write_json
 RESULT, SHEET = "result.json", "sheet"
 PARENT_ENV = "REVERSER_PARENT_PID"
 SHEET_PAIRS = 4          # held-out pairs on the contact sheet
+SAMPLE_PAIRS = 4         # without a champion, the scoring after training is timed on this many held-out pairs
+AFTER_MARGIN_S = 5.0     # saving the model and drawing report.png: a few seconds kept for them too
 THUMB = 128              # contact sheet image height, pixels
 
 
@@ -74,17 +76,23 @@ def _starting_model(job: TrainJob, log, gray_output: bool = False):
     return new_model(*recipe(job.task, gray_output))
 
 
-def train_challenger(job: TrainJob, log=print, progress: bool | None = None, should_stop=lambda: False) -> dict:
+def train_challenger(job: TrainJob, log=print, progress: bool | None = None, should_stop=lambda: False,
+                     began: float | None = None) -> dict:
     """Train, save the challenger into job.out, score it and the champion on the same held-out pairs.
 
+    With job.minutes the whole job keeps to them, counted from began (a time.monotonic(); default: now):
+    the champion is scored first, and what its calibration and full-size scores took is what the
+    challenger's will take, so the training loop stops that long (and a contact sheet's worth) before
+    the end. Without a champion, those are timed on a few held-out pairs first.
     Returns what result.json holds. Raises unet.train.TrainingError when the data cannot train.
     """
     import torch
 
-    from unet import load_model, save_model
+    from unet import save_model
     from unet.data import find_pairs, fingerprint, split
-    from unet.train import TrainConfig, TrainingError, evaluate, train
+    from unet.train import TrainConfig, TrainingError, train
 
+    began = time.monotonic() if began is None else began
     if job.threads:
         torch.set_num_threads(job.threads)
     started, t0 = now_iso(), time.monotonic()
@@ -103,30 +111,33 @@ def train_challenger(job: TrainJob, log=print, progress: bool | None = None, sho
     log(f"{len(pairs)} pairs: {len(train_pairs)} to train, {len(val_pairs)} held out")
     torch.manual_seed(job.seed)  # a new network's first weights come from the seed too
     challenger = _starting_model(job, log, gray_output=_gray_afters(train_pairs))
+
+    champion, champion_metrics, served, tint, after, loaded = None, None, None, None, None, None
+    if job.start:
+        champion, served, champion_metrics, tint, after, loaded = _score_champion(job, train_pairs, val_pairs, log)
+    elif job.minutes is not None:
+        after = _time_scoring(challenger, job, train_pairs, val_pairs)
+    budget = None
+    if job.minutes is not None:
+        # After the loop: the challenger's calibration and scores (as long as the champion's took), its
+        # contact sheet (two predictions a pair) and saving it and the report.
+        after_s = after * (1 + 2 * min(SHEET_PAIRS, len(val_pairs)) / len(val_pairs)) + AFTER_MARGIN_S
+        budget = {"minutes": job.minutes, "before_s": round(time.monotonic() - began, 1),
+                  "timed_after_s": round(after, 1), "kept_after_s": round(after_s, 1)}
+        log(f"budget {job.minutes:g} min in all: {budget['before_s']:.0f} s gone (loading"
+            f"{', scoring the champion' if job.start else ''}), {after_s:.0f} s kept for calibrating and scoring "
+            f"the challenger after training (timed {'on the champion' if job.start else 'on a few pairs'})")
+        left = 60 * job.minutes - budget["before_s"] - after_s
+        if left < 0.1 * 60 * job.minutes:
+            log(f"{job.minutes:g} min leave only {max(0, left):.0f} s to train: loading and scoring take the "
+                f"rest; give more minutes (--minutes, [retrain] max_minutes) or hold out fewer pairs")
     result = train(challenger, train_pairs, val_pairs,
                    TrainConfig(minutes=job.minutes, epochs=job.epochs, threads=job.threads, seed=job.seed),
-                   log=log, progress=progress, should_stop=should_stop)
+                   log=log, progress=progress, should_stop=should_stop,
+                   ends_by=None if budget is None else began + 60 * job.minutes - budget["kept_after_s"],
+                   loaded=loaded)
     metrics = result.metrics
-    tint = tuple(metrics["train_mean_chroma"]) if "train_mean_chroma" in metrics else None
-
-    champion, champion_metrics, served = None, None, None
-    if job.start:
-        champion = load_model(job.start)
-        served = evaluate(champion, val_pairs, mean_chroma=tint)
-        log("champion as served, on the same pairs: " + _scores(served))
-        champion_metrics = served
-        if colorize:
-            # Weights against weights: the challenger's decoding was just calibrated on these pairs, to
-            # a colorfulness goal; the champion's was calibrated on other pairs once and may sit at
-            # another point of the PSNR/colorfulness trade-off (paler scores higher). Calibrate a copy
-            # of it here the same way (no training), and compare those scores.
-            again = train(load_model(job.start), train_pairs, val_pairs,
-                          TrainConfig(epochs=0, threads=job.threads), log=lambda m: None, progress=False)
-            champion_metrics = again.metrics
-            knobs = again.model.task_cfg
-            log(f"champion calibrated like the challenger (gain {knobs.gain:g}, tint gain "
-                f"{knobs.gain if knobs.tint_gain is None else knobs.tint_gain:g}): "
-                + _scores(champion_metrics))
+    tint = tuple(metrics["train_mean_chroma"]) if "train_mean_chroma" in metrics else tint
 
     challenger.meta = {}
     record = {"queue": job.queue, "parent": job.parent, "data_fingerprint": fingerprint(pairs),
@@ -139,8 +150,54 @@ def train_challenger(job: TrainJob, log=print, progress: bool | None = None, sho
         record["train_mean_chroma"] = list(tint)
     save_model(challenger, job.out, **record)
     sheet = _contact_sheet(Path(job.report) / SHEET, val_pairs[:SHEET_PAIRS], champion, challenger, job.task)
+    phases = {**(budget or {}), **result.seconds, "in_all_s": round(time.monotonic() - began, 1)}
+    log("took " + ", ".join(f"{k.replace('_', ' ')} {v:g} s" for k, v in result.seconds.items())
+        + f"; {phases['in_all_s']:.0f} s in all" + (f" of {job.minutes:g} min" if job.minutes else ""))
     return {**record, "history": result.history, "model": job.out, "sheet": sheet,
-            "val_names": [p.name for p in val_pairs]}
+            "val_names": [p.name for p in val_pairs], "budget": phases}
+
+
+def _score_champion(job: TrainJob, train_pairs, val_pairs, log):
+    """The champion on the held-out pairs, as served and (colorize) calibrated as the challenger will be.
+
+    Returns (champion, served scores, scores to compare, train_mean_chroma, seconds its calibration and
+    full-size scoring took: what the challenger's will take after training, the pairs as loaded or None).
+    """
+    from unet import load_model
+    from unet.train import TrainConfig, evaluate, train
+
+    champion, tint, after = load_model(job.start), None, None
+    metrics, loaded = None, None
+    if job.task == "colorize":
+        # Weights against weights: the challenger's decoding is calibrated on these pairs, to a
+        # colorfulness goal; the champion's was calibrated on other pairs once and may sit at another
+        # point of the PSNR/colorfulness trade-off (paler scores higher). Calibrate a copy of it here
+        # the same way (no training), and compare those scores.
+        again = train(load_model(job.start), train_pairs, val_pairs, TrainConfig(epochs=0, threads=job.threads),
+                      log=lambda m: None, progress=False)
+        metrics, tint, loaded = again.metrics, tuple(again.metrics["train_mean_chroma"]), again.loaded
+        after = again.seconds["calibration"] + again.seconds["scoring"]
+    t = time.monotonic()
+    served = evaluate(champion, val_pairs, mean_chroma=tint)
+    after = after if after is not None else time.monotonic() - t
+    log("champion as served, on the held-out pairs: " + _scores(served))
+    if metrics is not None:
+        knobs = again.model.task_cfg
+        log(f"champion calibrated like the challenger (gain {knobs.gain:g}, tint gain "
+            f"{knobs.gain if knobs.tint_gain is None else knobs.tint_gain:g}): " + _scores(metrics))
+    return champion, served, metrics or served, tint, after, loaded
+
+
+def _time_scoring(challenger, job: TrainJob, train_pairs, val_pairs) -> float:
+    """Seconds the calibration and full-size scores after training will take, timed on a few pairs."""
+    import copy
+
+    from unet.train import TrainConfig, train
+
+    k = min(SAMPLE_PAIRS, len(val_pairs))
+    sample = train(copy.deepcopy(challenger), train_pairs[:k], val_pairs[:k], TrainConfig(epochs=0, threads=job.threads),
+                   log=lambda m: None, progress=False)
+    return (sample.seconds["calibration"] + sample.seconds["scoring"]) * len(val_pairs) / k
 
 
 def _gray_afters(pairs) -> bool:
@@ -201,6 +258,7 @@ def _die_with_parent() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """The child's entry point: lower priority, train, write result.json; exit 65 on bad data."""
+    began = time.monotonic()  # the job's minutes count from here
     argv = sys.argv[1:] if argv is None else argv
     _die_with_parent()
     job = TrainJob.load(Path(argv[0]))
@@ -221,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
 
     result_path = Path(job.report) / RESULT
     try:
-        result = train_challenger(job, log=log, progress=False, should_stop=lambda: stop["asked"])
+        result = train_challenger(job, log=log, progress=False, should_stop=lambda: stop["asked"], began=began)
     except TrainingError as e:
         log(f"training failed: {e}")
         write_json(result_path, {"error": str(e)})

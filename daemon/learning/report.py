@@ -178,6 +178,7 @@ def finish_report(report: Path, data: dict, outcome, result: dict, task: str) ->
                 train_pairs=result.get("train_pairs"), val_pairs=result.get("val_pairs"),
                 val_names=result.get("val_names"), data_fingerprint=result.get("data_fingerprint"),
                 stopped=result.get("stopped"), train_seconds=result.get("train_seconds"),
+                budget=result.get("budget"),
                 history=result.get("history", []))
     write_report_json(report, data)
     rows = []

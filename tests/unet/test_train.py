@@ -84,3 +84,71 @@ def test_training_can_be_stopped(tmp_path):
     result = train(model, train_pairs, val_pairs, TrainConfig(epochs=1000, batch_size=2, threads=1),
                    log=lambda s: None, progress=False, should_stop=lambda: True)
     assert result.stopped == "stopped"
+
+
+@pytest.mark.parametrize("head", ["bins", "blend", "regression"])
+def test_calibration_scores_each_setting_as_its_own_decode_would(tmp_path, head):
+    # calibrate() scores hundreds of gain settings: the decode is shared by those differing only in
+    # their gains, and each must score exactly as decoding it alone (task.chroma with its knobs) does.
+    from unet import calibration
+    from unet.data import PairSet
+    from unet.metrics import colorfulness
+    from unet.objective import Objective
+
+    _, val_pairs = _pairs(tmp_path, 12)
+    torch.manual_seed(0)
+    model = new_model(TaskConfig("colorize", work_long=32, head=head, bins_per_axis=6),
+                      UNetConfig(widths=(8, 16), middle_blocks=1))
+    model.net.eval()
+    data = PairSet(val_pairs, model.task.shape_for, model.task.in_channels, log=lambda s: None)
+    objective = Objective(model.task, data, TrainConfig(epochs=1))
+    first = calibration._settings(head)
+    settings = first[::7] + calibration._split_gains(first[-1])[::11] + [None]
+    shared = calibration.working_scores(objective, model.net, data, 4, settings)
+    for setting in settings:
+        alone = calibration.working_scores(objective, model.net, data, 4, [setting])
+        assert shared["psnr"][setting] == alone["psnr"][setting], setting
+        assert shared["colorfulness"][setting] == alone["colorfulness"][setting], setting
+    # Colorfulness in float32 agrees with the full-size metric's float64 formula.
+    rgb = torch.rand(2, 3, 40, 30)
+    from PIL import Image
+    for got, image in zip(calibration._colorfulness_t(rgb), rgb):
+        pil = Image.fromarray((image.permute(1, 2, 0).numpy() * 255).round().astype("uint8"), "RGB")
+        assert got == pytest.approx(colorfulness(pil), abs=0.05)
+
+
+def test_a_deadline_cuts_the_training_loop_and_the_phases_are_timed(tmp_path):
+    import time
+
+    train_pairs, val_pairs = _pairs(tmp_path)
+    model = new_model(TaskConfig("colorize", work_long=32, bins_per_axis=6), UNetConfig(widths=(8, 16)))
+    logs = []
+    result = train(model, train_pairs, val_pairs, TrainConfig(minutes=10, epochs=2, threads=1), log=logs.append,
+                   progress=False, ends_by=time.monotonic() + 60)
+    # 10 minutes asked, 60 s to the deadline: the loop may have what is left of the 60 s, less one
+    # evaluation (the 2 epochs end it sooner).
+    assert 0 < result.seconds["training_allotted"] <= 60 and result.stopped == "budget"
+    assert set(result.seconds) == {"set_up", "training", "calibration", "scoring", "training_allotted"}
+    assert any(line.startswith("training for ") and "calibration and scores that follow" in line for line in logs)
+    no_deadline = train(model, train_pairs, val_pairs, TrainConfig(epochs=1, threads=1), log=lambda s: None,
+                        progress=False)
+    assert "training_allotted" not in no_deadline.seconds and no_deadline.seconds["calibration"] > 0
+
+
+def test_a_second_run_on_the_same_pairs_reuses_them_as_loaded(tmp_path):
+    # The champion is calibrated before the challenger trains on the same pairs: load them once.
+    train_pairs, val_pairs = _pairs(tmp_path)
+    task, arch = TaskConfig("colorize", work_long=32, bins_per_axis=6), UNetConfig(widths=(8, 16))
+    first = train(new_model(task, arch), train_pairs, val_pairs, TrainConfig(epochs=0, threads=1),
+                  log=lambda s: None, progress=False)
+    torch.manual_seed(0)
+    again = train(new_model(task, arch), train_pairs, val_pairs, TrainConfig(epochs=1, threads=1),
+                  log=lambda s: None, progress=False, loaded=first.loaded)
+    assert again.loaded.train_set is first.loaded.train_set and again.loaded.objective is first.loaded.objective
+    torch.manual_seed(0)
+    fresh = train(new_model(task, arch), train_pairs, val_pairs, TrainConfig(epochs=1, threads=1),
+                  log=lambda s: None, progress=False)
+    assert again.metrics["psnr"] == fresh.metrics["psnr"]                  # the same run, loaded or not
+    other = train(new_model(TaskConfig("colorize", work_long=48, bins_per_axis=6), arch), train_pairs, val_pairs,
+                  TrainConfig(epochs=0, threads=1), log=lambda s: None, progress=False, loaded=first.loaded)
+    assert other.loaded.train_set is not first.loaded.train_set          # another working size loads its own

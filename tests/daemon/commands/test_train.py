@@ -134,3 +134,24 @@ def test_the_same_seed_trains_the_same_model_and_another_seed_another(setup, tmp
     same = all(torch.equal(models["a"][k], v) for k, v in models["b"].items())
     other = all(torch.equal(models["a"][k], v) for k, v in models["c"].items())
     assert same and not other
+
+
+@pytest.mark.parametrize("how", ["fine-tune", "from scratch"])
+def test_minutes_leave_room_for_the_scoring_after_training(setup, tmp_path, capsys, how):
+    # --minutes cover the whole command: the loop stops early enough for the calibration and the
+    # full-size scores after it, timed on the champion (scored first) or, without one, on a few pairs.
+    config, cfg, pairs = setup
+    extra = [] if how == "fine-tune" else ["--from-scratch", "--out", str(tmp_path / "new")]
+    assert cli(["train", "--config", str(config), "--queue", "colorize", "--pairs", str(pairs),
+                "--minutes", "0.25", *extra]) == 0
+    err = capsys.readouterr().err
+    [report] = cfg.state_dir("reports", "colorize").glob("*/report.json")
+    b = json.loads(report.read_text())["budget"]
+    held = json.loads(report.read_text())["val_pairs"]
+    timed = "on the champion" if how == "fine-tune" else "on a few pairs"
+    assert f"budget 0.25 min in all: {b['before_s']:.0f} s gone" in err and f"(timed {timed})" in err
+    # What is kept: the timed calibration and scoring, as much again for the contact sheet's pairs, a margin.
+    assert b["kept_after_s"] == pytest.approx(b["timed_after_s"] * (1 + 2 * min(4, held) / held) + 5, abs=0.2)
+    # The loop's time is the budget less what went before it and what is kept after it.
+    assert b["training_allotted"] <= 15 - b["before_s"] - b["kept_after_s"] + 0.2 or b["training_allotted"] == 0
+    assert b["calibration"] > 0 and b["scoring"] > 0 and "s in all, of a budget of 0.25 min" in err

@@ -242,7 +242,7 @@ def test_the_running_service_retrains_after_a_missed_night_and_serves_the_new_ch
 
     shipped = tiny_champion(tmp_path / "shipped" / "colorize")
     config = write_config(tmp_path, {"colorize": shipped},
-                          "[retrain]\nenabled = true\nmin_new_pairs = 20\nthreads = 1\nmax_minutes = 0.1\nmin_holdout_pairs = 5\n")
+                          "[retrain]\nenabled = true\nmin_new_pairs = 20\nthreads = 1\nmax_minutes = 0.5\nmin_holdout_pairs = 5\n")
     cfg = load_config(config)
     _drop_pairs(cfg)
     # The service last ran the job long ago: a night was missed, so it trains once, right at start.
