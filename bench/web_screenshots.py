@@ -82,16 +82,19 @@ def main() -> None:
         for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                     "--window-size=1100,520", "--hide-scrollbars"):
             options.add_argument(arg)
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
         driver = webdriver.Chrome(service=DriverService(executable_path="/usr/bin/chromedriver"), options=options)
         driver.get(base + "/")
         time.sleep(2.5)   # two polls of /api/status
         args.out.mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(args.out / "web-overview.png"))
-        driver.set_window_size(1100, 820)
+        driver.set_window_size(1100, 960)   # the comparison fits the window: a 256x384 plate shows at about 140%
         driver.get(f"{base}/results/{ids[0]}")
         time.sleep(2)
         driver.save_screenshot(str(args.out / "web-compare.png"))
         print(f"wrote {args.out / 'web-overview.png'} and {args.out / 'web-compare.png'}")
+        for line in driver.get_log("browser"):   # a page's error would show in the picture too, or hide in it
+            print(f"browser console: {line['level']} {line['message']}")
     finally:
         if driver is not None:
             driver.quit()

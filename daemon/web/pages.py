@@ -57,7 +57,8 @@ def routes(ctx, sessions) -> tuple[list[Route], callable]:
             flash, s.flash = getattr(s, "flash", ""), ""
         return templates.TemplateResponse(request, name, {
             "nav": NAV, "path": request.url.path, "csrf": s.csrf if s else "", "flash": flash,
-            "token_set": bool(ctx.cfg.web.token), "queues": list(ctx.cfg.queues), **context}, status_code=status)
+            "token_set": bool(ctx.cfg.web.token), "queues": list(ctx.cfg.queues), "paths": ctx.cfg.paths,
+            "limits": ctx.cfg.limits, **context}, status_code=status)
 
     def login_page(request: Request, status: int = 200, error: str = "") -> Response:
         return page(request, "login.html", status, error=error)
@@ -145,7 +146,8 @@ def routes(ctx, sessions) -> tuple[list[Route], callable]:
             doc = await run_in_threadpool(actions.status, ctx.cfg)
         except Refused:
             doc = None
-        return page(request, "training.html", t=await run_in_threadpool(actions.training, ctx.cfg, doc, ctx.train))
+        return page(request, "training.html", t=await run_in_threadpool(actions.training, ctx.cfg, doc, ctx.train),
+                    tasks={q: s.task for q, s in ctx.cfg.queues.items()})
 
     async def train(request):
         q = request.path_params["queue"]
@@ -208,6 +210,9 @@ def routes(ctx, sessions) -> tuple[list[Route], callable]:
         set_cookie(response, request, sid)
         return response
 
+    async def icon(request):
+        return RedirectResponse("/static/favicon.svg", 301)   # asked for by pages without a <link rel=icon>
+
     async def logout(request):
         sessions.drop(request.cookies.get(COOKIE))
         response = RedirectResponse("/login" if ctx.cfg.web.token else "/", 303)
@@ -225,6 +230,6 @@ def routes(ctx, sessions) -> tuple[list[Route], callable]:
         ("/reports/{queue}/{run}/report.png", run_png, ["GET"]),
         ("/upload", upload, ["GET"]),
         ("/thumbs/{id}/{which}.jpg", thumb, ["GET"]), ("/view/{id}/{which}", full, ["GET"]),
-        ("/login", login, ["GET", "POST"]), ("/logout", logout, ["POST"]),
+        ("/login", login, ["GET", "POST"]), ("/logout", logout, ["POST"]), ("/favicon.ico", icon, ["GET"]),
     ]
     return [Route(path, fn, methods=methods) for path, fn, methods in table], login_page

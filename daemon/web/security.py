@@ -5,7 +5,8 @@
                   SameSite=Strict); with a token set, nobody else gets past /login and /static/ (401)
               --> a change (POST ...) not carrying the Bearer token: its Origin (or Referer) must be
                   this server's own, and a cookie's session must show its CSRF token (403)
-              --> every answer: nosniff, a Content-Security-Policy of 'self' only, no framing;
+              --> every answer: nosniff, a Content-Security-Policy of 'self' only (a picture: no scripts,
+                  none of anything else, its viewer's own inline style), no framing;
                   Cache-Control: no-store on everything but /static/
 
 The Bearer token is what programs send; a browser cannot be made to send it by
@@ -43,6 +44,9 @@ HEADERS = {
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "same-origin",
 }
+# A picture opened by itself (the comparison's "at 100%" links) is shown by the browser in a page of its own
+# whose inline style the pages' policy refuses; a picture cannot run script, and nosniff keeps it a picture.
+PICTURE_CSP = "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'"
 
 
 @dataclass
@@ -107,6 +111,9 @@ class Guard(BaseHTTPMiddleware):
     async def dispatch(self, request: Request, call_next) -> Response:
         response = await self._check(request, call_next)
         response.headers.update(HEADERS)
+        kind = response.headers.get("content-type", "")
+        if kind.startswith("image/") and not kind.startswith("image/svg"):
+            response.headers["Content-Security-Policy"] = PICTURE_CSP
         if not request.url.path.startswith("/static/"):
             response.headers["Cache-Control"] = "no-store"
         return response

@@ -49,6 +49,7 @@ function uploads(form) {
   function send(files) { for (const f of files) one(f, queue.value); }
 
   async function one(file, q) {
+    body.querySelector("tr.none")?.remove();
     const row = body.insertRow(0);
     const [name, qc, state, result] = [0, 1, 2, 3].map((i) => row.insertCell(i));
     name.textContent = file.name; qc.textContent = q; state.textContent = "sending";
@@ -75,16 +76,46 @@ function uploads(form) {
   }
 }
 
-// Compare: the result over its input, cut at the slider; the toggle shows one or the other whole.
+// Compare: the input on the left of the divider, the result on the right. The slider says how much of the
+// result shows (toward "after", more of it: the divider moves left); dragging across the picture puts the
+// divider under the pointer; the toggle shows one or the other whole. The picture is scaled to fit the page's
+// width and the window's height, up or down; the 100% links show the files pixel for pixel.
 function compare(box) {
-  const clip = box.querySelector("#clip"), after = clip.querySelector("img"), before = box.querySelector("img.before");
-  const slider = document.getElementById("slider"), toggle = document.getElementById("toggle");
-  const fit = () => { after.style.width = before.clientWidth + "px"; };
-  const cut = () => { clip.style.width = slider.value + "%"; };
-  before.addEventListener("load", fit); window.addEventListener("resize", fit);
+  const first = box.querySelector("img"), after = box.querySelector("img.after");
+  const before = box.querySelector("img.before"), slider = document.getElementById("slider");
+  const toggle = document.getElementById("toggle"), scale = document.querySelector('[data-k="scale"]');
+  const fit = () => {
+    const w = first.naturalWidth, h = first.naturalHeight;
+    if (!w || !h) return;
+    const main = getComputedStyle(box.parentElement);
+    const wide = box.parentElement.clientWidth - parseFloat(main.paddingLeft) - parseFloat(main.paddingRight);
+    const tall = Math.max(240, window.innerHeight - (box.getBoundingClientRect().top + window.scrollY) - 56);
+    const k = Math.min(wide / w, tall / h);
+    for (const img of box.querySelectorAll("img")) img.style.width = Math.floor(w * k) + "px";
+    scale.textContent = w + "\u00d7" + h + " px, shown at " + Math.round(k * 100) + "% ·";
+  };
+  first.addEventListener("load", fit); window.addEventListener("resize", fit);
+  fit();
+  if (!before || !slider) return;
+  const divider = box.querySelector(".divider"), tags = box.querySelectorAll(".tag");
+  const cut = () => {
+    const v = Number(slider.value), x = 100 - v;   // v: the share of the picture showing the after
+    after.style.clipPath = "inset(0 0 0 " + x + "%)";
+    divider.style.left = x + "%";
+    tags[0].style.visibility = v < 100 ? "visible" : "hidden";
+    tags[1].style.visibility = v > 0 ? "visible" : "hidden";
+    toggle.textContent = v === 100 ? "Show the before" : "Show the after";
+  };
+  const drag = (e) => {
+    const r = box.getBoundingClientRect();
+    slider.value = Math.round(100 - 100 * Math.min(1, Math.max(0, (e.clientX - r.left) / r.width)));
+    cut();
+  };
   slider.addEventListener("input", cut);
   toggle.addEventListener("click", () => { slider.value = slider.value === "100" ? "0" : "100"; cut(); });
-  fit(); cut();
+  box.addEventListener("pointerdown", (e) => { e.preventDefault(); box.setPointerCapture(e.pointerId); drag(e); });
+  box.addEventListener("pointermove", (e) => { if (box.hasPointerCapture(e.pointerId)) drag(e); });
+  cut();
 }
 
 document.addEventListener("DOMContentLoaded", () => {

@@ -117,12 +117,19 @@ def test_file_routes_answer_by_id_only(web):
 
 def test_responses_carry_the_security_headers(web):
     with web.client() as c:
+        fid = done_upload(web, c)["id"]   # before a page's session cookie, which would need an Origin
         for path in ["/", "/api/status", "/static/app.js", "/api/files/nope"]:
             r = c.get(path)
             assert r.headers["x-content-type-options"] == "nosniff"
             csp = r.headers["content-security-policy"]
             assert "default-src 'self'" in csp and "script-src 'self'" in csp and "http" not in csp
         assert c.get("/api/status").headers["cache-control"] == "no-store"
+        # A picture opened by itself may use its viewer's inline style, and nothing else.
+        csp = c.get("/favicon.ico", follow_redirects=True).headers["content-security-policy"]
+        assert "script-src 'self'" in csp   # an SVG can hold script: the pages' policy
+        r = c.get(f"/view/{fid}/after")
+        assert r.headers["content-type"] == "image/png" and r.headers["x-content-type-options"] == "nosniff"
+        assert r.headers["content-security-policy"].startswith("default-src 'none'; img-src 'self';")
         page = c.get("/").text
         assert "<script>" not in page and "style=" not in page and "http" not in page.split("<body")[0]
 
