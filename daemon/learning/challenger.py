@@ -100,7 +100,8 @@ def train_challenger(job: TrainJob, log=print, progress: bool | None = None, sho
     pairs = find_pairs([Path(p) for p in job.pairs], allow_lone_color=colorize, swap=job.swap)
     train_pairs, val_pairs = split(pairs, job.val_percent)
     if not pairs:
-        raise TrainingError(f"no training pairs in {', '.join(job.pairs)}: drop NAME_before + NAME_after "
+        where = ", ".join(job.pairs) or "the queue's pairs folder (none filed yet)"
+        raise TrainingError(f"no training pairs in {where}: drop NAME_before + NAME_after "
                             f"pairs (or color photos, for colorize) into the queue's train inbox")
     if not val_pairs or not train_pairs:
         raise TrainingError(f"{len(pairs)} pairs are too few: {job.val_percent:g}% are held out by name to score "

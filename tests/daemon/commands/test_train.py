@@ -155,3 +155,12 @@ def test_minutes_leave_room_for_the_scoring_after_training(setup, tmp_path, caps
     # The loop's time is the budget less what went before it and what is kept after it.
     assert b["training_allotted"] <= 15 - b["before_s"] - b["kept_after_s"] + 0.2 or b["training_allotted"] == 0
     assert b["calibration"] > 0 and b["scoring"] > 0 and "s in all, of a budget of 0.25 min" in err
+
+
+def test_a_queue_with_no_pairs_filed_yet_says_where_to_drop_them(setup, capsys):
+    config, cfg, _ = setup                 # no --pairs, and the service has filed none: no pairs folder at all
+    code = cli(["train", "--config", str(config), "--queue", "colorize", "--epochs", "1"])
+    err = capsys.readouterr()
+    assert code != 0
+    text = err.out + err.err
+    assert "none filed yet" in text and "NAME_before + NAME_after" in text and " in :" not in text
