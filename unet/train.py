@@ -48,6 +48,7 @@ class TrainConfig:
                                    # at the same PSNR (docs/models.md)
     regression_loss: str = "psnr"  # colorize regression/blend: psnr (per-image log of the RGB error, see
                                    # objective.py) | smooth_l1 (near the median) | mse (the mean over pixels)
+                                   # | ab (the distance in Lab ab, where the hue metric measures)
     vividness: float = 0.8         # colorize: calibrate the decoding to reach this share of the truth's
                                    # colorfulness (0.65 leaves results visibly pale; 0.9 costs 0.4 dB)
     ema: float = 0.99              # evaluate and keep an exponential moving average of the weights, with this
