@@ -3,12 +3,17 @@
 Two adjustments to watchdog, both explained where they are made: its inotify
 thread's error at a normal stop is filtered out of the log, and a rename's
 first half is held 20 ms instead of 500 ms while watchdog looks for the second.
+start_observer falls back to polling where inotify cannot start (usually the
+watch limit).
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
+from typing import Callable, Iterable
 
+from loguru import logger
 from watchdog.events import (FileClosedEvent, FileClosedNoWriteEvent, FileCreatedEvent, FileDeletedEvent,
                              FileModifiedEvent, FileOpenedEvent, FileSystemEventHandler)
 
@@ -72,3 +77,42 @@ def new_observer(kind: str, poll: float = 1.0):
         from watchdog.observers import Observer
 
         return Observer(), False
+
+
+def start_observer(kind: str, poll: float, folders: Iterable[Path], put: Callable, label: str):
+    """(a started observer of kind watching folders, events to put; whether it reports close-after-write).
+    With kind auto, an inotify observer that cannot start falls back to polling, with a warning."""
+    folders = list(folders)
+    obs, close_events = new_observer(kind, poll)
+    try:
+        for folder in folders:
+            obs.schedule(Forward(put), str(folder), recursive=False)
+        obs.start()
+    except OSError as e:
+        obs.stop()
+        if kind != "auto":
+            raise
+        # Usually the inotify watch limit: polling still works, only slower to notice.
+        logger.warning("{}: inotify is unavailable ({}); polling every {:g} s instead. "
+                       "Raise fs.inotify.max_user_watches to use inotify.", label, e, poll)
+        obs, close_events = new_observer("polling", poll)
+        for folder in folders:
+            obs.schedule(Forward(put), str(folder), recursive=False)
+        obs.start()
+    return obs, close_events
+
+
+def stop_observer(obs) -> None:
+    """Stop obs (None: nothing to stop), waiting for it a little; errors of an observer already gone pass."""
+    if obs is not None:
+        try:
+            obs.stop()
+            obs.join(2.0)
+        except (OSError, RuntimeError):
+            pass
+
+
+def watching(obs, folders: int) -> bool:
+    """obs runs and still watches all its folders (an inotify watch ends when its folder is removed)."""
+    return obs is not None and obs.is_alive() and all(e.is_alive() for e in obs.emitters) \
+        and len(obs.emitters) == folders

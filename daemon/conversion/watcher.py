@@ -9,7 +9,8 @@ a folder (the safe way to deliver) is complete at once. A file put back by its
 handler to be finished (hold()) waits to be unchanged for longer, whatever its
 events say. Names that writers use for partial files are never handed
 on; other names the caller does not accept are left alone and logged once,
-with what to do, and left_alone() lists them (for `reverser status`).
+with what to do, and left_alone() lists them (for `reverser status`;
+leftalone.py keeps these notes).
 
 A start-up scan finds files dropped while nobody watched (a backlog, handed on
 oldest first), and a reconcile scan every `rescan` seconds finds what events
@@ -36,7 +37,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import json
 import os
 import queue
 import stat
@@ -49,22 +49,10 @@ from typing import Callable, Collection, Mapping
 from loguru import logger
 from watchdog.events import FileMovedEvent
 
-from ..core.names import is_partial, why_left_alone
+from ..core.names import is_partial
 from ..core.openfiles import open_for_writing
-from .observers import KINDS, Forward, new_observer
-
-NOTED_MAX = 10_000   # names kept as already logged 'left alone' (a bound on the state file)
-
-
-@dataclass(frozen=True)
-class Note:
-    """A file logged once: why, what to do, since when (time.time()); ignored: left alone for good, not
-    waiting for something (a writer to close it). Read back from the state file, why is "" until a scan."""
-
-    why: str = ""
-    fix: str = ""
-    since: float = 0.0
-    ignored: bool = False
+from .leftalone import LeftAlone, Note
+from .observers import KINDS, start_observer, stop_observer, watching
 
 
 @dataclass(frozen=True)
@@ -107,7 +95,7 @@ class Watcher:
                  rename: Callable[[str], str] | None = None,
                  subfolders: Collection[str] = (), noted_file: Path | None = None):
         """noted_file: where the names already logged as left alone are kept, so a restart or a reload
-        does not log them again (at most NOTED_MAX). subfolders: names of sub-folders that belong in the
+        does not log them again (at most leftalone.NOTED_MAX). subfolders: names of sub-folders that belong in
         folders (train/); others are noted in the log once, as files with other names are, since files in
         them are not converted. rename(name): the name an image file should have to be taken, for the fix."""
         if observer not in ("auto", "inotify", "polling"):
@@ -115,7 +103,6 @@ class Watcher:
         self.folders = {Path(os.path.abspath(f)): h for f, h in folders.items()}
         self.accept, self.settle, self.rescan = accept, settle, rescan
         self.kind, self.poll, self.label, self.expect, self.rename = observer, poll, label, expect, rename
-        self.subfolders = set(subfolders)
         self.close_events = False   # True while the observer reports close-after-write (inotify)
         self._msgs: queue.SimpleQueue = queue.SimpleQueue()
         self._ready: queue.SimpleQueue = queue.SimpleQueue()
@@ -124,12 +111,7 @@ class Watcher:
         self._seq = itertools.count()
         self._inflight: set[Path] = set()   # handed on, handler not finished
         self._again: set[Path] = set()      # changed while in flight: look again when the handler returns
-        self._noted_file = noted_file
-        self._noted: dict[Path, Note] = self._load_noted()   # logged once: left alone, or waited for
-        self._noted_saved = set(self._noted)
-        self._noted_lock = threading.Lock()   # the tracker changes _noted; left_alone() reads it elsewhere
-        self._listed: tuple | None = None     # left_alone()'s last answer, until _noted changes
-        self._scanning = False
+        self._noted = LeftAlone(noted_file, expect, rename, subfolders)   # logged once: left alone, or waited for
         self._held: dict[Path, float] = {}  # put back to finish: handed on once unchanged this long (hold())
         self._looked = -LOOK_EVERY          # monotonic time of the last /proc scan for writers
         self._observer = None
@@ -172,39 +154,17 @@ class Watcher:
 
     @property
     def observer_alive(self) -> bool:
-        obs = self._observer
-        return obs is not None and obs.is_alive() and all(e.is_alive() for e in obs.emitters) \
-            and len(obs.emitters) == len(self.folders)
+        return watching(self._observer, len(self.folders))
 
     # -- observer ---------------------------------------------------------------------------
 
     def _start_observer(self) -> None:
-        obs, self.close_events = new_observer(self.kind, self.poll)
-        try:
-            for folder in self.folders:
-                obs.schedule(Forward(self._msgs.put), str(folder), recursive=False)
-            obs.start()
-        except OSError as e:
-            obs.stop()
-            if self.kind != "auto":
-                raise
-            # Usually the inotify watch limit: polling still works, only slower to notice.
-            logger.warning("{}: inotify is unavailable ({}); polling every {:g} s instead. "
-                           "Raise fs.inotify.max_user_watches to use inotify.", self.label, e, self.poll)
-            obs, self.close_events = new_observer("polling", self.poll)
-            for folder in self.folders:
-                obs.schedule(Forward(self._msgs.put), str(folder), recursive=False)
-            obs.start()
-        self._observer = obs
+        self._observer, self.close_events = start_observer(self.kind, self.poll, self.folders, self._msgs.put,
+                                                           self.label)
 
     def _stop_observer(self) -> None:
         obs, self._observer = self._observer, None
-        if obs is not None:
-            try:
-                obs.stop()
-                obs.join(2.0)
-            except (OSError, RuntimeError):
-                pass
+        stop_observer(obs)
 
     def _rearm(self) -> bool:
         """An observer that stopped (its folder was removed: inotify ends that watch) is started again as soon
@@ -271,9 +231,9 @@ class Watcher:
         if not self.accept(path.name):
             # A sub-folder such as train/ is someone else's business (inotify reports its opening).
             if kind != "deleted":
-                self._note_odd(path, path.is_dir())
+                self._noted.odd(path, path.is_dir())
             else:
-                self._forget(path)   # renamed or removed: no longer left alone (and logged again if back)
+                self._noted.forget(path)   # renamed or removed: no longer left alone (and logged again if back)
             return
         if kind == "deleted":
             self._pending.pop(path, None)
@@ -308,10 +268,10 @@ class Watcher:
         except FileNotFoundError:
             return None
         except OSError as e:
-            self._note(path, f"cannot look at it ({e}); will try again at the next scan")
+            self._noted.note(path, f"cannot look at it ({e}); will try again at the next scan")
             return None
         if stat.S_ISDIR(st.st_mode):
-            self._note(path, "a folder, not a file", "put the image file itself here", ignored=True)
+            self._noted.note(path, "a folder, not a file", "put the image file itself here", ignored=True)
             return None
         if not stat.S_ISREG(st.st_mode):
             self._hand_on(path, "special")  # a symlink, FIFO or device: nothing to wait for
@@ -356,7 +316,7 @@ class Watcher:
         writers, _ = open_for_writing(ready)
         for path in ready:
             if path in writers:
-                self._note(path, f"still open for writing by process {writers[path]}; it is taken once closed")
+                self._noted.note(path, f"still open for writing by process {writers[path]}; it is taken once closed")
                 heapq.heappush(self._due, (now + max(self.settle, 0.5), next(self._seq), path))
                 continue
             if self._pending.pop(path, None) is not None:
@@ -366,7 +326,7 @@ class Watcher:
         if path in self._inflight:
             return
         self._held.pop(path, None)
-        self._forget(path)
+        self._noted.forget(path)
         self._inflight.add(path)
         self._ready.put(Arrival(path, time.monotonic(), how))
 
@@ -389,7 +349,7 @@ class Watcher:
         self._ensure_observer()
         present = set()
         found = []
-        self._scanning = True
+        self._noted.scanning = True
         try:
             for folder in self.folders:
                 try:
@@ -403,88 +363,19 @@ class Watcher:
                     if is_partial(name):
                         continue
                     if not self.accept(name):
-                        self._note_odd(path, is_dir)
+                        self._noted.odd(path, is_dir)
                     elif path not in self._pending and path not in self._inflight:
                         found.append((_mtime(entry), path))
             # A backlog goes oldest first, as a queue should (not in the folder's order).
             for _, path in sorted(found, key=lambda t: t[0]):
                 self._begin(path)
         finally:
-            self._scanning = False
-        gone = [p for p in self._noted if p not in present]   # a name that comes back later is logged again
-        if gone:
-            with self._noted_lock:
-                for p in gone:
-                    del self._noted[p]
-                self._listed = None
-        self._save_noted()
-
-    def _note_odd(self, path: Path, is_dir: bool) -> None:
-        """A name that is not taken: say so once (a sub-folder that belongs there, silently not)."""
-        if not is_dir:
-            self._note(path, *why_left_alone(path.name, self.expect, self.rename), ignored=True)
-        elif path.name not in self.subfolders and not path.name.startswith("."):
-            self._note(path, f"a folder; only files directly in {path.parent} are taken",
-                       f"move its files up into {path.parent}", ignored=True)
-
-    def _note(self, path: Path, why: str, fix: str = "", ignored: bool = False) -> None:
-        """Log why path waits or is left alone, once; a name read back from the state file, logged at an earlier
-        start, gets its reason here without a second line."""
-        old = self._noted.get(path)
-        if old is not None and old.why:
-            return
-        with self._noted_lock:
-            self._noted[path] = Note(why, fix, old.since if old else time.time(), ignored)
-            self._listed = None
-        if old is None:
-            logger.info("{}: {}", path, f"left alone: {why}; {fix}" if ignored else why)
-            if not self._scanning:   # a scan saves once at its end, not once per name
-                self._save_noted()
-
-    def _forget(self, path: Path) -> None:
-        if path in self._noted:
-            with self._noted_lock:
-                self._noted.pop(path, None)
-                self._listed = None
+            self._noted.scanning = False
+        self._noted.keep_only(present)
 
     def left_alone(self, limit: int) -> tuple[dict[Path, int], list[tuple[Path, Note]]]:
-        """Files left alone for good: how many per folder, and the newest limit of them per folder, newest
-        first (a folder of 100,000 wrong names costs one pass here each time that list changes, not more)."""
-        with self._noted_lock:
-            if self._listed is not None and self._listed[0] == limit:
-                return self._listed[1], self._listed[2]
-            notes = [(p, n) for p, n in self._noted.items() if n.ignored]
-        by_folder: dict[Path, list] = {}
-        for p, n in notes:
-            by_folder.setdefault(p.parent, []).append((p, n))
-        counts = {folder: len(mine) for folder, mine in by_folder.items()}
-        listed = [t for mine in by_folder.values()
-                  for t in heapq.nlargest(limit, mine, key=lambda t: (t[1].since, t[0].name))]
-        with self._noted_lock:
-            self._listed = (limit, counts, listed)
-        return counts, listed
-
-    def _load_noted(self) -> dict[Path, Note]:
-        """The names logged at earlier starts: {path: since} (a list of paths, as kept before, reads too)."""
-        try:
-            kept = json.loads(self._noted_file.read_text(encoding="utf-8", errors="surrogateescape"))
-            if isinstance(kept, list):
-                kept = dict.fromkeys(kept, time.time())
-            return {Path(p): Note(since=float(t)) for p, t in kept.items()}
-        except (AttributeError, OSError, ValueError, TypeError):
-            return {}   # none kept yet, or unreadable: names are logged once more, nothing worse
-
-    def _save_noted(self) -> None:
-        if self._noted_file is None or self._noted.keys() == self._noted_saved:
-            return
-        keep = dict(sorted((str(p), n.since) for p, n in self._noted.items())[:NOTED_MAX])
-        tmp = self._noted_file.with_name(f".{self._noted_file.name}.{os.getpid()}.tmp")
-        try:
-            tmp.write_text(json.dumps(keep), encoding="utf-8", errors="surrogateescape")
-            os.replace(tmp, self._noted_file)
-            self._noted_saved = set(self._noted)
-        except OSError as e:   # a full or read-only state disk: the names may be logged again, no more
-            logger.debug("{}: cannot keep the names logged as left alone: {}", self._noted_file, e)
+        """Files left alone for good: how many per folder, and the newest limit of them per folder, newest first."""
+        return self._noted.left_alone(limit)
 
     # -- handler threads ----------------------------------------------------------------------
 
