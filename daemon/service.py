@@ -265,7 +265,7 @@ class Service:
         if not self.watcher.observer_alive:
             return "the file-system observer is not running (the next scan restarts it)"
         # Results held for an outbox that takes none (disk full) are waiting, not wedged.
-        queued = sum(self.pipeline.inflight.values()) - self.pipeline.held
+        queued = sum(self.pipeline.inflight.values()) - self.pipeline.outbox.held
         return self.health.problem(queued)
 
     def status_line(self) -> str:

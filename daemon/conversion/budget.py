@@ -23,7 +23,18 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from pathlib import Path
 from typing import Callable
+
+from loguru import logger
+from PIL import Image
+
+from unet.images import is_deep
+
+from ..core import memory
+from .encode import keeps_depth
+from .jobs import Job
+from .workers import Named
 
 # Bytes per pixel at the peak, by task and whether the input is gray or color (measured, rounded up).
 PER_PIXEL = {("colorize", "gray"): 8.0, ("colorize", "color"): 12.0,
@@ -102,3 +113,27 @@ class MemoryBudget:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+
+
+def admit(budget: MemoryBudget, job: Job, data: bytes, task: str, max_pixels: int) -> bool:
+    """Wait for the image's estimated cost in budget (from its header), noted as job.memory; False when
+    closing. A header that does not parse costs its file's size here: decoding it fails at once."""
+    if not budget.limit:
+        return True
+    try:
+        with Image.open(Named(data, "")) as im:
+            deep = is_deep(im) and keeps_depth(Path(job.out_name).suffix)   # finished at 16 bits
+            size, cost = im.size, image_cost(task, im.width, im.height, im.mode, deep)
+    except Exception:
+        size, cost = None, len(data)
+    if size and size[0] * size[1] > max_pixels:
+        return True   # refused from its header at once (a decompression bomb): it costs nothing
+    if cost > budget.limit:
+        logger.info("{}: {} needs about {} of memory, more than the budget of {} ([runtime] "
+                    "memory_budget_mb); it waits for the files in flight and runs alone",
+                    job.label or job.path.name, "%dx%d" % size if size else "it", memory.gib(cost),
+                    memory.gib(budget.limit))
+    if not budget.take(cost):
+        return False
+    job.memory = cost
+    return True

@@ -8,10 +8,9 @@ encode threads recombine each output at full size, encode it and write it
 temp-then-rename. The model computes while other threads decode and encode.
 
 An outbox that cannot take results (its disk full, read-only, no permission)
-is not the input's fault: such a result is held, and its write tried again
-every little while, for as long as it takes, without failing or quarantining
-the input. Held jobs keep their room, so the service stops claiming new files
-meanwhile and the rest wait in the inbox.
+is not the input's fault: such a result is held and tried again (outbox.py).
+Held jobs keep their room, so the service stops claiming new files meanwhile
+and the rest wait in the inbox.
 
 One bad image fails alone: decoding and encoding are per item, and a batch
 whose forward pass fails (an out-of-memory error above all) is split in halves
@@ -35,7 +34,6 @@ comes is finished first; close() waits for it.
 
 from __future__ import annotations
 
-import errno
 import os
 import queue
 import stat
@@ -49,25 +47,23 @@ from typing import Callable
 
 import torch
 from loguru import logger
-from PIL import Image
 
 from unet import ImageError, Predictor, open_image
-from unet.images import Plain, has_color, is_deep, with_alpha
+from unet.images import Plain
 from unet.tasks import Prepared
 
 from ..core import memory
 from ..core.fs import write_atomic
-from ..core.names import EXT_FORMAT
-from ..core.openfiles import open_for_writing
-from .budget import MemoryBudget, image_cost
+from .batching import pick
+from .budget import MemoryBudget, admit
+from .colorinputs import color_choice, color_note, refusal, written_through
 from .encode import encode, keeps_depth, takes_ycc
 from .jobs import Job, JobOutcome, PipelineSettings
+from .outbox import OUTBOX_FAULTS, Outbox
+from .unfinished import unfinished
 from .workers import Named, Pool, is_oom, later
 
 
-# Write errors that say the outbox cannot take results now, whatever the result.
-OUTBOX_FAULTS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
-HOLD_MAX_SECONDS = 30.0   # the longest pause between tries of a held result
 TRIM_AFTER_SECONDS = 1.0  # idle this long after work: give freed memory back
 
 
@@ -102,8 +98,7 @@ class Pipeline:
         self.inflight: dict[str, int] = defaultdict(int)   # per queue: submitted, outcome not yet given
         self.batches: dict[str, int] = defaultdict(int)    # per queue: forward passes run
         self.device_seconds: dict[str, float] = defaultdict(float)
-        self.held = 0                            # results waiting for their outbox to take them
-        self._blocked: dict[Path, str] = {}      # outbox folder -> why it takes no results, said once
+        self.outbox = Outbox(settings.retry_backoff, lambda: self._closing)   # results held for their outbox
         self._closing = False
         self._abandoned = False                  # past close()'s deadline: nothing is written or reported
         self._reporting = 0                      # threads writing a result or reporting an outcome now
@@ -214,12 +209,11 @@ class Pipeline:
         except OSError as e:
             return self._retry(job, attempt, e, lambda n: self._decoders.submit(self._decode, job, n))
         predictor = self._predictors[job.queue]
-        if not self._take_memory(job, data, predictor):
+        if not admit(self.memory, job, data, predictor.task.name, self.s.max_pixels):
             return  # closing: the file stays in work/
         try:
             source = open_image(Named(data, job.label or job.path.name), self.s.max_pixels)
-            # A color picture in a colorize queue: [queues.<q>] color_inputs says what becomes of it.
-            color = job.color_inputs if predictor.task.name == "colorize" and has_color(source.image) else ""
+            color = color_choice(job, predictor, source)   # a color picture in a colorize queue: keep it?
             kept = data if color == "keep" else None
             del data
             prepared = predictor.prepare(source) if color in ("", "recolor") else None
@@ -227,14 +221,9 @@ class Pipeline:
             return self._fail_or_wait(job, str(e), decoding=str(e).startswith("cannot decode"))
         except Exception as e:  # Pillow raises a zoo of errors on hostile files
             return self._fail_or_wait(job, f"cannot decode image: {type(e).__name__}: {e}", decoding=True)
-        where = f'[queues.{job.queue}] color_inputs = "{color}"'
         if color == "fail":
-            return self._fail(job, f"it is a color picture already, and {where} refuses those",
-                              "drop only black-and-white pictures into this queue, or set color_inputs to "
-                              f'"keep" (written through unchanged) or "recolor" in [queues.{job.queue}]')
-        note = {"keep": f"it has color already: written through unchanged ({where})",
-                "recolor": f"it has color already: colorized anew, its own colors replaced ({where})"}.get(color, "")
-        item = _Item(job, source, prepared, predictor, time.monotonic(), kept, note)
+            return self._fail(job, *refusal(job))
+        item = _Item(job, source, prepared, predictor, time.monotonic(), kept, color_note(job, color))
         if kept is not None:
             return self._encoders.submit(self._encode, item, None, 1)
         self._batchq.put(item)
@@ -243,34 +232,11 @@ class Pipeline:
         """A file that failed is judged on its content only when that content is whole: not when it changed
         after it was claimed, a process still holds it open for writing, or (a decode error) it was
         written so recently that its writer may come back to append more. Then it is unfinished."""
-        why = _unfinished(job, self.s.young_seconds if decoding else 0.0)
+        why = unfinished(job, self.s.young_seconds if decoding else 0.0)
         if not why:
             return self._fail(job, error)
         self._finish(job, JobOutcome(False, None, f"{error} ({why})", size=job.size, unfinished=True,
                                      ms=1000 * (time.monotonic() - job.complete_at)))
-
-    def _take_memory(self, job: Job, data: bytes, predictor: Predictor) -> bool:
-        """Wait for the image's estimated cost in the memory budget (from its header); False when closing.
-        A header that does not parse costs its file's size here: decoding it fails at once."""
-        if not self.memory.limit:
-            return True
-        try:
-            with Image.open(Named(data, "")) as im:
-                deep = is_deep(im) and keeps_depth(Path(job.out_name).suffix)   # finished at 16 bits
-                size, cost = im.size, image_cost(predictor.task.name, im.width, im.height, im.mode, deep)
-        except Exception:
-            size, cost = None, len(data)
-        if size and size[0] * size[1] > self.s.max_pixels:
-            return True   # refused from its header at once (a decompression bomb): it costs nothing
-        if cost > self.memory.limit:
-            logger.info("{}: {} needs about {} of memory, more than the budget of {} ([runtime] "
-                        "memory_budget_mb); it waits for the files in flight and runs alone",
-                        job.label or job.path.name, "%dx%d" % size if size else "it", memory.gib(cost),
-                        memory.gib(self.memory.limit))
-        if not self.memory.take(cost):
-            return False
-        job.memory = cost
-        return True
 
     def _retry(self, job: Job, attempt: int, error: OSError, resubmit: Callable[[int], None]) -> None:
         """A transient error (vanished, permission): try again after a growing pause, then give up."""
@@ -294,7 +260,7 @@ class Pipeline:
         delay = self.s.max_delay_ms / 1000.0
         while not self._closing:
             now = time.monotonic()
-            group = self._pick(groups, now, delay)
+            group = pick(groups, now, delay, self.max_batch)
             if group is not None:
                 self._forward(group)
                 continue
@@ -312,24 +278,6 @@ class Pipeline:
                     item = self._batchq.get_nowait()
                 except queue.Empty:
                     item = None
-
-    def _pick(self, groups: dict, now: float, delay: float) -> list[_Item] | None:
-        """The oldest group that is full or has waited long enough, cut to max_batch; None if none is."""
-        best = None
-        for key, items in groups.items():
-            full = len(items) >= self.max_batch.get(items[0].job.queue, 1)
-            if (full or now >= items[0].queued + delay) and (best is None or items[0].queued < groups[best][0].queued):
-                best = key
-        if best is None:
-            return None
-        items = groups[best]
-        n = self.max_batch.get(items[0].job.queue, 1)
-        batch, rest = items[:n], items[n:]
-        if rest:
-            groups[best] = rest
-        else:
-            del groups[best]
-        return batch
 
     def _forward(self, items: list[_Item]) -> None:
         predictor, q = items[0].predictor, items[0].job.queue
@@ -369,7 +317,7 @@ class Pipeline:
         try:
             ext = Path(job.out_name).suffix
             if item.prepared is None:
-                image, data = None, self._through(item, ext)
+                image, data = None, written_through(item.source, item.kept, ext, self.s.jpeg_quality)
             else:
                 image = item.predictor.finish(item.prepared, y, ycc=takes_ycc(ext), deep=keeps_depth(ext))
                 data = encode(image, ext, self.s.jpeg_quality, item.source)
@@ -384,9 +332,9 @@ class Pipeline:
                                    writer=self.s.writer)
             except OSError as e:
                 if e.errno in OUTBOX_FAULTS:
-                    return self._hold(job, attempt, e, lambda n: self._encoders.submit(self._encode, item, y, n))
+                    return self.outbox.hold(job, attempt, e, lambda n: self._encoders.submit(self._encode, item, y, n))
                 return self._retry(job, attempt, e, lambda n: self._encoders.submit(self._encode, item, y, n))
-            self._unblocked(job.out_dir)
+            self.outbox.unblocked(job.out_dir)
             # Let go of the images before the budget gets their bytes back, or the next file's decode
             # would overlap them.
             del image, data
@@ -395,15 +343,6 @@ class Pipeline:
                                          note=item.note), entered=True)
         finally:
             self._leave()
-
-    def _through(self, item: _Item, ext: str) -> bytes:
-        """An input kept as it is, as a result: its own bytes where the result's format is the input's, else
-        its picture encoded as any result is (at 16 bits where it has them and the format holds them)."""
-        src = item.source
-        if src.format == EXT_FORMAT[ext.lower()]:
-            return item.kept
-        deep = src.deep is not None and keeps_depth(ext)
-        return encode(src.deep if deep else with_alpha(src.image, src.alpha), ext, self.s.jpeg_quality, src)
 
     def _enter(self) -> bool:
         """Start writing or reporting; False once abandoned (see the module docstring)."""
@@ -417,34 +356,6 @@ class Pipeline:
         with self._cond:
             self._reporting -= 1
             self._cond.notify_all()
-
-    def _hold(self, job: Job, attempt: int, error: OSError, resubmit: Callable[[int], None]) -> None:
-        """The outbox takes no results now: say so once, and try again later, for as long as it takes."""
-        why = error.strerror or str(error)
-        with self._cond:
-            first = self._blocked.get(job.out_dir) != why
-            self._blocked[job.out_dir] = why
-            self.held += 1
-        delay = min(HOLD_MAX_SECONDS, self.s.retry_backoff * 2 ** (attempt - 1))
-        if first:
-            logger.error("cannot write results into {}: {}. Results wait (their inputs, {} first, stay in work/; "
-                         "none is failed or lost) and are tried again every {:g} s at most: free space there "
-                         "or fix its permissions", job.out_dir, why, job.label or job.path.name, HOLD_MAX_SECONDS)
-
-        def again():
-            with self._cond:
-                self.held -= 1
-            if not self._closing:  # a closing pipeline leaves the job in work/, for the next start
-                resubmit(attempt + 1)
-
-        later(delay, again)
-
-    def _unblocked(self, folder: Path) -> None:
-        if folder in self._blocked:
-            with self._cond:
-                why = self._blocked.pop(folder, None)
-            if why is not None:
-                logger.info("results are written into {} again", folder)
 
     # -- outcomes -------------------------------------------------------------------------------
 
@@ -484,19 +395,3 @@ class Pipeline:
             logger.debug("idle: memory given back, resident {:.0f} MB -> {:.0f} MB", before / 1e6,
                          memory.rss() / 1e6)
 
-
-def _unfinished(job: Job, young: float) -> str:
-    """Why job's file may not be whole yet, in words; '' when it is as its writer left it."""
-    try:
-        st = os.stat(job.path)
-    except OSError:
-        return ""
-    if job.claimed is not None and (st.st_size, st.st_mtime_ns) != job.claimed:
-        return "it changed after it was taken"
-    writers, _ = open_for_writing([job.path])
-    if writers:
-        return f"process {writers[job.path]} still holds it open for writing"
-    age = time.time() - st.st_mtime
-    if age < young:
-        return f"it was written {age:.0f} s ago, and a writer may append more"
-    return ""
