@@ -5,6 +5,8 @@ import-linter contracts, checked by `make test`):
 
     commands/     the CLI and one module per command; nothing imports these
     service.py    the life cycle: start-up, main loop, reload, shutdown; wires the rooms together
+    webhost.py    the service's side of the web server: bound first, moved on reload, stopped last
+    statusfile.py status.json's lists (files left alone, halves waiting), a failed write said once
     preflight.py  the checks before start-up (config, folders, device, models)
     web/          the dashboard and HTTP API ([web]): server, API, pages, security, files by id
     conversion/   watcher, claim protocol (spool), inbox feed, pipeline, memory budget, encoding,

@@ -12,7 +12,7 @@ reason logged, and the running one is kept.
 
 This module wires the rooms and keeps the life cycle; the work is elsewhere:
 file handling in conversion/feed.py, model loading in learning/serving.py,
-validation in preflight.py. conversion/ and learning/ never import each other;
+validation in preflight.py, status.json's lists in statusfile.py. conversion/ and learning/ never import each other;
 they meet here. The pairs intake is a second Watcher over
 inbox/<q>/train/, built and stopped beside the inbox watcher in _bring_up and
 _bring_down; the nightly retraining's scheduler starts in startup(), is
@@ -21,10 +21,10 @@ rebuilt in reload() and is shut down first in shutdown(). systemd and metrics
 STATUS= with the status file, WATCHDOG=1 from the main loop only while
 _stall() finds nothing (notify.Watchdog), RELOADING=1 around SIGHUP and
 STOPPING=1 at shutdown; the optional Prometheus endpoint counts in self.metrics.
-The optional web server (lines marked "web:", daemon/web/) takes its port first
-in startup(), serves once the service is up, moves in reload() when [web]'s
-address changes, and stops in shutdown(); the feed tells its file index where
-each input went.
+The optional web server (lines marked "web:", daemon/web/, run by webhost.py)
+takes its port first in startup(), serves once the service is up, moves in
+reload() when [web]'s address changes, and stops in shutdown(); the feed tells
+its file index where each input went.
 `reverser run` (commands/run.py) builds and runs a Service.
 """
 
@@ -50,7 +50,7 @@ from .conversion.watcher import Watcher
 from .core import memory
 from .core.config import Config, ConfigError, load_config
 from .core.fs import sweep_temp
-from .core.names import input_name, is_input, is_pair_file, shown
+from .core.names import input_name, is_input, is_pair_file
 from .errors import EX_OK
 from .learning.intake import PairIntake, read_counts
 from .learning.retrain import Retrainer
@@ -60,8 +60,10 @@ from .ops.health import Health
 from .ops.logs import setup_logging
 from .ops.notify import Notifier, Watchdog, status_text
 from .ops.prometheus import Metrics, MetricsServer
-from .ops.status import LIST_MAX, STATUS_FILE, StatusBoard, iso_time, listing
+from .ops.status import STATUS_FILE, StatusBoard
 from .preflight import require_valid
+from .statusfile import StatusFile, add_seen
+from .webhost import WebHost
 
 
 class Service:
@@ -90,13 +92,12 @@ class Service:
         self.health = Health()        # fed by the pipeline's before_batch/after_batch hooks
         self.watchdog = Watchdog(self.notifier, self._stall)
         self.waiting: dict[str, int] = {}
-        self._status_error = ""       # why status.json cannot be written, once said; "" while it can
+        self.status_file = StatusFile()   # status.json, a failed write said once
         # metrics: always counted (cheap), served only when [metrics] enabled.
         self.metrics = Metrics(cfg.queues)
         self.metrics_server: MetricsServer | None = None
         # web: the dashboard and API ([web]), with /metrics; its context holds the file index the feed tells.
-        self.web = None               # web.server.WebServer while serving
-        self.web_ctx = None           # web.server.WebContext while [web] enabled
+        self.web = WebHost(self.metrics)
 
     def run(self) -> int:
         with self.capture_signals():
@@ -141,9 +142,9 @@ class Service:
 
         if cfg.runtime.torch_threads:
             torch.set_num_threads(cfg.runtime.torch_threads)
-        web = self._bind_web(cfg)   # web: the port is taken before anything starts (in use: exit 78)
+        web = self.web.bind(cfg)   # web: the port is taken before anything starts (in use: exit 78)
         self.owner = Owner(cfg.state_dir("work"))
-        self._web_context(cfg)      # web: the file index, before the feed that tells it
+        self.web.context(cfg)       # web: the file index, before the feed that tells it
         predictors = load_serving(cfg)
         device = str(next(iter(predictors.values())).device)
         self.board = StatusBoard(list(cfg.queues), device)
@@ -157,7 +158,7 @@ class Service:
         if cfg.metrics.enabled:  # metrics:
             self.metrics_server = self._serve_metrics(cfg)
         if web is not None:  # web:
-            self._serve_web(web)
+            self.web.serve(web, self.retrainer, self._next_run)
         self.board.state = "running"
         self.write_status()
         logger.info("Ready: drop NAME_before.jpg into {}/<queue>/ ({}); results appear in {}/<queue>/.",
@@ -197,7 +198,7 @@ class Service:
                                  before_batch=self._batch_started,   # systemd: watchdog health; metrics
                                  after_batch=self.health.batch_finished)
         self.feed = InboxFeed(cfg, self.spools, self.pipeline, self._counted_file)
-        self.feed.on_placed = self.web_ctx.index.placed if self.web_ctx else None  # web: where each file went
+        self.feed.on_placed = self.web.ctx.index.placed if self.web.ctx else None  # web: where each file went
         self.feed.recover(recover_own)
         w = cfg.watch
         self.watcher = Watcher({cfg.inbox(q): partial(self.feed.take, q) for q in cfg.queues}, is_input,
@@ -297,60 +298,9 @@ class Service:
         except OSError as e:
             raise ConfigError(cfg.file, "[metrics] port", str(e)) from None
 
-    # -- web: the dashboard and API ([web]) ----------------------------------------------------
-
-    def _bind_web(self, cfg: Config):
-        """A WebServer holding [web] host:port, or None when [web] is off; ConfigError (exit 78) when the
-        address cannot be had."""
-        if not cfg.web.enabled:
-            return None
-        from .web.server import WebServer
-
-        return WebServer(cfg).bind()
-
-    def _web_context(self, cfg: Config) -> None:
-        """What the web's routes read (the config, the file index), kept across reloads; None when off."""
-        if not cfg.web.enabled:
-            self.web_ctx = None
-            return
-        from .web.files import FileIndex
-        from .web.server import WebContext
-
-        if self.web_ctx is None or self.web_ctx.index.path.parent.parent != cfg.paths.state:
-            self.web_ctx = WebContext(cfg, FileIndex(cfg), self.metrics.asgi_app())
-        self.web_ctx.cfg = self.web_ctx.index.cfg = cfg
-
-    def _serve_web(self, server) -> None:
-        from .web.actions import TrainNow
-        from .web.server import create_app
-
-        self.web_ctx.train = TrainNow(self.retrainer, lambda: self.scheduler.next_run() if self.scheduler else None)
-        self.web = server.start(create_app(self.web_ctx))
-
-    def _rebind_web(self, new: Config):
-        """Reload: a WebServer bound to the new [web] address, to start once the reload is done; None when the
-        running server (or none) stays. The old server stops here when the new address needs its port."""
-        old = self.cfg.web
-        if not new.web.enabled:
-            self._stop_web()
-            return None
-        if self.web is not None and (new.web.host, new.web.port) == (old.host, old.port):
-            return None   # the same address: the token and folders are swapped in place (_web_context)
-        if self.web is not None and new.web.port == self.web.port:
-            self._stop_web()   # another host on the same port: let it go first
-            try:
-                return self._bind_web(new)
-            except ConfigError:
-                self._serve_web(self._bind_web(self.cfg))   # back on the old address
-                raise
-        server = self._bind_web(new)
-        self._stop_web()
-        return server
-
-    def _stop_web(self) -> None:
-        if self.web is not None:
-            self.web.stop()
-            self.web = None
+    def _next_run(self):
+        """web: when the next scheduled training run is due (for Train now), or None."""
+        return self.scheduler.next_run() if self.scheduler else None
 
     def write_status(self) -> None:
         cfg = self.cfg
@@ -360,44 +310,9 @@ class Service:
             self.metrics.queue_depth(q, waiting[q] + self.pipeline.inflight.get(q, 0))  # metrics:
         self.waiting = waiting
         extra = {q: {"pairs": read_counts(cfg.state_dir("pairs", q))} for q in cfg.queues}
-        self._seen(cfg, extra)
-        try:
-            self.board.write(cfg.paths.state, waiting, dict(self.pipeline.inflight), cfg.status.interval_seconds,
-                             extra, writer=self.owner.id)
-        except OSError as e:  # the state disk full or read-only: said once, not at every interval
-            why = e.strerror or str(e)
-            if why != self._status_error:
-                logger.warning("cannot write {}: {}; `reverser status` shows an old state until it can be "
-                               "written again (tried every {:g} s, said once)", cfg.paths.state / STATUS_FILE,
-                               why, cfg.status.interval_seconds)
-            self._status_error = why
-        else:
-            if self._status_error:
-                logger.info("{} is written again", cfg.paths.state / STATUS_FILE)
-            self._status_error = ""
-
-    def _seen(self, cfg: Config, extra: dict[str, dict]) -> None:
-        """Status: per queue, the files left alone in its inbox and train/ folders (what the watchers logged),
-        the training halves waiting for their partner, and the training files refused (the intake's)."""
-        ignored: dict[str, list] = {q: [] for q in cfg.queues}
-        counts: dict[str, int] = dict.fromkeys(cfg.queues, 0)
-        where = {Path(os.path.abspath(cfg.inbox(q))): (q, "inbox") for q in cfg.queues}
-        where |= {Path(os.path.abspath(cfg.train_inbox(q))): (q, "train") for q in cfg.queues}
-        for watcher in (self.watcher, self.pairs_watcher):
-            per_folder, notes = watcher.left_alone(LIST_MAX)
-            for folder, n in per_folder.items():
-                if folder in where:
-                    counts[where[folder][0]] += n
-            for path, note in notes:
-                q, kind = where.get(path.parent, (None, ""))
-                if q is not None:
-                    ignored[q].append({"name": shown(path.name), "where": kind, "reason": note.why, "fix": note.fix,
-                                       "since": note.since})
-        for q in cfg.queues:
-            files = [{**e, "since": iso_time(e["since"])} for e in sorted(ignored[q], key=lambda e: -e["since"])]
-            extra[q]["ignored"] = listing(counts[q], files[:LIST_MAX])
-            extra[q]["halves_waiting"] = listing(*self.intakes[q].waiting(LIST_MAX))
-            extra[q]["training_refused"] = listing(*self.intakes[q].refused())
+        add_seen(cfg, (self.watcher, self.pairs_watcher), self.intakes, extra)
+        self.status_file.write(cfg, lambda: self.board.write(cfg.paths.state, waiting, dict(self.pipeline.inflight),
+                                                             cfg.status.interval_seconds, extra, writer=self.owner.id))
 
     # -- reload and shutdown ------------------------------------------------------------------
 
@@ -410,7 +325,7 @@ class Service:
             new = load_config(self.cfg.file)
             require_valid(new, fallback=True)  # the checks of `reverser check`
             predictors = load_serving(new)
-            web = self._rebind_web(new)   # web: a new address is taken first, or the reload is refused
+            web = self.web.rebind(self.cfg, new)   # web: a new address is taken first, or the reload is refused
         except ConfigError as e:
             logger.error("Reload refused, the running configuration stays in force: {}", e)
             self.notifier.ready(f"reload refused: {e.problem}; running the previous configuration")
@@ -419,14 +334,14 @@ class Service:
         left = self._bring_down(time.monotonic() + new.runtime.drain_seconds)
         setup_logging(new.logging, self.log_json)
         self.cfg = new
-        self._web_context(new)  # web: the new config (and token) in place
+        self.web.context(new)  # web: the new config (and token) in place
         self._bring_up(new, predictors, recover_own=True)
         self.scheduler.shutdown()   # a run in progress goes on; the new schedule's start waits its turn
         self.retrainer.cfg = new
         self.scheduler = RetrainScheduler(new, self.retrainer.run_due)
         self.scheduler.start()
         if web is not None:  # web: on its new address
-            self._serve_web(web)
+            self.web.serve(web, self.retrainer, self._next_run)
         self.board.state = "running"
         logger.info("Reloaded: queues {}{}", ", ".join(new.queues),
                     f"; {left} claimed file(s) resumed" if left else "")
@@ -459,7 +374,7 @@ class Service:
         self.write_status()
         if self.metrics_server is not None:  # metrics:
             self.metrics_server.stop()
-        self._stop_web()  # web:
+        self.web.stop()  # web:
         self.owner.close()
         c = {q: (x.processed, x.failed) for q, x in self.board.queues.items()}
         logger.info("Stopped: {}.{}", ", ".join(f"{q} {p} converted, {f} failed" for q, (p, f) in c.items()),
