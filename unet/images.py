@@ -7,15 +7,23 @@ carry the input's transparency and orientation.
 
 A 16-bit input without alpha also keeps its own samples (Plain.deep), so a
 task can finish its result at full depth while the network works on the 8-bit
-copy: 16-bit gray (Pillow's I;16 modes, or I within 16 bits) and 16-bit RGB
-TIFF, which Pillow decodes to its high bytes only and tifffile reads whole.
-A 16-bit color PNG is read at 8 bits: neither Pillow nor tifffile reads its
-full depth. has_color() tells a color picture from a gray or toned one saved
-as RGB (a colorize queue asks it of each input).
+copy: 16-bit gray (Pillow's I;16 modes, or I within 16 bits), and 16-bit RGB
+TIFF and PNG, which Pillow decodes to their high bytes only. imagecodecs reads
+those samples: tifffile decodes a TIFF whole with its codecs (LZW, zstd,
+packbits; deflate and LZMA it decodes alone), and libpng, through
+imagecodecs.png_decode, a PNG, interlaced or not. The 8-bit copy the network
+sees stays Pillow's own. An install without imagecodecs reads a 16-bit color
+PNG and an LZW TIFF at 8 bits, and works otherwise as ever. has_color() tells
+a color picture from a gray or toned one saved as RGB (a colorize queue asks
+it of each input).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import logging
+import mmap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,8 +71,9 @@ def open_image(path: str | Path, max_pixels: int | None = None) -> Plain:
                 )
             if getattr(im, "n_frames", 1) > 1:
                 im.seek(0)  # animated GIF/WebP/TIFF: the first frame
+            png16 = _is_rgb16_png(im)   # asked before load(), which lets go of the rawmode that says so
             im.load()
-            return plain(im, _rgb16_tiff(im, path))
+            return plain(im, _rgb16_png(im, path) if png16 else _rgb16_tiff(im, path))
     except ImageError:
         raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
@@ -122,11 +131,71 @@ def _gray16(im: Image.Image) -> np.ndarray | None:
 
 def is_deep(im: Image.Image) -> bool:
     """Whether an opened (not yet decoded) image has 16-bit samples that plain() may keep (Plain.deep)."""
-    return im.mode.startswith("I;16") or im.mode == "I" or _is_rgb16_tiff(im)
+    return (im.mode.startswith("I;16") or im.mode == "I"
+            or _is_rgb16_tiff(im) and (_codecs() is not None or _tiff_compression(im) in PLAIN_TIFF)
+            or _is_rgb16_png(im) and _codecs() is not None)
 
 
 def _is_rgb16_tiff(im: Image.Image) -> bool:
     return im.format == "TIFF" and im.mode == "RGB" and tuple(getattr(im, "tag_v2", {}).get(258, ())) == (16, 16, 16)
+
+
+def _tiff_compression(im: Image.Image) -> int:
+    return int(getattr(im, "tag_v2", {}).get(259, 1))
+
+
+def _is_rgb16_png(im: Image.Image) -> bool:
+    """Whether an opened, not yet loaded PNG is 16-bit RGB with no transparent color (its tRNS chunk)."""
+    return (im.format == "PNG" and im.mode == "RGB" and bool(im.tile) and im.tile[0][3] == "RGB;16B"
+            and "transparency" not in im.info)
+
+
+# TIFF compressions tifffile decodes without imagecodecs (Python's zlib and lzma): none, deflate (both
+# codes), LZMA. LZW, packbits and zstd need imagecodecs.
+PLAIN_TIFF = (1, 8, 32946, 34925)
+
+
+@functools.cache
+def _codecs():
+    """The imagecodecs module, or None where it is not installed (16-bit color PNG and LZW TIFF: 8 bits)."""
+    try:
+        import imagecodecs
+    except ImportError:
+        return None
+    # imagecodecs calls png_read_image without turning interlace handling on; libpng warns, through the
+    # "imagecodecs" logger, and then handles the interlace itself (the tests compare every sample).
+    logging.getLogger("imagecodecs").addFilter(lambda r: "Interlace handling" not in r.getMessage())
+    return imagecodecs
+
+
+def _rgb16_png(im: Image.Image, source) -> np.ndarray | None:
+    """A 16-bit RGB PNG's samples, (H, W, 3) uint16, upright, or None (no imagecodecs, or it cannot read it).
+
+    Pillow decodes such a PNG to the high byte of each sample; libpng decodes
+    the file's bytes again into one (H, W, 3) array, interlaced or not: a
+    BytesIO's own (getvalue() shares them, no copy) or a file's, mapped. The
+    samples are turned by the orientation exif_transpose reads (EXIF, else
+    XMP), as plain() turns the 8-bit copy.
+    """
+    codecs = _codecs()
+    if codecs is None:
+        return None
+    try:
+        with contextlib.ExitStack() as files:
+            if hasattr(source, "getvalue"):
+                data = source.getvalue()
+            elif hasattr(source, "read"):
+                source.seek(0)
+                data = source.read()
+            else:   # mapped, not read: clean pages of the page cache, which the kernel may drop, not a copy
+                f = files.enter_context(open(source, "rb"))
+                data = files.enter_context(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+            a = codecs.png_decode(data)
+        if a.dtype != np.uint16 or a.shape != (im.height, im.width, 3):
+            return None
+        return _ORIENT.get(int(im.getexif().get(274, 1)), lambda x: x)(a)   # Pillow loads it unturned
+    except Exception:  # a PNG libpng refuses keeps Pillow's 8 bits
+        return None
 
 
 def _rgb16_tiff(im: Image.Image, source) -> np.ndarray | None:
@@ -134,9 +203,9 @@ def _rgb16_tiff(im: Image.Image, source) -> np.ndarray | None:
 
     Pillow decodes such a TIFF to the high byte of each sample, and turns it
     upright by its orientation tag as it loads; tifffile reads it whole, and
-    the samples are turned here the same way. tifffile decodes uncompressed and deflate-compressed TIFFs by
-    itself (LZW and JPEG would need imagecodecs, a large native package): such
-    a TIFF, like anything tifffile cannot read, stays at Pillow's 8 bits.
+    the samples are turned here the same way. tifffile decodes an LZW, zstd or
+    packbits TIFF with imagecodecs (PLAIN_TIFF without it); a TIFF it cannot
+    read stays at Pillow's 8 bits.
     """
     if not _is_rgb16_tiff(im):
         return None

@@ -123,3 +123,47 @@ def test_sixteen_bit_masters_come_back_sixteen_bit_with_their_luminance(tmp_path
         assert (gray % 257 != 0).mean() > 0.9, ext   # not 8-bit values scaled up
     from_color = read_deep(cfg.outbox("reverse") / "color_after.tif")
     assert from_color.dtype == np.uint16 and from_color.shape == (48, 64) and (from_color % 257 != 0).mean() > 0.9
+
+
+def test_sixteen_bit_color_png_and_lzw_tiff_come_back_sixteen_bit_with_their_luminance(tmp_path, tiny_models,
+                                                                                       service_env):
+    """A 16-bit color PNG (interlaced too) and an LZW TIFF, translated to gray and recolored, by a real service:
+    their results are 16-bit and carry the inputs' own 16-bit luminance, which an 8-bit read loses."""
+    import tifffile
+
+    from daemon.conversion.encode16 import encode_rgb16
+    from tests.support.deep import color16, luminance16, png16, read_deep
+
+    path = write_config(tmp_path, {"reverse": tiny_models["reverse"]}, QUICK)
+    with path.open("a") as f:
+        f.write(f'\n[queues.recolor]\ntask = "colorize"\nmodel = "{tiny_models["colorize"]}"\n'
+                'color_inputs = "recolor"\n')
+    cfg = load_config(path)
+    rgb = color16((64, 48))
+    results = {"png_after.png", "interlaced_after.png", "lzw_after.tif"}
+    with services() as running:
+        s = Service(path, service_env, tmp_path / "stdout.log")
+        running.append(s)
+        s.wait_ready()
+        for q in ("reverse", "recolor"):
+            stage = tmp_path / "stage" / q
+            stage.mkdir(parents=True)
+            (stage / "png_before.png").write_bytes(encode_rgb16(rgb, "PNG", None, None))
+            (stage / "interlaced_before.png").write_bytes(png16(rgb, interlace=True))
+            tifffile.imwrite(stage / "lzw_before.tif", rgb, photometric="rgb", compression="lzw", predictor=True)
+            for f in sorted(stage.iterdir()):
+                f.rename(cfg.inbox(q) / f.name)
+        for q in ("reverse", "recolor"):
+            out = cfg.outbox(q)
+            wait_for(lambda: results <= ({p.name for p in out.iterdir()} if out.is_dir() else set()), 30,
+                     f"the {q} results")
+        log = s.log()
+    assert sum("colorized anew" in ln for ln in log.splitlines()) == 3   # recolored as a color picture
+    luma = luminance16(rgb)
+    for name in sorted(results):
+        gray = read_deep(cfg.outbox("reverse") / name)   # the untrained translate head is the luma transform
+        assert gray.dtype == np.uint16 and gray.shape == (48, 64), name
+        assert np.abs(gray - luma).max() <= 1.0, name      # to a 16-bit level; 8 bits would be off by ~128
+        color = read_deep(cfg.outbox("recolor") / name)
+        assert color.dtype == np.uint16 and color.shape == (48, 64, 3), name
+        assert np.abs(luminance16(color) - luma).max() <= 1.0, name   # the input's own luminance, to a level

@@ -21,6 +21,35 @@ def gray16(size=(96, 64), seed=0) -> np.ndarray:
     return (ramp + ripple).astype(np.uint16)
 
 
+def color16(size=(96, 64), seed=0) -> np.ndarray:
+    """(H, W, 3) uint16: a 16-bit color picture (red across, blue down, each channel its own ripple)."""
+    w, h = size
+    g = gray16(size, seed).astype(np.int64)
+    yy, xx = np.mgrid[0:h, 0:w]
+    red, blue = 12000 * xx / max(1, w - 1), 12000 * yy / max(1, h - 1)
+    return np.stack([g + red - 6000, g + np.asarray(gray16(size, seed + 1), np.int64) // 9 - 3000,
+                     g + blue - 6000], -1).clip(0, 65535).astype(np.uint16)
+
+
+ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def png16(rgb: np.ndarray, interlace: bool = False, chunks: tuple[tuple[bytes, bytes], ...] = ()) -> bytes:
+    """(H, W, 3) uint16 as a 16-bit RGB PNG, Adam7-interlaced if asked (Pillow writes no 16-bit color),
+    with chunks (kind, data) before its pixels."""
+    h, w = rgb.shape[:2]
+    # Interlaced, the rows of seven passes over sub-grids follow one another (no filter: type 0).
+    passes = [rgb[y0::dy, x0::dx] for x0, y0, dx, dy in ADAM7] if interlace else [rgb]
+    raw = b"".join(b"\0" + row.astype(">u2").tobytes() for p in passes if p.size for row in p)
+    out = [b"\x89PNG\r\n\x1a\n", _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, int(interlace)))]
+    out += [_chunk(kind, data) for kind, data in chunks]
+    return b"".join(out + [_chunk(b"IDAT", zlib.compress(raw)), _chunk(b"IEND", b"")])
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
 def luminance16(rgb: np.ndarray) -> np.ndarray:
     """(H, W, 3) 16-bit samples -> their BT.601 luminance, as float."""
     return rgb.astype(np.float64) @ LUMA

@@ -9,7 +9,7 @@ from PIL import Image
 
 from tests.conftest import make_image
 from tests.support.processes import ROOT
-from unet.images import ImageError, open_image
+from unet.images import ImageError, is_deep, open_image
 
 
 @pytest.mark.parametrize("mode,ext,expect,alpha", [
@@ -196,8 +196,131 @@ def test_an_input_with_alpha_or_a_float_tiff_has_no_sixteen_bit_samples(tmp_path
 
     tifffile.imwrite(tmp_path / "a.tif", rgba, photometric="rgb", extrasamples=[2])
     Image.fromarray(np.linspace(0, 1, 200, dtype=np.float32).reshape(10, 20)).save(tmp_path / "f.tif")
-    for name in ("a.tif", "f.tif"):
+    # a 16-bit color PNG with a transparent color (tRNS): Pillow's RGB copy has no alpha, libpng's four bands
+    from tests.support.deep import color16, png16
+
+    rgb = color16((20, 10))
+    (tmp_path / "t.png").write_bytes(png16(rgb, chunks=((b"tRNS", rgb[0, 0].astype(">u2").tobytes()),)))
+    for name in ("a.tif", "f.tif", "t.png"):
         assert open_image(tmp_path / name).deep is None, name
+        with Image.open(tmp_path / name) as im:
+            assert not is_deep(im), name   # and the memory budget does not count samples never kept
+
+
+@pytest.mark.parametrize("orientation", [None, *range(1, 9)])
+def test_a_sixteen_bit_rgb_png_is_read_whole_and_turned_upright_like_its_8_bit_copy(tmp_path, orientation):
+    """Pillow decodes only the high bytes of a 48-bit PNG; libpng reads its samples, turned by its EXIF."""
+    from daemon.conversion.encode16 import encode_rgb16
+    from tests.support.deep import color16
+
+    rgb = color16((40, 24))
+    exif = Image.Exif()
+    exif[274] = orientation or 1
+    (tmp_path / "c.png").write_bytes(encode_rgb16(rgb, "PNG", None, exif.tobytes()))
+    p = open_image(tmp_path / "c.png")
+    assert p.deep is not None and p.deep.dtype == np.uint16 and p.deep.shape == (p.image.height, p.image.width, 3)
+    assert np.array_equal(np.asarray(p.image), (p.deep >> 8).astype(np.uint8))   # the same picture, upright
+    assert p.image.size == ((24, 40) if orientation in (5, 6, 7, 8) else (40, 24))
+    if orientation in (None, 1):
+        assert np.array_equal(p.deep, rgb)
+    with Image.open(tmp_path / "c.png") as im:
+        assert is_deep(im)
+
+
+def test_an_interlaced_sixteen_bit_rgb_png_keeps_every_sample(tmp_path):
+    from tests.support.deep import color16, png16
+
+    rgb = color16((41, 23))   # odd sizes: Adam7's passes do not divide them evenly
+    (tmp_path / "i.png").write_bytes(png16(rgb, interlace=True))
+    with Image.open(tmp_path / "i.png") as im:
+        assert im.info.get("interlace") and is_deep(im)
+    p = open_image(tmp_path / "i.png")
+    assert p.deep is not None and np.array_equal(p.deep, rgb)
+    assert np.array_equal(np.asarray(p.image), (rgb >> 8).astype(np.uint8))   # Pillow's own 8 bits
+
+
+@pytest.mark.parametrize("compression", ["lzw", "zstd", "packbits"])
+def test_a_compressed_sixteen_bit_rgb_tiff_keeps_its_samples(tmp_path, compression):
+    """tifffile decodes LZW, zstd and packbits with imagecodecs; without it such a TIFF was read at 8 bits."""
+    import tifffile
+
+    from tests.support.deep import color16
+
+    rgb = color16((40, 24))
+    tifffile.imwrite(tmp_path / "c.tif", rgb, photometric="rgb", compression=compression)
+    with Image.open(tmp_path / "c.tif") as im:
+        assert is_deep(im)
+    p = open_image(tmp_path / "c.tif")
+    assert p.deep is not None and np.array_equal(p.deep, rgb)
+    assert np.array_equal(np.asarray(p.image), (rgb >> 8).astype(np.uint8))
+
+
+_WITHOUT_CODECS = r"""
+import sys
+sys.modules["imagecodecs"] = None   # an install without imagecodecs: importing it raises ImportError
+import numpy as np
+from PIL import Image
+from tests.support.deep import color16
+from unet.images import is_deep, open_image
+rgb = color16((40, 24))
+folder = sys.argv[1]
+for name in ("c.png", "lzw.tif", "deflate.tif"):
+    p = open_image(folder + "/" + name)
+    with Image.open(folder + "/" + name) as im:
+        deep = is_deep(im)
+    print(name, p.deep is not None, deep, np.array_equal(np.asarray(p.image), (rgb >> 8).astype(np.uint8)))
+"""
+
+
+def test_without_imagecodecs_a_16_bit_color_png_and_lzw_tiff_are_read_at_8_bits_as_before(tmp_path):
+    """A user without imagecodecs: the PNG and the LZW TIFF give Pillow's 8 bits (and cost no 16-bit
+    samples in the budget); a deflate TIFF, which tifffile decodes alone, keeps its 16."""
+    import tifffile
+
+    from tests.support.deep import color16, png16
+
+    rgb = color16((40, 24))   # written here: tifffile needs imagecodecs to write LZW too
+    (tmp_path / "c.png").write_bytes(png16(rgb))
+    for name, compression in (("lzw.tif", "lzw"), ("deflate.tif", "zlib")):
+        tifffile.imwrite(tmp_path / name, rgb, photometric="rgb", compression=compression)
+    out = subprocess.run([sys.executable, "-c", _WITHOUT_CODECS, str(tmp_path)], capture_output=True, text=True,
+                         cwd=ROOT, check=True).stdout
+    assert out.split("\n")[:3] == ["c.png False False True", "lzw.tif False False True",
+                                    "deflate.tif True True True"], out
+
+
+_PEAK_RGB16 = r"""
+import io, sys
+import numpy as np
+import tifffile
+from daemon.conversion.encode16 import encode_rgb16
+from unet import open_image
+a = np.full((2000, 3000, 3), 30000, np.uint16)
+a[::97, ::89] = (60000, 20000, 1000)
+data = {"png": encode_rgb16(a, "PNG", None, None)}
+buf = io.BytesIO()
+tifffile.imwrite(buf, a, photometric="rgb", compression="zlib")
+data["tif"] = buf.getvalue()
+del a, buf
+def kb(key):
+    return int(next(l for l in open("/proc/self/status") if l.startswith(key)).split()[1])
+base = kb("VmRSS:")
+open("/proc/self/clear_refs", "w").write("5")
+p = open_image(io.BytesIO(data[sys.argv[1]]))
+print((kb("VmHWM:") - base) * 1024 / (3000 * 2000), p.deep is not None)
+"""
+
+
+def test_a_16_bit_color_png_costs_no_more_to_read_than_the_16_bit_tiff():
+    """The PNG's samples are decoded once, into the array kept: Pillow's RGB copy (4 bytes a pixel), its
+    upright copy (4) and the samples (6) make 14; an extra full-size copy would add 6 or more."""
+    peak = {}
+    for fmt in ("png", "tif"):
+        out = subprocess.run([sys.executable, "-c", _PEAK_RGB16, fmt], capture_output=True, text=True, cwd=ROOT,
+                             check=True).stdout.split()
+        assert out[1] == "True", fmt
+        peak[fmt] = float(out[0])
+    assert peak["png"] < 15.5 and peak["png"] <= peak["tif"] + 0.5, peak
 
 
 def _gray_picture(size=(320, 240), seed=0) -> Image.Image:
