@@ -2,6 +2,7 @@
 
     python bench/memory_bench.py [--queue reverse] [--count 16] [--megapixels 12 48 100] [--budget-mb auto]
     python bench/memory_bench.py --probe      # what one image costs at its peak, by task and input bands
+    python bench/memory_bench.py --probe --inputs "16-bit color PNG" "16-bit color LZW TIFF"
 
 For each size, a fresh service on temporary folders (the shipped model of the
 queue, one model thread per core) is started; once it is ready its baseline
@@ -14,9 +15,9 @@ result), the time and whether anything was lost, failed or killed.
 
 --probe decodes, prepares, runs, finishes and encodes one generated 12 MP and
 one 48 MP image per (task, input: gray or color JPEG, 16-bit gray PNG or TIFF,
-finished at 16 bits) in a child process each, and prints
-the peak bytes per pixel over the child's baseline next to the estimate that
-conversion/budget.py makes from the header.
+16-bit color PNG, TIFF or LZW TIFF, finished at 16 bits) in a child process
+each, and prints the peak bytes per pixel over the child's baseline next to
+the estimate that conversion/budget.py makes from the header.
 """
 
 from __future__ import annotations
@@ -127,21 +128,32 @@ import torch
 torch.set_num_threads(1)
 from unet import Predictor, open_image
 from daemon.conversion.encode import encode, keeps_depth, takes_ycc
+from daemon.conversion.encode16 import encode_rgb16
 from daemon.conversion.workers import Named
 def kb(key):
     return int(next(l for l in open("/proc/self/status") if l.startswith(key)).split()[1]) * 1024
-queue, mode, mp, ext = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[5]
+queue, mode, mp, ext, compression = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[5], sys.argv[6]
 p = Predictor(sys.argv[4] + "/models/" + queue, device="cpu")
 w = int((mp * 1e6 * 4 / 3) ** 0.5); h = int(mp * 1e6 / w)
 small = np.random.default_rng(0).integers(0, 255, (h // 64 + 1, w // 64 + 1, 3), dtype=np.uint8)
 im = Image.fromarray(small).resize((w, h), Image.Resampling.BILINEAR)
 im = im.convert("L") if mode in ("L", "I;16") else im
-if mode == "I;16":   # a 16-bit scan: the picture in the high byte, noise in the low one
-    deep = np.asarray(im).astype(np.uint16) * 257 + np.random.default_rng(1).integers(0, 256, (h, w), dtype=np.uint16)
-    im = Image.fromarray(deep); del deep
-buf = io.BytesIO(); im.save(buf, {".jpg": "JPEG", ".png": "PNG", ".tif": "TIFF"}[ext], **({"quality": 90} if ext == ".jpg" else {}))
-data = buf.getvalue(); del im, buf, small
-warm = p.prepare(Image.new("L" if mode == "I;16" else mode, (64, 48))); p.finish(warm, p.run([warm])[0], ycc=True)
+deep = None
+if mode in ("I;16", "RGB;16"):   # a 16-bit scan: the picture in the high byte, noise in the low one
+    deep = np.asarray(im).astype(np.uint16) * 257
+    deep += np.random.default_rng(1).integers(0, 256, deep.shape, dtype=np.uint16)
+    im = Image.fromarray(deep) if mode == "I;16" else im
+buf = io.BytesIO()
+if mode == "RGB;16" and ext == ".png":
+    buf.write(encode_rgb16(deep, "PNG", None, None))
+elif mode == "RGB;16":
+    import tifffile
+    tifffile.imwrite(buf, deep, photometric="rgb", compression=compression, predictor=True)
+else:
+    im.save(buf, {".jpg": "JPEG", ".png": "PNG", ".tif": "TIFF"}[ext], **({"quality": 90} if ext == ".jpg" else {}))
+data = buf.getvalue(); del im, buf, small, deep
+warm = p.prepare(Image.new("L" if mode == "I;16" else "RGB" if mode == "RGB;16" else mode, (64, 48)))
+p.finish(warm, p.run([warm])[0], ycc=True)
 base = kb("VmRSS:")
 open("/proc/self/clear_refs", "w").write("5")   # the peak from here on, not from making the input
 src = open_image(Named(data, "x" + ext))
@@ -152,19 +164,27 @@ print(w, h, (kb("VmHWM:") - base) / (w * h))
 """
 
 
-def probe() -> None:
+# (mode made, file extension, TIFF compression, as the table names it); mode RGB;16 is 16-bit color.
+PROBE_INPUTS = (("L", ".jpg", "", "gray JPEG"), ("RGB", ".jpg", "", "color JPEG"),
+                ("I;16", ".png", "", "16-bit gray PNG"), ("I;16", ".tif", "", "16-bit gray TIFF"),
+                ("RGB;16", ".png", "", "16-bit color PNG"), ("RGB;16", ".tif", "zlib", "16-bit color TIFF"),
+                ("RGB;16", ".tif", "lzw", "16-bit color LZW TIFF"))
+
+
+def probe(only: list[str] | None) -> None:
     print("| queue | input | size | measured peak, bytes/pixel | estimate (budget.py), bytes/pixel |")
     print("| --- | --- | --- | --- | --- |")
-    inputs = (("L", ".jpg", "gray JPEG"), ("RGB", ".jpg", "color JPEG"), ("I;16", ".png", "16-bit gray PNG"),
-              ("I;16", ".tif", "16-bit gray TIFF"))
     for queue, task in (("colorize", "colorize"), ("reverse", "translate")):
-        for mode, ext, what in inputs:
+        for mode, ext, compression, what in PROBE_INPUTS:
+            if only and what not in only:
+                continue
             for mp in (12, 48):
-                out = subprocess.run([sys.executable, "-c", _PROBE, queue, mode, str(mp), str(ROOT), ext],
-                                     capture_output=True, text=True, check=True).stdout.split()
+                out = subprocess.run([sys.executable, "-c", _PROBE, queue, mode, str(mp), str(ROOT), ext,
+                                      compression], capture_output=True, text=True, check=True).stdout.split()
                 w, h, per = int(out[0]), int(out[1]), float(out[2])
-                print(f"| {queue} | {what} | {w}x{h} | {per:.1f} | "
-                      f"{image_cost(task, w, h, mode, deep=mode == 'I;16') / (w * h):.1f} |", flush=True)
+                deep = mode in ("I;16", "RGB;16")
+                est = image_cost(task, w, h, "RGB" if mode == "RGB;16" else mode, deep=deep) / (w * h)
+                print(f"| {queue} | {what} | {w}x{h} | {per:.1f} | {est:.1f} |", flush=True)
 
 
 def main() -> None:
@@ -175,9 +195,11 @@ def main() -> None:
     ap.add_argument("--budget-mb", default="auto", help='[runtime] memory_budget_mb: "auto" or MiB')
     ap.add_argument("--max-batch", type=int, default=4)
     ap.add_argument("--probe", action="store_true", help="the peak cost of one image, measured and estimated")
+    ap.add_argument("--inputs", nargs="+", choices=[i[-1] for i in PROBE_INPUTS],
+                    help="--probe only these inputs (all by default)")
     args = ap.parse_args()
     if args.probe:
-        return probe()
+        return probe(args.inputs)
     print(f"{args.count} near-flat gray JPEGs per flood into the {args.queue} queue at once, "
           f"{os.cpu_count()} CPU(s), budget {args.budget_mb}")
     print("| flood | file | budget | baseline | peak RSS | over baseline | resident once idle | time | converted |")

@@ -16,7 +16,7 @@ x86-64, Pillow 11, `bench/memory_bench.py --probe`), rounded up: the decoded
 image, the copies the task makes, the result and its encoding. A translate
 result is finished a strip of rows at a time, whose buffers grow with the
 width, not the height. A 16-bit input whose result is finished at 16 bits
-(a PNG or TIFF result) costs more: DEEP.
+(a PNG or TIFF result) costs more: DEEP, and DEEP_COLOR more for color.
 """
 
 from __future__ import annotations
@@ -46,6 +46,11 @@ HIGH_DEPTH = 4.0     # 16- and 32-bit or float inputs: their samples, read once 
 # a pixel in color) and its file. Measured: colorize 16-bit gray PNG 20.5 and 15.5 at 12 and 48 MP (TIFF 18.0,
 # 15.5) against 12 estimated before; reverse 31.2 and 16.9, under its estimate already.
 DEEP = {"colorize": 9.0, "translate": 4.0}
+# And more for a 16-bit color master (a TIFF or PNG): its samples take 6 bytes a pixel where gray ones take 2.
+# Measured (three runs each): colorize 16-bit color PNG 26.6-28.9 and TIFF (deflate, LZW) 27.0-30.4 at 12 MP,
+# 24.1-24.3 at 48 MP, against 21.1 estimated before; reverse PNG 38.1-41.1 and TIFF 35.5-38.3 at 12 MP (37.9
+# estimated), 23.9-26.0 at 48 MP (26.9).
+DEEP_COLOR = {"colorize": 9.0, "translate": 3.5}
 GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
 
@@ -59,7 +64,7 @@ def image_cost(task: str, width: int, height: int, mode: str, deep: bool = False
     if mode.startswith("I") or mode == "F":
         per += HIGH_DEPTH
     if deep:
-        per += DEEP.get(task, 9.0)
+        per += DEEP.get(task, 9.0) + (0.0 if mode in GRAY_MODES else DEEP_COLOR.get(task, 9.0))
     return int(px * per + width * PER_COLUMN.get(task, 64 * 1024)) + (1 << 20)
 
 

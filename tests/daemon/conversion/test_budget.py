@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
+from PIL import Image
+
 from daemon.conversion.budget import MemoryBudget, image_cost
 from daemon.conversion.pipeline import Job, Pipeline, PipelineSettings
 from tests.daemon.conversion.test_pipeline import SETTINGS, Outcomes, colorizer  # noqa: F401 (fixture)
@@ -21,7 +23,39 @@ def test_an_image_costs_by_its_pixels_bands_and_task():
     assert image_cost("colorize", 4000, 3000, "I;16") > gray          # 16-bit samples are read once more
     # ... and finished at 16 bits (a PNG or TIFF result) they cost what the probe measured: 20.5 a pixel
     assert image_cost("colorize", 4000, 3000, "I;16", deep=True) > 12e6 * 20.5
+    # a 16-bit color master keeps 6 bytes a pixel of samples, not 2: the probe measured up to 30.4 and 41.1
+    assert image_cost("colorize", 4000, 3000, "RGB", deep=True) > 12e6 * 30.0
+    assert image_cost("translate", 4000, 3000, "RGB", deep=True) > 12e6 * 41.0
     assert image_cost("colorize", 4000, 3000, "LA") > gray            # and an alpha band travels beside
+
+
+def test_a_16_bit_color_png_or_lzw_tiff_is_admitted_at_the_cost_of_the_16_bit_tiff(tmp_path):
+    """Its 16-bit samples are kept (with imagecodecs), so its header's estimate counts them, as for a deflate
+    TIFF; a JPEG result keeps 8 bits, and so does its estimate."""
+    import tifffile
+
+    from daemon.conversion.budget import admit
+    from daemon.conversion.encode16 import encode_rgb16
+    from tests.support.deep import color16, png16
+
+    rgb = color16((400, 300))
+    files = {"png.png": encode_rgb16(rgb, "PNG", None, None), "interlaced.png": png16(rgb, interlace=True)}
+    for name, compression in (("deflate.tif", "zlib"), ("lzw.tif", "lzw")):
+        tifffile.imwrite(tmp_path / name, rgb, photometric="rgb", compression=compression)
+        files[name] = (tmp_path / name).read_bytes()
+    buf = tmp_path / "eight.png"
+    Image.fromarray((rgb >> 8).astype("uint8")).save(buf)
+    files["eight.png"] = buf.read_bytes()
+
+    def cost(name: str, out_ext: str) -> int:
+        job = Job("q", tmp_path / name, tmp_path, "x_after" + out_ext, lambda *a: None)
+        budget = MemoryBudget(1 << 40)
+        assert admit(budget, job, files[name], "colorize", 10**9)
+        return job.memory
+
+    deep = image_cost("colorize", 400, 300, "RGB", deep=True)
+    assert {cost(n, ext) for n in files if n != "eight.png" for ext in (".png", ".tif")} == {deep}
+    assert cost("eight.png", ".png") == cost("png.png", ".jpg") == image_cost("colorize", 400, 300, "RGB") < deep
 
 
 def test_takers_wait_their_turn_and_one_larger_than_the_budget_runs_alone():
