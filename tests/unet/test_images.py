@@ -292,16 +292,12 @@ def test_without_imagecodecs_a_16_bit_color_png_and_lzw_tiff_are_read_at_8_bits_
 _PEAK_RGB16 = r"""
 import io, sys
 import numpy as np
-import tifffile
 from daemon.conversion.encode16 import encode_rgb16
 from unet import open_image
 a = np.full((2000, 3000, 3), 30000, np.uint16)
 a[::97, ::89] = (60000, 20000, 1000)
 data = {"png": encode_rgb16(a, "PNG", None, None)}
-buf = io.BytesIO()
-tifffile.imwrite(buf, a, photometric="rgb", compression="zlib")
-data["tif"] = buf.getvalue()
-del a, buf
+del a
 def kb(key):
     return int(next(l for l in open("/proc/self/status") if l.startswith(key)).split()[1])
 base = kb("VmRSS:")
@@ -311,16 +307,15 @@ print((kb("VmHWM:") - base) * 1024 / (3000 * 2000), p.deep is not None)
 """
 
 
-def test_a_16_bit_color_png_costs_no_more_to_read_than_the_16_bit_tiff():
+def test_a_16_bit_color_png_is_read_without_an_extra_full_size_copy():
     """The PNG's samples are decoded once, into the array kept: Pillow's RGB copy (4 bytes a pixel), its
-    upright copy (4) and the samples (6) make 14; an extra full-size copy would add 6 or more."""
-    peak = {}
-    for fmt in ("png", "tif"):
-        out = subprocess.run([sys.executable, "-c", _PEAK_RGB16, fmt], capture_output=True, text=True, cwd=ROOT,
-                             check=True).stdout.split()
-        assert out[1] == "True", fmt
-        peak[fmt] = float(out[0])
-    assert peak["png"] < 15.5 and peak["png"] <= peak["tif"] + 0.5, peak
+    upright copy (4) and the samples (6) make 14 (the deflate TIFF's path measures about 13 to 20); an
+    extra full-size copy of the samples would add 6 or more. Resident memory moves by a few tenths from
+    run to run, so the bound sits between the two, not at the TIFF's figure."""
+    out = subprocess.run([sys.executable, "-c", _PEAK_RGB16, "png"], capture_output=True, text=True, cwd=ROOT,
+                         check=True).stdout.split()
+    assert out[1] == "True"
+    assert float(out[0]) < 17, out
 
 
 def _gray_picture(size=(320, 240), seed=0) -> Image.Image:
