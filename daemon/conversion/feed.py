@@ -7,7 +7,11 @@
 What is not a regular file (a link, a FIFO, a device) is quarantined without
 being read. Files left in work/ by a crash (or a reload) go through first,
 from a helper thread. Each finished input is reported to on_result(queue, ok,
-seconds), which the service uses for its status board and metrics.
+seconds), which the service uses for its status board and metrics, and where
+it went to on_placed. The start-up recovery tells on_placed too of each input
+the last run had converted (its result written, its input not yet moved on),
+and then on_recovered of the inputs it sent through again: a listener still
+waiting for any other input will hear nothing more of it.
 """
 
 from __future__ import annotations
@@ -51,14 +55,24 @@ class InboxFeed:
         # Told where each finished input went: (queue, the name it was dropped under, the result or None,
         # where the input went (done/, failed/) or None, the reason it failed or ""): the web's file index.
         self.on_placed: Callable[[str, str, Path | None, Path | None, str], None] | None = None
+        # Told after recover(), which inputs (queue, name) it sent through again: the web's file index then
+        # settles the files it still waits for that are neither there nor in the inbox (a kill -9 after their
+        # input left work/, before on_placed was heard).
+        self.on_recovered: Callable[[set[tuple[str, str]]], None] | None = None
 
     def close(self) -> None:
         """Stop moving leftovers; those still in work/ are taken back by whoever runs next."""
         self.leftovers.stop()
 
     def recover(self, include_own: bool) -> None:
-        """Files left in work/ (a crash, or a reload) go through the pipeline first, from a helper thread."""
-        items = [c for s in self.spools.values() for c in s.recover(include_own)]
+        """Files left in work/ (a crash, or a reload) go through the pipeline first, from a helper thread;
+        those the last run had converted already are told to on_placed."""
+        items = [c for s in self.spools.values() for c in s.recover(include_own, partial(self._converted, s))]
+        if self.on_recovered is not None:
+            try:
+                self.on_recovered({(c.queue, c.name) for c in items})
+            except Exception:  # a listener's fault never stops the files
+                logger.exception("telling which files were recovered failed")
         if not items:
             return
         logger.info("recovering {} file(s) left in work/ by an earlier run; they go through first", len(items))
@@ -70,6 +84,12 @@ class InboxFeed:
                 self._start(self.spools[c.queue], c, time.monotonic())
 
         threading.Thread(target=feed, name="recover", daemon=True).start()
+
+    def _converted(self, spool: Spool, item: Claimed, result: Path | None, kept: Path | None) -> None:
+        """Recovery found item converted by the last run (its result is written): where it went, as _finished
+        would have said."""
+        if result is not None:
+            self._placed(spool.queue, item.name, result, kept, "")
 
     def take(self, q: str, arrival: Arrival) -> None:
         """Watcher handler: claim a complete inbox file and start it through the pipeline."""

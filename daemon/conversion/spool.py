@@ -23,8 +23,10 @@ again at the next start. Receipts close that window: the result is written
 through outbox/<q>/.reverser-receipt-<ticket>, which stays behind as a second hard
 link to it until the input has left work/. At start-up a claimed file whose
 receipt has a link count of 2 was converted already: its input goes to done/,
-and it is not converted again. A receipt with a count of 1 is an attempt that
-never placed its result, and the file is converted as any other.
+and it is not converted again; who asked is told which result it was (the
+receipt's other name) and where the input went, as a finished file would have
+told them. A receipt with a count of 1 is an attempt that never placed its
+result (a crash while writing it), and the file is converted as any other.
 
 A move out of work/ is link-then-unlink (copy-then-unlink across filesystems).
 Cut between the two, the file is in two folders: the next move of it finds the
@@ -43,12 +45,13 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from loguru import logger
 
 from ..core.config import Config
-from ..core.fs import RECEIPT_PREFIX, TEMP_PREFIX, move_into, placed_copy
-from ..core.names import NAME_MAX
+from ..core.fs import RECEIPT_PREFIX, TEMP_PREFIX, move_into, other_link, placed_copy
+from ..core.names import NAME_MAX, output_name
 from ..core.quarantine import quarantine
 
 FALLBACK_WORK = ".reverser-work"  # used when the inbox and <state> are on different filesystems
@@ -183,6 +186,7 @@ class Spool:
         self.failed_dir = cfg.failed(queue)
         self.outbox = cfg.outbox(queue)
         self.keep_inputs = cfg.output.keep_inputs
+        self.format = cfg.output.format
         for d in (self.inbox, cfg.state_dir("work", queue)):
             d.mkdir(parents=True, exist_ok=True)
         # A claim must be a rename, and a rename cannot cross filesystems: when the
@@ -269,12 +273,15 @@ class Spool:
         if item.ticket:
             (self.outbox / self.receipt(item)).unlink(missing_ok=True)
 
-    def recover(self, include_own: bool = False) -> list[Claimed]:
+    def recover(self, include_own: bool = False,
+                settled: Callable[[Claimed, Path | None, Path | None], None] | None = None) -> list[Claimed]:
         """Files in work/ whose claimant is gone (a crash), oldest first; with include_own, ours as well.
 
         Each is claimed again under a ticket of ours first, by a rename, so that of two services
         starting at once, exactly one takes each. Those whose result was written before the
-        crash are moved to done/ here, not returned.
+        crash are moved to done/ here, not returned, and told to settled(item, its result or None
+        when no other name of it is found, where the input went: done/, or None when deleted or
+        still in work/).
         """
         found = []
         for old in self._unowned(include_own):
@@ -288,7 +295,7 @@ class Spool:
                              self.queue, old.path, e)
                 continue
             _left(old)
-            if not self._settled(item, self.receipt(old)):
+            if not self._settled(item, self.receipt(old), settled):
                 found.append(item)
         self._drop_receipts(include_own)
         for item in found:
@@ -307,9 +314,9 @@ class Spool:
         except OSError:
             pass  # it is tried again; a quarantine after that finds and reuses the link
 
-    def _settled(self, item: Claimed, receipt_name: str) -> bool:
+    def _settled(self, item: Claimed, receipt_name: str, told=None) -> bool:
         """Whether item's result is in the outbox already (the receipt of its last claim has a second link);
-        if so, finish it."""
+        if so, finish it and tell told(item, result, kept)."""
         if not receipt_name:
             return False
         receipt = self.outbox / receipt_name
@@ -320,15 +327,19 @@ class Spool:
         if links < 2:
             receipt.unlink(missing_ok=True)  # written, never placed: convert it again
             return False
+        result = other_link(receipt, self.outbox, output_name(item.name, self.format))
+        kept = None
         try:
-            self.done(item)
+            kept = self.done(item)
         except OSError as e:
             logger.error("{}: {} was converted before the last stop, but moving it out of work/ failed ({}); "
                          "it stays there and is not converted again", self.queue, item.name, e)
-            return True
-        receipt.unlink(missing_ok=True)
-        logger.info("{}: {} was converted before the last stop (its result is in {}); not converting it again",
-                    self.queue, item.name, self.outbox)
+        else:
+            receipt.unlink(missing_ok=True)
+            logger.info("{}: {} was converted before the last stop (its result is {}); not converting it again",
+                        self.queue, item.name, result or f"in {self.outbox}")
+        if told is not None:
+            told(item, result, kept)
         return True
 
     def _drop_receipts(self, include_own: bool) -> None:

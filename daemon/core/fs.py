@@ -178,6 +178,24 @@ def placed_copy(src: Path, st: os.stat_result, folder: Path, name: str, by_bytes
     return None
 
 
+def other_link(path: Path, folder: Path, name: str) -> Path | None:
+    """The name in folder, other than path's own, of the file path is a hard link to (a receipt's result), or
+    None: the names write_atomic(folder, name) would give are looked at first, then every name in folder."""
+    st = os.lstat(path)
+    found = placed_copy(path, st, folder, name, by_bytes=False)
+    if found is not None and found != path:
+        return found
+    try:   # numbered past a name removed since, say: any visible name of the same inode
+        entries = list(os.scandir(folder))
+    except OSError:
+        return None
+    for e in entries:
+        if e.inode() == st.st_ino and not e.name.startswith(TEMP_PREFIX) and \
+                os.path.samestat(e.stat(follow_symlinks=False), st):
+            return Path(e.path)
+    return None
+
+
 def copy_entry(src: Path, dst: Path, st: os.stat_result) -> None:
     """Copy src (whose lstat is st) to the new name dst, flushed to disk: across filesystems, before a rename."""
     if stat.S_ISLNK(st.st_mode):

@@ -158,9 +158,27 @@ def test_a_move_to_done_cut_short_is_finished_at_recovery_not_repeated(cfg, owne
     outbox.mkdir(parents=True, exist_ok=True)
     (outbox / "x_after.jpg").write_bytes(b"result")
     os.link(outbox / "x_after.jpg", outbox / ".reverser-receipt-123xdead00-7")
-    assert Spool(cfg, "colorize", owner).recover() == []          # not converted again
+    told = []
+    assert Spool(cfg, "colorize", owner).recover(settled=lambda *a: told.append(a)) == []   # not converted again
     assert names(done) == ["x_before.jpg"] and not claimed.exists()  # one copy kept, no x_before-1.jpg
     assert names(outbox) == ["x_after.jpg"]                         # the receipt has done its job
+    # Who asked hears where it went, as a finished file would have said: its result, its input in done/.
+    assert [(c.name, result, kept) for c, result, kept in told] == [("x_before.jpg", outbox / "x_after.jpg",
+                                                                      done / "x_before.jpg")]
+
+
+def test_recovery_names_the_result_a_receipt_holds_past_a_name_removed_since(cfg, owner):
+    # Results x_after.jpg and x_after-1.jpg, the first removed by hand after the kill: the receipt's other
+    # name is found by its inode, not taken to be the first free name.
+    outbox = cfg.outbox("colorize")
+    half_moved(cfg, "x_before.jpg", cfg.state_dir("done", "colorize"))
+    outbox.mkdir(parents=True, exist_ok=True)
+    (outbox / "x_after-1.jpg").write_bytes(b"ours")
+    (outbox / "x_after-2.jpg").write_bytes(b"a later one of the same name")
+    os.link(outbox / "x_after-1.jpg", outbox / ".reverser-receipt-123xdead00-7")
+    told = []
+    Spool(cfg, "colorize", owner).recover(settled=lambda *a: told.append(a))
+    assert [result.name for _, result, _ in told] == ["x_after-1.jpg"]
 
 
 def test_a_quarantine_cut_short_is_taken_back_and_the_file_tried_again(cfg, owner):
