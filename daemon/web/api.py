@@ -2,7 +2,9 @@
 
     GET  /api/status                                   status.json, as `reverser status --json` prints it
     POST /api/queues/{queue}/files                     multipart field "file" -> 202 {"id", "url"}
-    GET  /api/files/{id}                               {"state": waiting|working|done|failed, "result"|"reason"}
+    GET  /api/files/{id}                               {"state": waiting|working|done|failed|unknown,
+                                                        "result"|"reason"} (unknown: finished before a crash,
+                                                        not found again after it; the reason says what was)
     GET  /api/files/{id}/result                        the result's bytes
     POST /api/files/{id}/retry, /api/files/{id}/delete a failed input back into the inbox, or removed
     GET  /api/results?page=N, /api/failed              the lists the pages show

@@ -4,6 +4,9 @@
     the service claims it, converts it ... feed.on_placed(queue, name, result, input, reason) --> placed()
         --> record: done, the result's name in the outbox (numbered on a collision), the input's in done/
         --> record: failed, the input's name in failed/ and the reason
+    a restart: recovery tells placed() of each input it finds converted in work/, then settle() of those
+        it sent through again; a record still waiting for a file in neither place nor the inbox is settled
+        from the folders (unreported.py): done, failed, or unknown with what was found
 
 Every input the service finishes while [web] is on gets a record (an upload
 gets its record before it enters the inbox, so its id is known at once; a
@@ -36,6 +39,7 @@ from loguru import logger
 from ..core.config import Config
 from ..core.fs import copy_entry, numbered, read_jsonl, sweep_temp, temp_name, write_atomic
 from ..core.names import IMAGE_EXTS, NAME_MAX, is_input, reason_name, name_bytes
+from .unreported import Folders, identity
 
 INDEX = "files.jsonl"
 KEEP = 10_000                                    # records kept; an older id answers 404
@@ -127,6 +131,7 @@ class FileIndex:
         self.records: dict[str, dict] = {}
         self._pending: dict[tuple[str, str], str] = {}      # (queue, inbox name) -> id, until placed
         self._failed: dict[tuple[str, str], str] = {}       # (queue, name in failed/) -> id
+        self._results: dict[tuple[str, str], str] = {}      # (queue, result name) -> id: a report heard twice
         self._lines = 0
         self._load()
         for q in cfg.queues:   # an upload cut short by a kill leaves its temporary file in the inbox
@@ -150,15 +155,21 @@ class FileIndex:
             self._remember(rid, rec)
 
     def _remember(self, rid: str, rec: dict) -> None:
-        if rec["state"] == "waiting":
+        if rec["state"] in ("waiting", "unknown"):   # unknown: a late report still settles it
             self._pending[(rec["queue"], rec["name"])] = rid
         elif rec["state"] == "failed" and rec.get("kept"):
             self._failed[(rec["queue"], rec["kept"])] = rid
+        elif rec["state"] == "done" and rec.get("result"):
+            self._results[(rec["queue"], rec["result"])] = rid
 
     def _forget(self, rid: str, rec: dict) -> None:
-        self._pending.pop((rec["queue"], rec["name"]), None)
-        if rec.get("kept"):
-            self._failed.pop((rec["queue"], rec["kept"]), None)
+        """Drop what _remember noted of rid (only what points to it: a done record's kept names a file in
+        done/, which another record's failed/ file may share)."""
+        q = rec["queue"]
+        for table, key in ((self._pending, (q, rec["name"])), (self._failed, (q, rec.get("kept"))),
+                           (self._results, (q, rec.get("result")))):
+            if table.get(key) == rid:
+                del table[key]
 
     def _trim(self) -> None:
         while len(self.records) > self.keep:
@@ -194,7 +205,8 @@ class FileIndex:
                     os.fsync(f.fileno())
             self._lines += 1
         except OSError as e:
-            logger.warning("web: cannot write {}: {}; the dashboard forgets this file at a restart", self.path, e)
+            logger.warning("web: cannot write {}: {}; after a restart the dashboard knows this file only as far "
+                           "as the folders tell", self.path, e)
 
     def _new(self, queue: str, name: str, state: str, **more) -> dict:
         rec = {"id": secrets.token_urlsafe(12), "queue": queue, "name": name, "state": state, "at": time.time(),
@@ -205,9 +217,14 @@ class FileIndex:
     # -- the service's hook: where each finished input went --
 
     def placed(self, queue: str, name: str, result: Path | None, went: Path | None, reason: str) -> None:
-        """conversion.feed's on_placed: record a finished input (done with its result, or failed)."""
+        """conversion.feed's on_placed: record a finished input (done with its result, or failed). Heard again
+        for the same file (a restart's recovery finishing a move the last run began), it updates its record."""
         with self._lock:
             rid = self._pending.pop((queue, name), None)
+            if rid is None:
+                again = self._results.get((queue, result.name)) if result is not None else \
+                    self._failed.get((queue, went.name)) if went is not None else None
+                rid = again if again in self.records and self.records[again]["name"] == name else None
             rec = dict(self.records[rid]) if rid in self.records else self._new(queue, name, "waiting")
             self._forget(rec["id"], rec)
             if result is not None:
@@ -217,6 +234,33 @@ class FileIndex:
             rec["at"] = time.time()
             self._remember(rec["id"], rec)
             self._save(rec)
+
+    def settle(self, in_flight: set[tuple[str, str]]) -> None:
+        """conversion.feed's on_recovered: every record still waiting for a file that is not in its inbox nor
+        among in_flight (sent through again by the recovery) was finished by a run that stopped before it
+        said so: settle it from the folders (done, failed or unknown; unreported.py)."""
+        with self._lock:
+            open_ = [r for r in self.records.values() if r["state"] in ("waiting", "unknown")
+                     and r["queue"] in self.cfg.queues and (r["queue"], r["name"]) not in in_flight
+                     and not os.path.lexists(self.cfg.inbox(r["queue"]) / r["name"])]
+            folders, taken = Folders(self.cfg), {q: set() for q in self.cfg.queues}
+            for q, result in (self._results if open_ else ()):
+                taken.setdefault(q, set()).add(result)
+            for rec in open_:
+                new = {**rec, **folders.where_it_went(rec, taken[rec["queue"]], read_reason)}
+                if new["state"] == "unknown":
+                    if new["reason"] == rec.get("reason"):
+                        continue   # as the last start left it
+                else:
+                    new["at"] = time.time()   # an unknown one keeps its time: results are looked for since then
+                self._forget(rec["id"], rec)
+                self._remember(rec["id"], new)
+                self._save(new)
+                if new["result"]:
+                    taken[rec["queue"]].add(new["result"])
+                logger.info("web: {} ({}) was finished by the last run, which stopped before recording it; the "
+                            "folders say: {}, {}", rec["name"], rec["queue"], new["state"],
+                            new["result"] or new["reason"])
 
     # -- uploads, retry, delete --
 
@@ -266,6 +310,7 @@ class FileIndex:
                 except FileExistsError:
                     self._forget(new["id"], new)
                     continue
+                new.update(identity(staged))   # to know it again in failed/ or done/ (settle)
                 self._save(new, sync=True)
                 return new
         raise Refused(409, f"no free name for {name} in the inbox")
@@ -329,7 +374,7 @@ class FileIndex:
         out = {"id": rid, "queue": rec["queue"], "name": rec["name"], "state": state}
         if state == "done":
             out.update(result=f"/api/files/{rid}/result", result_name=rec["result"])
-        elif state == "failed":
+        elif state in ("failed", "unknown"):
             out["reason"] = rec["reason"]
         return out
 

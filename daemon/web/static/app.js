@@ -36,7 +36,8 @@ function overview(table) {
   tick();
 }
 
-// Upload: each dropped or chosen file is POSTed to the API, then its state is polled until done or failed.
+// Upload: each dropped or chosen file is POSTed to the API, then its state is polled until done or failed (or
+// unknown: finished by a run that stopped before recording it, and not found again after the restart).
 function uploads(form) {
   const body = document.querySelector("#uploads tbody");
   const queue = form.querySelector("#queue"), input = form.querySelector("#files"), drop = form.querySelector("#drop");
@@ -69,7 +70,7 @@ function uploads(form) {
           img.className = "thumb"; a.append(img, document.createTextNode(" " + s.result_name)); result.append(a);
           row.className = "done"; return;
         }
-        if (s.state === "failed") { result.textContent = s.reason; row.className = "failed"; return; }
+        if (s.state === "failed" || s.state === "unknown") { result.textContent = s.reason; row.className = "failed"; return; }
       }
       await new Promise((ok) => setTimeout(ok, 500));
     }
