@@ -332,6 +332,14 @@ class Spool:
         try:
             kept = self.done(item)
         except OSError as e:
+            # It stays in work/ under this run's ticket now: its receipt follows it there, or the next start
+            # (finding no receipt of that ticket) would convert it a second time.
+            own = self.receipt(item)
+            if own and own != receipt_name:
+                try:
+                    os.replace(receipt, self.outbox / own)
+                except OSError:
+                    pass
             logger.error("{}: {} was converted before the last stop, but moving it out of work/ failed ({}); "
                          "it stays there and is not converted again", self.queue, item.name, e)
         else:

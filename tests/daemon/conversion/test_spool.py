@@ -167,6 +167,29 @@ def test_a_move_to_done_cut_short_is_finished_at_recovery_not_repeated(cfg, owne
                                                                       done / "x_before.jpg")]
 
 
+def test_a_converted_file_that_cannot_leave_work_is_not_converted_at_the_next_start_either(cfg):
+    # Its result was placed (the receipt has 2 links), then done/ could not take the input (here a file
+    # stands where the folder should be): it stays in work/ under the recovering run's ticket. The
+    # receipt must follow it there, or the start after finds no receipt and converts it a second time.
+    done, outbox = cfg.state_dir("done", "colorize"), cfg.outbox("colorize")
+    half_moved(cfg, "x_before.jpg", cfg.state_dir("elsewhere", "colorize"))
+    outbox.mkdir(parents=True, exist_ok=True)
+    (outbox / "x_after.jpg").write_bytes(b"result")
+    os.link(outbox / "x_after.jpg", outbox / ".reverser-receipt-123xdead00-7")
+    done.parent.mkdir(parents=True, exist_ok=True)
+    done.write_bytes(b"not a folder")
+    first = Owner(cfg.state_dir("work"))
+    assert Spool(cfg, "colorize", first).recover() == []
+    first.close()                                       # that run stops too, with the file still in work/
+    done.unlink()
+    second = Owner(cfg.state_dir("work"))
+    told = []
+    assert Spool(cfg, "colorize", second).recover(settled=lambda *a: told.append(a)) == []   # not again
+    second.close()
+    assert names(done) == ["x_before.jpg"] and names(outbox) == ["x_after.jpg"]
+    assert [(c.name, result) for c, result, _ in told] == [("x_before.jpg", outbox / "x_after.jpg")]
+
+
 def test_recovery_names_the_result_a_receipt_holds_past_a_name_removed_since(cfg, owner):
     # Results x_after.jpg and x_after-1.jpg, the first removed by hand after the kill: the receipt's other
     # name is found by its inode, not taken to be the first free name.
