@@ -15,6 +15,7 @@ its page, with what happened said once at the top.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from datetime import datetime
 from pathlib import Path
@@ -45,10 +46,18 @@ def _num(x, spec=".2f") -> str:
     return format(x, spec) if isinstance(x, (int, float)) and math.isfinite(x) else "-"
 
 
+def static_urls(folder: Path = HERE / "static") -> dict[str, str]:
+    """Each static file's URL with its content's hash (?v=): an upgrade changes the URL, so a browser never
+    pairs a new page with an old script it kept, and may keep each version for good (security.Guard)."""
+    return {f.name: f"/static/{f.name}?v={hashlib.sha256(f.read_bytes()).hexdigest()[:12]}"
+            for f in sorted(folder.iterdir()) if f.is_file()}
+
+
 def routes(ctx, sessions) -> tuple[list[Route], callable]:
     """The pages' routes, and the login page (security.Guard answers 401 with it)."""
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.filters.update(when=_when, num=_num)
+    templates.env.globals["static"] = static_urls().__getitem__
 
     def page(request: Request, name: str, status: int = 200, **context) -> Response:
         s = getattr(request.state, "session", None)
@@ -205,7 +214,7 @@ def routes(ctx, sessions) -> tuple[list[Route], callable]:
         form = await request.form()
         if not same_token(str(form.get("token", "")), ctx.cfg.web.token):
             return login_page(request, 401, "That is not the token in [web] token.")
-        sid, request.state.session = sessions.new()
+        sid, request.state.session = sessions.new(ctx.cfg.web.token)
         response = RedirectResponse("/", 303)
         set_cookie(response, request, sid)
         return response

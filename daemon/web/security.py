@@ -7,7 +7,8 @@
                   this server's own, and a cookie's session must show its CSRF token (403)
               --> every answer: nosniff, a Content-Security-Policy of 'self' only (a picture: no scripts,
                   none of anything else, its viewer's own inline style), no framing;
-                  Cache-Control: no-store on everything but /static/
+                  Cache-Control: no-store on everything but /static/, whose files the pages name by
+                  their content's hash (kept for good) and which are asked again when named without it
 
 The Bearer token is what programs send; a browser cannot be made to send it by
 another site, so a request carrying it needs no CSRF check. Without a token
@@ -18,23 +19,29 @@ through, as anything on this machine may write into the inbox anyway.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
+import json
 import secrets
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
+from loguru import logger
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from ..core.config import is_loopback
+from ..core.fs import write_json
 
 COOKIE = "reverser_session"
 CSRF_HEADER = "x-csrf-token"
 SESSION_SECONDS = 12 * 3600
 MAX_SESSIONS = 1000
+IMMUTABLE = "public, max-age=31536000, immutable"
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 PUBLIC = ("/login", "/static/")
 HEADERS = {
@@ -53,35 +60,76 @@ PICTURE_CSP = "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; fr
 class Session:
     csrf: str
     expires: float
+    key: str = ""        # digest of the token it logged in with ("" without a token); another token: no session
     flash: str = ""      # what the last form's action said, shown once on the next page
 
 
+def token_key(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()[:32] if token else ""
+
+
 class Sessions:
-    """The pages' sessions, in memory: a restart or a reload that rebinds logs everyone out."""
+    """The pages' sessions. Those a login made are kept in file (the state folder's web/sessions.json), so a
+    restart or a reload keeps people logged in; a new [web] token logs them all out. The file holds each
+    cookie's digest, not the cookie. Without a token, a session (for the CSRF token) is made at once and
+    lives in memory only."""
 
-    def __init__(self):
+    def __init__(self, file: Path | None = None):
         self._lock = threading.Lock()
-        self._by_id: dict[str, Session] = {}
+        self._by_id: dict[str, Session] = {}    # by the cookie's digest
+        self.file = file
+        if file is not None:
+            self._load()
 
-    def new(self) -> tuple[str, Session]:
-        sid, s = secrets.token_urlsafe(32), Session(secrets.token_urlsafe(32), time.time() + SESSION_SECONDS)
+    def new(self, token: str = "") -> tuple[str, Session]:
+        sid = secrets.token_urlsafe(32)
+        s = Session(secrets.token_urlsafe(32), time.time() + SESSION_SECONDS, token_key(token))
         with self._lock:
             now = time.time()
-            for old in [k for k, v in self._by_id.items() if v.expires < now]:
-                del self._by_id[old]
+            for old in [k for k, v in self._by_id.items() if v.expires < now or v.key != s.key]:
+                del self._by_id[old]     # expired, or made under another token (which opens nothing now)
             while len(self._by_id) >= MAX_SESSIONS:
                 del self._by_id[next(iter(self._by_id))]
-            self._by_id[sid] = s
+            self._by_id[_digest(sid)] = s
+            if s.key:
+                self._save()
         return sid, s
 
-    def get(self, sid: str | None) -> Session | None:
+    def get(self, sid: str | None, token: str = "") -> Session | None:
         with self._lock:
-            s = self._by_id.get(sid or "")
-        return s if s is not None and s.expires > time.time() else None
+            s = self._by_id.get(_digest(sid or ""))
+        return s if s is not None and s.expires > time.time() and s.key == token_key(token) else None
 
     def drop(self, sid: str | None) -> None:
         with self._lock:
-            self._by_id.pop(sid or "", None)
+            s = self._by_id.pop(_digest(sid or ""), None)
+            if s is not None and s.key:
+                self._save()
+
+    def _load(self) -> None:
+        try:
+            doc = json.loads(self.file.read_bytes())
+            now = time.time()
+            self._by_id = {k: Session(str(v["csrf"]), float(v["expires"]), str(v["key"]))
+                           for k, v in doc.items() if float(v["expires"]) > now}
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
+            logger.warning("web sessions: {} unreadable ({}); everyone logs in again", self.file, e)
+
+    def _save(self) -> None:
+        if self.file is None:
+            return
+        kept = {k: {"csrf": s.csrf, "expires": s.expires, "key": s.key} for k, s in self._by_id.items() if s.key}
+        try:
+            write_json(self.file, kept)
+        except OSError as e:     # a full or read-only disk: the session still holds until the next restart
+            logger.warning("web sessions: cannot write {} ({}); logins last until the service restarts",
+                           self.file, e.strerror or e)
+
+
+def _digest(sid: str) -> str:
+    return hashlib.sha256(sid.encode()).hexdigest()
 
 
 def set_cookie(response: Response, request: Request, sid: str) -> None:
@@ -116,6 +164,10 @@ class Guard(BaseHTTPMiddleware):
             response.headers["Content-Security-Policy"] = PICTURE_CSP
         if not request.url.path.startswith("/static/"):
             response.headers["Cache-Control"] = "no-store"
+        elif response.status_code == 200:
+            # The pages name each file with its content's hash (pages.static_urls): that URL never changes
+            # meaning. Without the hash, the browser asks again each time (a 304 when unchanged).
+            response.headers["Cache-Control"] = (IMMUTABLE if request.query_params.get("v") else "no-cache")
         return response
 
     async def _check(self, request: Request, call_next) -> Response:
@@ -133,7 +185,7 @@ class Guard(BaseHTTPMiddleware):
                 return _refuse(api, 401, "wrong token in the Authorization header", bearer=True)
             via = "bearer"
         sid = request.cookies.get(COOKIE)
-        request.state.session = self.sessions.get(sid)
+        request.state.session = self.sessions.get(sid, token)
         if via is None and request.state.session is not None:
             via = "cookie"
         public = path == "/login" or path.startswith("/static/")

@@ -59,7 +59,7 @@ class WebContext:
 
 
 def create_app(ctx: WebContext) -> Starlette:
-    sessions = Sessions()
+    sessions = Sessions(ctx.index.path.parent / "sessions.json")
     page_routes, login_page = pages.routes(ctx, sessions)
     routes = api.routes(ctx) + page_routes + [Mount("/static", StaticFiles(directory=HERE / "static"), name="static")]
     if ctx.metrics_app is not None:

@@ -3,12 +3,16 @@ only, the response headers, and a configuration that would expose the server wit
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
+from pathlib import Path
 
 import httpx
 import pytest
+
+import daemon.web
 
 from tests.daemon.web.conftest import TOKEN, free_port
 from tests.support.config import merge_sections, write_config
@@ -134,6 +138,25 @@ def test_responses_carry_the_security_headers(web):
         assert "<script>" not in page and "style=" not in page and "http" not in page.split("<body")[0]
 
 
+def test_pages_name_static_files_by_their_content_so_a_browser_may_keep_them(web):
+    static = Path(daemon.web.__file__).parent / "static"
+    with web.client() as c:
+        page = c.get("/").text
+        for name in ["app.js", "app.css", "favicon.svg"]:
+            body = (static / name).read_bytes()
+            url = f"/static/{name}?v={hashlib.sha256(body).hexdigest()[:12]}"
+            assert f'"{url}"' in page, name
+            r = c.get(url)
+            assert r.status_code == 200 and r.content == body
+            assert r.headers["cache-control"] == "public, max-age=31536000, immutable"
+        # Named without its hash (an old bookmark, a program): asked again each time, answered 304 if unchanged.
+        r = c.get("/static/app.js")
+        assert r.headers["cache-control"] == "no-cache"
+        assert c.get("/static/app.js", headers={"If-None-Match": r.headers["etag"]}).status_code == 304
+        r = c.get("/static/gone.js?v=0123456789ab")
+        assert r.status_code == 404 and "immutable" not in r.headers.get("cache-control", "")
+
+
 # -- configuration: exit 78 --
 
 def check(config):
@@ -196,6 +219,50 @@ def test_a_reload_that_changes_web_rebinds(tmp_path, tiny_models):
     finally:
         assert s.stop() == 0
     assert "web dashboard and API at http://127.0.0.1:%d/" % new in s.log()
+
+
+def test_a_login_outlives_a_restart_and_a_new_token_logs_everyone_out(tmp_path, tiny_models):
+    port = free_port()
+    models = {"colorize": tiny_models["colorize"]}
+
+    def start(log):
+        config = write_config(tmp_path, models, merge_sections(QUICK, f'[web]\nenabled = true\nport = {port}\n'
+                                                                      f'token = "{TOKEN}"\n'))
+        return Service(config, child_env(), tmp_path / log).wait_ready(180)
+
+    url = f"http://127.0.0.1:{port}"
+    s = start("first.log")
+    try:
+        with httpx.Client(base_url=url, follow_redirects=False) as c:
+            assert c.post("/login", data={"token": TOKEN}).status_code == 303
+            sid = c.cookies["reverser_session"]
+            csrf = c.get("/").text.split('name="csrf" content="')[1].split('"')[0]
+    finally:
+        assert s.stop() == 0
+    kept = (tmp_path / "var" / "web" / "sessions.json").read_text()
+    assert sid not in kept and csrf in kept     # the cookie's digest is kept, not the cookie
+    s = start("second.log")
+    try:
+        with httpx.Client(base_url=url, cookies={"reverser_session": sid}, follow_redirects=False) as c:
+            assert c.get("/").status_code == 200                  # still logged in, with the same CSRF token
+            assert f'name="csrf" content="{csrf}"' in c.get("/").text
+            write_config(tmp_path, models, merge_sections(QUICK, f'[web]\nenabled = true\nport = {port}\n'
+                                                                 f'token = "another-{TOKEN}"\n'))
+            s.send(signal.SIGHUP)
+            s.wait_log("Reloaded:")
+            assert c.get("/").status_code == 401                  # a new token: log in again
+            assert c.get("/api/status").status_code == 401
+            r = c.post("/login", data={"token": f"another-{TOKEN}"}, headers={"Origin": url})
+            assert r.status_code == 303
+            new_sid = r.cookies["reverser_session"]
+            c.cookies = {"reverser_session": new_sid}
+            assert c.get("/").status_code == 200
+            assert c.post("/logout", headers={"Origin": url}).status_code == 303
+            c.cookies = {"reverser_session": new_sid}
+            assert c.get("/").status_code == 401                  # logged out: that cookie opens nothing
+    finally:
+        assert s.stop() == 0
+    assert (tmp_path / "var" / "web" / "sessions.json").read_text().strip() == "{}"
 
 
 def _get(url):
