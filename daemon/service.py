@@ -232,7 +232,7 @@ class Service:
         self.board.set_model(q, p.model.path, p.version)
         self.metrics.model_version(q, p.version)  # metrics:
 
-    def _counted_file(self, q: str, ok: bool, seconds: float) -> None:
+    def _counted_file(self, q: str, ok: bool, seconds: float | None) -> None:
         """The feed's report of one finished input: the status board, and metrics."""
         self.board.record(q, ok)
         if ok:

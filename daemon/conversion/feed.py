@@ -47,7 +47,7 @@ class InboxFeed:
     """Claims each complete inbox file, submits it to the pipeline, and moves its input on when it is done."""
 
     def __init__(self, cfg: Config, spools: dict[str, Spool], pipeline: Pipeline,
-                 on_result: Callable[[str, bool, float], None]):
+                 on_result: Callable[[str, bool, float | None], None]):
         self.cfg, self.spools, self.pipeline, self.on_result = cfg, spools, pipeline, on_result
         self.leftovers = Leftovers()   # finished inputs that done/ or failed/ could not take yet
         # Told when an unfinished file goes back to the inbox (path, seconds): the watcher's hold().
@@ -90,6 +90,7 @@ class InboxFeed:
         would have said."""
         if result is not None:
             self._placed(spool.queue, item.name, result, kept, "")
+            self.on_result(spool.queue, True, None)   # its run died before counting it; how long it took is lost
 
     def take(self, q: str, arrival: Arrival) -> None:
         """Watcher handler: claim a complete inbox file and start it through the pipeline."""

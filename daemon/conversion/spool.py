@@ -281,7 +281,7 @@ class Spool:
         starting at once, exactly one takes each. Those whose result was written before the
         crash are moved to done/ here, not returned, and told to settled(item, its result or None
         when no other name of it is found, where the input went: done/, or None when deleted or
-        still in work/).
+        still in work/). Ours (include_own: a reload) are not told again: they were when they finished.
         """
         found = []
         for old in self._unowned(include_own):
@@ -295,7 +295,8 @@ class Spool:
                              self.queue, old.path, e)
                 continue
             _left(old)
-            if not self._settled(item, self.receipt(old), settled):
+            ours = old.ticket.rpartition("-")[0] == self.owner.id   # a reload's: told when it finished
+            if not self._settled(item, self.receipt(old), None if ours else settled):
                 found.append(item)
         self._drop_receipts(include_own)
         for item in found:

@@ -89,10 +89,12 @@ class Metrics:
             self._failed.labels(q)
             self._depth.labels(q)
 
-    def file_processed(self, queue: str, seconds: float) -> None:
-        """One result written, seconds after its input was found complete."""
+    def file_processed(self, queue: str, seconds: float | None) -> None:
+        """One result written, seconds after its input was found complete (None: not known, as for a result
+        the run before a crash wrote, which start-up recovery counts)."""
         self._processed.labels(queue).inc()
-        self._latency.labels(queue).observe(seconds)
+        if seconds is not None:
+            self._latency.labels(queue).observe(seconds)
 
     def file_failed(self, queue: str) -> None:
         """One input moved to the failed folder (its reason is in the reason file beside it)."""

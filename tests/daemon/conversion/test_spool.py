@@ -190,6 +190,25 @@ def test_a_converted_file_that_cannot_leave_work_is_not_converted_at_the_next_st
     assert [(c.name, result) for c, result, _ in told] == [("x_before.jpg", outbox / "x_after.jpg")]
 
 
+def test_a_reload_finishes_its_own_converted_file_without_telling_it_again(cfg):
+    # As above, but the run that kept it in work/ reloads (recovery of its own claims): it was told (and
+    # counted) when it finished, so the reload moves it on without a second report.
+    done, outbox = cfg.state_dir("done", "colorize"), cfg.outbox("colorize")
+    half_moved(cfg, "x_before.jpg", cfg.state_dir("elsewhere", "colorize"))
+    outbox.mkdir(parents=True, exist_ok=True)
+    (outbox / "x_after.jpg").write_bytes(b"result")
+    os.link(outbox / "x_after.jpg", outbox / ".reverser-receipt-123xdead00-7")
+    done.parent.mkdir(parents=True, exist_ok=True)
+    done.write_bytes(b"not a folder")
+    run, told = Owner(cfg.state_dir("work")), []
+    assert Spool(cfg, "colorize", run).recover(settled=lambda *a: told.append(a)) == []
+    assert [c.name for c, _, _ in told] == ["x_before.jpg"]      # the dead run's file: told once
+    done.unlink()
+    assert Spool(cfg, "colorize", run).recover(include_own=True, settled=lambda *a: told.append(a)) == []
+    run.close()
+    assert len(told) == 1 and names(done) == ["x_before.jpg"] and names(outbox) == ["x_after.jpg"]
+
+
 def test_recovery_names_the_result_a_receipt_holds_past_a_name_removed_since(cfg, owner):
     # Results x_after.jpg and x_after-1.jpg, the first removed by hand after the kill: the receipt's other
     # name is found by its inode, not taken to be the first free name.

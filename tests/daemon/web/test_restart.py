@@ -120,6 +120,11 @@ def test_a_result_written_just_before_a_kill_9_is_done_after_the_restart_and_a_t
             again = rig.state(c, plate, "done", "failed", "unknown")
             assert again["state"] == "done" and again["result_name"] == "plate_after.png", again
             assert Image.open(io.BytesIO(c.get(again["result"]).content)).size == (64, 40)
+            # Both count as processed since the start: scan's result by the run that died before counting it.
+            counts = c.get("/api/status").json()["queues"]
+            assert counts["colorize"]["processed"] == 1 and counts["reverse"]["processed"] == 1, counts
+            metrics = c.get("/metrics").text
+            assert 'reverser_files_processed_total{queue="colorize"} 1.0' in metrics
         assert rig.stop() == 0
     finally:
         for q in ("colorize", "reverse"):
