@@ -10,9 +10,9 @@ task can finish its result at full depth while the network works on the 8-bit
 copy: 16-bit gray (Pillow's I;16 modes, or I within 16 bits), and 16-bit RGB
 TIFF and PNG, which Pillow decodes to their high bytes only. imagecodecs reads
 those samples: tifffile decodes a TIFF whole with its codecs (LZW, zstd,
-packbits; deflate and LZMA it decodes alone), and libpng, through
-imagecodecs.png_decode, a PNG, interlaced or not. The 8-bit copy the network
-sees stays Pillow's own. An install without imagecodecs reads a 16-bit color
+packbits; deflate and LZMA it decodes alone), beside Pillow's 8-bit copy, and
+libpng, through imagecodecs.png_decode, a PNG, interlaced or not, once: its
+8-bit copy is then made from the samples' high bytes, as Pillow's would be. An install without imagecodecs reads a 16-bit color
 PNG and an LZW TIFF at 8 bits, and works otherwise as ever. has_color() tells
 a color picture from a gray or toned one saved as RGB (a colorize queue asks
 it of each input).
@@ -24,6 +24,8 @@ import contextlib
 import functools
 import logging
 import mmap
+import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,9 +73,12 @@ def open_image(path: str | Path, max_pixels: int | None = None) -> Plain:
                 )
             if getattr(im, "n_frames", 1) > 1:
                 im.seek(0)  # animated GIF/WebP/TIFF: the first frame
-            png16 = _is_rgb16_png(im)   # asked before load(), which lets go of the rawmode that says so
+            if _is_rgb16_png(im):   # asked before load(), which lets go of the rawmode that says so
+                decoded = _rgb16_png(im, path)
+                if decoded is not None:
+                    return plain(*decoded)
             im.load()
-            return plain(im, _rgb16_png(im, path) if png16 else _rgb16_tiff(im, path))
+            return plain(im, _rgb16_tiff(im, path))
     except ImageError:
         raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
@@ -168,14 +173,17 @@ def _codecs():
     return imagecodecs
 
 
-def _rgb16_png(im: Image.Image, source) -> np.ndarray | None:
-    """A 16-bit RGB PNG's samples, (H, W, 3) uint16, upright, or None (no imagecodecs, or it cannot read it).
+def _rgb16_png(im: Image.Image, source) -> tuple[Image.Image, np.ndarray] | None:
+    """A 16-bit RGB PNG decoded once, by libpng: its 8-bit copy, and its samples (H, W, 3) uint16 upright;
+    None without imagecodecs or for a PNG libpng refuses (Pillow then decodes it, to 8 bits).
 
-    Pillow decodes such a PNG to the high byte of each sample; libpng decodes
-    the file's bytes again into one (H, W, 3) array, interlaced or not: a
-    BytesIO's own (getvalue() shares them, no copy) or a file's, mapped. The
-    samples are turned by the orientation exif_transpose reads (EXIF, else
-    XMP), as plain() turns the 8-bit copy.
+    libpng decodes the file's bytes, interlaced or not: a BytesIO's own
+    (getvalue() shares them, no copy) or a file's, mapped. The 8-bit copy is
+    the samples' high bytes, exactly what Pillow's own decoding gives, and
+    carries the file's metadata: what Pillow read before the image data, and
+    an eXIf or XMP chunk after it (Pillow reads those only as it decodes).
+    The samples are turned by the orientation exif_transpose will read from
+    that copy (EXIF, else XMP), as plain() turns the copy.
     """
     codecs = _codecs()
     if codecs is None:
@@ -191,11 +199,42 @@ def _rgb16_png(im: Image.Image, source) -> np.ndarray | None:
                 f = files.enter_context(open(source, "rb"))
                 data = files.enter_context(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
             a = codecs.png_decode(data)
-        if a.dtype != np.uint16 or a.shape != (im.height, im.width, 3):
-            return None
-        return _ORIENT.get(int(im.getexif().get(274, 1)), lambda x: x)(a)   # Pillow loads it unturned
+            late = _png_late_metadata(data)
     except Exception:  # a PNG libpng refuses keeps Pillow's 8 bits
         return None
+    if a.dtype != np.uint16 or a.shape != (im.height, im.width, 3):
+        return None
+    high = a.view(np.uint8)[..., 1::2] if a.dtype.byteorder == "<" or (
+        a.dtype.byteorder == "=" and np.little_endian) else a.view(np.uint8)[..., ::2]
+    eight = Image.fromarray(np.ascontiguousarray(high))
+    eight.info = {**im.info, **late}
+    eight.format = im.format
+    return eight, _ORIENT.get(int(eight.getexif().get(274, 1)), lambda x: x)(a)
+
+
+def _png_late_metadata(data) -> dict:
+    """The eXIf and XMP (iTXt XML:com.adobe.xmp) chunks after a PNG's image data, as Pillow's info names
+    them. Only the chunks' headers are read on the way, not the image data."""
+    info, pos, seen_image = {}, 8, False
+    try:
+        while pos + 8 <= len(data):
+            length, kind = struct.unpack_from(">I4s", data, pos)
+            body = pos + 8
+            if kind == b"IEND":
+                break
+            if kind == b"IDAT":
+                seen_image = True
+            elif seen_image and kind == b"eXIf":
+                info["exif"] = bytes(data[body: body + length])
+            elif seen_image and kind == b"iTXt" and bytes(data[body: body + 18]) == b"XML:com.adobe.xmp\0":
+                flag = data[body + 18]
+                lang = bytes(data[body + 20: body + length]).split(b"\0", 2)   # language, translated, text
+                text = lang[2] if len(lang) == 3 else b""
+                info["XML:com.adobe.xmp"] = (zlib.decompress(text) if flag else text).decode("utf-8", "replace")
+            pos = body + length + 4
+    except (struct.error, zlib.error, IndexError):
+        pass   # a damaged chunk after the image: what was found so far
+    return info
 
 
 def _rgb16_tiff(im: Image.Image, source) -> np.ndarray | None:

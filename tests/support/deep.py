@@ -34,16 +34,19 @@ def color16(size=(96, 64), seed=0) -> np.ndarray:
 ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
 
 
-def png16(rgb: np.ndarray, interlace: bool = False, chunks: tuple[tuple[bytes, bytes], ...] = ()) -> bytes:
+def png16(rgb: np.ndarray, interlace: bool = False, chunks: tuple[tuple[bytes, bytes], ...] = (),
+          after: tuple[tuple[bytes, bytes], ...] = ()) -> bytes:
     """(H, W, 3) uint16 as a 16-bit RGB PNG, Adam7-interlaced if asked (Pillow writes no 16-bit color),
-    with chunks (kind, data) before its pixels."""
+    with chunks (kind, data) before its pixels and after them."""
     h, w = rgb.shape[:2]
     # Interlaced, the rows of seven passes over sub-grids follow one another (no filter: type 0).
     passes = [rgb[y0::dy, x0::dx] for x0, y0, dx, dy in ADAM7] if interlace else [rgb]
     raw = b"".join(b"\0" + row.astype(">u2").tobytes() for p in passes if p.size for row in p)
     out = [b"\x89PNG\r\n\x1a\n", _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, int(interlace)))]
     out += [_chunk(kind, data) for kind, data in chunks]
-    return b"".join(out + [_chunk(b"IDAT", zlib.compress(raw)), _chunk(b"IEND", b"")])
+    raw = zlib.compress(raw)
+    idat = [_chunk(b"IDAT", raw[i: i + 8192]) for i in range(0, len(raw), 8192)]   # as encoders split it
+    return b"".join(out + idat + [_chunk(kind, data) for kind, data in after] + [_chunk(b"IEND", b"")])
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:

@@ -2,10 +2,11 @@
 
 import subprocess
 import sys
+import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from tests.conftest import make_image
 from tests.support.processes import ROOT
@@ -135,7 +136,7 @@ def test_high_depth_gray_is_scaled_block_by_block_to_the_same_8_bits():
 _PEAK = r"""
 import io, sys
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 from unet import open_image
 a = np.full((3000, 5000), 30000, np.uint16)
 a[::97, ::89] = 60000
@@ -227,6 +228,35 @@ def test_a_sixteen_bit_rgb_png_is_read_whole_and_turned_upright_like_its_8_bit_c
         assert is_deep(im)
 
 
+def _xmp(orientation: int, compressed: bool) -> bytes:
+    text = (f'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+            f'<rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="{orientation}"/>'
+            f'</rdf:RDF></x:xmpmeta>').encode()
+    return b"XML:com.adobe.xmp\0" + bytes([compressed, 0]) + b"\0\0" + (zlib.compress(text) if compressed else text)
+
+
+@pytest.mark.parametrize("where", ["exif before", "exif after", "xmp after", "xmp after, compressed"])
+def test_a_sixteen_bit_png_decoded_once_gives_pillows_own_8_bit_picture(tmp_path, where):
+    """The 8-bit copy is made from libpng's samples, not decoded again by Pillow: it must be the picture
+    Pillow's own decoding gives, turned by an orientation the file holds before its image data or after
+    it (which Pillow reads only as it decodes), in its EXIF or its XMP."""
+    from tests.support.deep import color16, png16
+
+    rgb = color16((41, 23))
+    exif = Image.Exif()
+    exif[274] = 6
+    kind, data = (b"eXIf", exif.tobytes()) if where.startswith("exif") else (b"iTXt", _xmp(6, "compressed" in where))
+    before, after = (((kind, data),), ()) if "before" in where else ((), ((kind, data),))
+    (tmp_path / "c.png").write_bytes(png16(rgb, chunks=before, after=after))
+    p = open_image(tmp_path / "c.png")
+    with Image.open(tmp_path / "c.png") as im:
+        im.load()
+        pillow = ImageOps.exif_transpose(im)
+    assert pillow.size == (23, 41) and p.image.size == pillow.size, "turned upright, as Pillow turns it"
+    assert np.array_equal(np.asarray(p.image), np.asarray(pillow))
+    assert np.array_equal(p.deep, np.rot90(rgb, -1)) and p.format == "PNG"
+
+
 def test_an_interlaced_sixteen_bit_rgb_png_keeps_every_sample(tmp_path):
     from tests.support.deep import color16, png16
 
@@ -259,7 +289,7 @@ _WITHOUT_CODECS = r"""
 import sys
 sys.modules["imagecodecs"] = None   # an install without imagecodecs: importing it raises ImportError
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 from tests.support.deep import color16
 from unet.images import is_deep, open_image
 rgb = color16((40, 24))
