@@ -121,7 +121,10 @@ def test_a_result_written_just_before_a_kill_9_is_done_after_the_restart_and_a_t
             assert again["state"] == "done" and again["result_name"] == "plate_after.png", again
             assert Image.open(io.BytesIO(c.get(again["result"]).content)).size == (64, 40)
             # Both count as processed since the start: scan's result by the run that died before counting it.
-            counts = c.get("/api/status").json()["queues"]
+            def counted():   # the status is written every interval_seconds
+                q = c.get("/api/status").json()["queues"]
+                return q if q["reverse"]["working"] == 0 and q["reverse"]["processed"] else None
+            counts = poll(counted, 30, "the status to count plate", rig)
             assert counts["colorize"]["processed"] == 1 and counts["reverse"]["processed"] == 1, counts
             metrics = c.get("/metrics").text
             assert 'reverser_files_processed_total{queue="colorize"} 1.0' in metrics
