@@ -112,6 +112,34 @@ def test_upload_through_the_page_see_the_result_and_compare(web, browser):
     until(b, "document.images[0].naturalWidth === 240 && document.images[0].width === 240", "the result at 100%")
 
 
+def test_files_dragged_onto_the_upload_page_are_sent(web, browser):
+    """A drop of two files on the drop zone, as a file manager's drag gives it: real File objects, which a
+    hidden file input takes from disk, in the DataTransfer of a drop event."""
+    from selenium.webdriver.common.by import By
+
+    b = browser
+    sources = [make_image(web.root / "src" / f"dragged {i}.png", (96, 64), "L", seed=10 + i) for i in range(2)]
+    b.get(web.url + "/upload")
+    picked = b.execute_script("""const i = document.createElement('input'); i.type = 'file'; i.multiple = true;
+        i.id = 'dragged'; i.style.display = 'none'; document.body.append(i); return i;""")
+    picked.send_keys("\n".join(str(p) for p in sources))
+    b.execute_script("""const dt = new DataTransfer();
+        for (const f of document.getElementById('dragged').files) dt.items.add(f);
+        const zone = document.getElementById('drop');
+        zone.dispatchEvent(new DragEvent('dragover', {dataTransfer: dt, bubbles: true, cancelable: true}));
+        if (!zone.classList.contains('over')) throw new Error('the zone does not show the drag');
+        zone.dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true}));""")
+    until(b, "document.querySelectorAll('#uploads tr.done, #uploads tr.failed').length === 2", "both uploads")
+    rows = [r.text for r in b.find_elements(By.CSS_SELECTOR, "#uploads tbody tr")]
+    assert all("done" in r for r in rows), rows
+    for name in ("dragged_0_after.png", "dragged_1_after.png"):
+        assert sum(name in r for r in rows) == 1, (name, rows)
+    assert "over" not in b.find_element(By.ID, "drop").get_attribute("class")
+    shot(b, "dropped")
+    for name in ("dragged_0_after.png", "dragged_1_after.png"):
+        assert (web.folder("outbox") / name).exists(), name
+
+
 def test_a_failed_file_is_shown_with_its_reason_and_retried(web, browser):
     from selenium.webdriver.common.by import By
 
