@@ -67,7 +67,7 @@ import torch  # noqa: E402
 
 from bench.eval_pairs import contact_sheet  # noqa: E402
 from bench.service_bench import make_inputs, start_service, wait_until  # noqa: E402
-from daemon.learning.intake import read_counts  # noqa: E402
+from daemon.learning.counts import read_counts  # noqa: E402
 from daemon.learning.registry import Registry  # noqa: E402
 from unet import Predictor, load_model  # noqa: E402
 from unet.data import find_pairs, load_pair  # noqa: E402

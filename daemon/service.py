@@ -52,7 +52,8 @@ from .core.config import Config, ConfigError, load_config
 from .core.fs import sweep_temp
 from .core.names import input_name, is_input, is_pair_file
 from .errors import EX_OK
-from .learning.intake import PairIntake, read_counts
+from .learning.counts import read_counts
+from .learning.intake import PairIntake
 from .learning.retrain import Retrainer
 from .learning.scheduler import RetrainScheduler
 from .learning.serving import load_predictor, load_serving, model_dir

@@ -27,7 +27,7 @@ from ..core.config import load_config
 from ..core.fs import now_iso
 from ..errors import EX_DATAERR, EX_OK, EX_TEMPFAIL, UsageError
 from ..learning.challenger import train_challenger
-from ..learning.intake import mark_trained, read_counts
+from ..learning.counts import mark_trained, read_counts
 from ..learning.promotion import conclude
 from ..learning.registry import open_registry
 from ..learning.report import new_report_dir, rule_line

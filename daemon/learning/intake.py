@@ -9,7 +9,7 @@ decode, show the same picture (a size difference is resized when training,
 with a note), and neither half's bytes are already there.
 
 Beside the pairs: index.jsonl (one line per filed pair: files, hashes, note),
-counts.json (pairs filed, new since the last training) and refused.json (how
+counts.json (pairs filed, new since the last training: counts.py) and refused.json (how
 many files were refused, the last REFUSED_KEPT with their reasons) for
 `reverser status`, which also lists the halves waiting (waiting()).
 
@@ -41,54 +41,20 @@ from pathlib import Path
 
 from loguru import logger
 
-from unet.data import PairRef, find_pairs, load_pair
+from unet.data import PairRef, load_pair
 from unet.images import ImageError, open_image
 
 from ..core.config import Config
-from ..core.fs import append_jsonl, file_lock, local_iso, move, now_iso, numbered, read_jsonl, sha256_file, write_json
+from ..core.fs import append_jsonl, local_iso, move, now_iso, numbered, read_jsonl, sha256_file, write_json
 from ..core.names import EXT_FORMAT, NAME_MAX, fitted, is_pair_file, name_bytes, pair_half, shown
 from ..core.quarantine import quarantine
+from .counts import COUNTS, update_counts
 
-INDEX, COUNTS, LOCK, REFUSED = "index.jsonl", "counts.json", ".lock", "refused.json"
+INDEX, REFUSED = "index.jsonl", "refused.json"
 REFUSED_KEPT = 20   # refusals kept with their reasons for `reverser status` (all are counted)
 RETRY_FIRST_S, RETRY_MAX_S = 10.0, 600.0   # pauses before a file that could not be filed is tried again
 # The longest pair name whose files, NAME_before.EXT with any image extension, fit in a file name.
 PAIR_NAME_MAX = NAME_MAX - name_bytes("_before") - max(name_bytes(ext) for ext in EXT_FORMAT)
-
-
-def read_counts(pairs_dir: Path) -> dict:
-    """{"pairs": N, "new": M, "last_training": time or None}: what `reverser status` shows."""
-    try:
-        counts = json.loads((Path(pairs_dir) / COUNTS).read_text())
-    except (OSError, ValueError):
-        counts = {}
-    return {"pairs": counts.get("pairs", 0), "new": counts.get("new", 0),
-            "last_training": counts.get("last_training"), "updated": counts.get("updated")}
-
-
-def _update_counts(pairs_dir: Path, lone_color: bool, added: int = 0, trained: int | None = None,
-                   recount: bool = True) -> dict:
-    """Count added pairs in; recount: count the pairs in the folder (a listing) instead of adding."""
-    # The service's intake and a foreground `reverser train` may both update counts.json.
-    with file_lock(pairs_dir / LOCK):
-        counts = read_counts(pairs_dir)
-        counts["new"] += added
-        if trained is not None:
-            # Pairs that arrived while the run trained are still new for the next one.
-            counts["new"] = max(0, counts["new"] - trained)
-            counts["last_training"] = now_iso()
-        if recount:
-            counts["pairs"] = len(find_pairs([pairs_dir], allow_lone_color=lone_color)) if pairs_dir.is_dir() else 0
-        else:
-            counts["pairs"] += added
-        counts["updated"] = now_iso()
-        write_json(pairs_dir / COUNTS, counts)
-        return counts
-
-
-def mark_trained(pairs_dir: Path, lone_color: bool, used_new: int) -> dict:
-    """After a completed training run: the used_new pairs that were new are new no more."""
-    return _update_counts(Path(pairs_dir), lone_color, trained=used_new)
 
 
 class Refused(Exception):
@@ -415,7 +381,7 @@ class PairIntake:
     def _count_in(self) -> dict:
         """counts.json with one more pair (and any whose update failed before); its old values if it fails."""
         try:
-            counts = _update_counts(self.dest, self.lone_color, added=1 + self._uncounted, recount=not self._counted)
+            counts = update_counts(self.dest, self.lone_color, added=1 + self._uncounted, recount=not self._counted)
         except OSError as e:
             self._uncounted += 1
             self.log.warning("cannot update {}: {}; the pair is filed, and counted at the next filing",

@@ -29,7 +29,7 @@ from loguru import logger
 from ..core.config import Config
 from ..core.fs import file_lock, now_iso
 from .challenger import PARENT_ENV, RESULT, TrainJob
-from .intake import mark_trained, read_counts
+from .counts import mark_trained, read_counts
 from .promotion import TrainingOutcome, conclude
 from .registry import open_registry
 from .report import new_report_dir

@@ -20,7 +20,7 @@ from typing import Callable
 from loguru import logger
 
 from ..core.config import Config
-from ..learning.intake import read_counts
+from ..learning.counts import read_counts
 from ..learning.registry import Registry, RegistryError, open_registry
 from ..learning.retrain import Busy, Retrainer
 from ..ops.status import STATUS_FILE

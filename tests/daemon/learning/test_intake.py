@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 
 from daemon.core.config import load_config
-from daemon.learning.intake import PairIntake, mark_trained, read_counts
+from daemon.learning.counts import mark_trained, read_counts
+from daemon.learning.intake import PairIntake
 from tests.support.config import write_config
 from tests.support.images import make_image
 from tests.support.service import captured_logs
@@ -217,14 +218,14 @@ def test_behind_the_real_watcher_halves_pair_up_and_a_lone_half_times_out(tmp_pa
 
 
 def test_filing_lists_the_pairs_folder_once_whatever_the_number_of_pairs(setup, monkeypatch):
-    import daemon.learning.intake as intake_module
+    import daemon.learning.counts as counts_module
 
     cfg, clock, intake = setup
     inbox, pairs = cfg.train_inbox("colorize"), cfg.state_dir("pairs", "colorize")
     listed, counted = [], []
-    real_iterdir, real_find = Path.iterdir, intake_module.find_pairs
+    real_iterdir, real_find = Path.iterdir, counts_module.find_pairs
     monkeypatch.setattr(Path, "iterdir", lambda self: listed.append(self) or real_iterdir(self))
-    monkeypatch.setattr(intake_module, "find_pairs", lambda *a, **k: counted.append(a) or real_find(*a, **k))
+    monkeypatch.setattr(counts_module, "find_pairs", lambda *a, **k: counted.append(a) or real_find(*a, **k))
     for i in range(12):
         make_image(inbox / f"photo{i}.png", (32, 24), seed=i)
         assert intake.handle(inbox / f"photo{i}.png") == "filed"

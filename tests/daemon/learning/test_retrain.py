@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 
 from daemon.core.config import load_config
-from daemon.learning.intake import PairIntake, read_counts
+from daemon.learning.counts import read_counts
+from daemon.learning.intake import PairIntake
 from daemon.learning.promotion import decide
 from daemon.learning.registry import Registry, open_registry
 from daemon.learning.retrain import Retrainer
