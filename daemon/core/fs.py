@@ -41,7 +41,7 @@ def temp_writer(name: str) -> str:
 
 
 def write_atomic(folder: Path, name: str, data: bytes, on_exists: str = "number",
-                 receipt: str | None = None, writer: str = "") -> Path:
+                 receipt: str | None = None, writer: str = "", mode: int = 0o644) -> Path:
     """Write data as folder/name so no reader ever sees a partial file; return the final path.
 
     on_exists="number" never replaces a file: NAME_after.jpg taken gives
@@ -52,13 +52,14 @@ def write_atomic(folder: Path, name: str, data: bytes, on_exists: str = "number"
     result is in place, as a second hard link to it, until the caller removes it.
     A link count of 2 then proves the result was placed; see conversion/spool.py
     for how a restart uses that. Where hard links are not supported the receipt
-    is lost in the rename. writer: the instance id put into temporary names.
+    is lost in the rename. writer: the instance id put into temporary names. mode: the file's
+    permissions from its creation on (less the umask).
     """
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / (receipt or temp_name(writer))
     if receipt:
         tmp.unlink(missing_ok=True)  # left by an attempt that never placed its result
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     placed = False
     try:
         with os.fdopen(fd, "wb") as f:
@@ -289,9 +290,10 @@ def local_iso(t: float) -> str:
     return datetime.fromtimestamp(t).astimezone().isoformat(timespec="seconds")
 
 
-def write_json(path: Path, obj) -> None:
+def write_json(path: Path, obj, mode: int = 0o644) -> None:
     """Write a JSON file whole: temp name in the same folder, fsync, rename."""
-    write_atomic(path.parent, path.name, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode(), "replace")
+    write_atomic(path.parent, path.name, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode(), "replace",
+                 mode=mode)
 
 
 def json_text(obj, **kw) -> str:

@@ -70,8 +70,8 @@ def token_key(token: str) -> str:
 
 class Sessions:
     """The pages' sessions. Those a login made are kept in file (the state folder's web/sessions.json), so a
-    restart or a reload keeps people logged in; a new [web] token logs them all out. The file holds each
-    cookie's digest, not the cookie. Without a token, a session (for the CSRF token) is made at once and
+    restart or a reload keeps people logged in; a new [web] token logs them all out. The file (mode 0600)
+    holds each cookie's digest, not the cookie. Without a token, a session (for the CSRF token) is made at once and
     lives in memory only."""
 
     def __init__(self, file: Path | None = None):
@@ -122,7 +122,7 @@ class Sessions:
             return
         kept = {k: {"csrf": s.csrf, "expires": s.expires, "key": s.key} for k, s in self._by_id.items() if s.key}
         try:
-            write_json(self.file, kept)
+            write_json(self.file, kept, mode=0o600)   # the token's digest: for the service's user alone
         except OSError as e:     # a full or read-only disk: the session still holds until the next restart
             logger.warning("web sessions: cannot write {} ({}); logins last until the service restarts",
                            self.file, e.strerror or e)

@@ -241,6 +241,7 @@ def test_a_login_outlives_a_restart_and_a_new_token_logs_everyone_out(tmp_path, 
         assert s.stop() == 0
     kept = (tmp_path / "var" / "web" / "sessions.json").read_text()
     assert sid not in kept and csrf in kept     # the cookie's digest is kept, not the cookie
+    assert (tmp_path / "var" / "web" / "sessions.json").stat().st_mode & 0o777 == 0o600
     s = start("second.log")
     try:
         with httpx.Client(base_url=url, cookies={"reverser_session": sid}, follow_redirects=False) as c:
