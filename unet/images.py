@@ -204,9 +204,8 @@ def _rgb16_png(im: Image.Image, source) -> tuple[Image.Image, np.ndarray] | None
         return None
     if a.dtype != np.uint16 or a.shape != (im.height, im.width, 3):
         return None
-    high = a.view(np.uint8)[..., 1::2] if a.dtype.byteorder == "<" or (
-        a.dtype.byteorder == "=" and np.little_endian) else a.view(np.uint8)[..., ::2]
-    eight = Image.fromarray(np.ascontiguousarray(high))
+    a = a.astype("<u2", copy=False)                  # little-endian: each sample's high byte is its second
+    eight = Image.fromarray(np.ascontiguousarray(a.view(np.uint8)[..., 1::2]))
     eight.info = {**im.info, **late}
     eight.format = im.format
     return eight, _ORIENT.get(int(eight.getexif().get(274, 1)), lambda x: x)(a)

@@ -167,10 +167,9 @@ def test_a_move_to_done_cut_short_is_finished_at_recovery_not_repeated(cfg, owne
                                                                       done / "x_before.jpg")]
 
 
-def test_a_converted_file_that_cannot_leave_work_is_not_converted_at_the_next_start_either(cfg):
-    # Its result was placed (the receipt has 2 links), then done/ could not take the input (here a file
-    # stands where the folder should be): it stays in work/ under the recovering run's ticket. The
-    # receipt must follow it there, or the start after finds no receipt and converts it a second time.
+def converted_with_done_blocked(cfg) -> tuple[Path, Path]:
+    """A dead run's x_before.jpg in work/ whose result was placed (the receipt has 2 links), and a file where
+    done/ should be, so the input cannot leave work/: (done, outbox)."""
     done, outbox = cfg.state_dir("done", "colorize"), cfg.outbox("colorize")
     half_moved(cfg, "x_before.jpg", cfg.state_dir("elsewhere", "colorize"))
     outbox.mkdir(parents=True, exist_ok=True)
@@ -178,6 +177,14 @@ def test_a_converted_file_that_cannot_leave_work_is_not_converted_at_the_next_st
     os.link(outbox / "x_after.jpg", outbox / ".reverser-receipt-123xdead00-7")
     done.parent.mkdir(parents=True, exist_ok=True)
     done.write_bytes(b"not a folder")
+    return done, outbox
+
+
+def test_a_converted_file_that_cannot_leave_work_is_not_converted_at_the_next_start_either(cfg):
+    # Its result was placed, then done/ could not take the input: it stays in work/ under the recovering
+    # run's ticket. The receipt must follow it there, or the start after finds no receipt and converts it
+    # a second time.
+    done, outbox = converted_with_done_blocked(cfg)
     first = Owner(cfg.state_dir("work"))
     assert Spool(cfg, "colorize", first).recover() == []
     first.close()                                       # that run stops too, with the file still in work/
@@ -193,13 +200,7 @@ def test_a_converted_file_that_cannot_leave_work_is_not_converted_at_the_next_st
 def test_a_reload_finishes_its_own_converted_file_without_telling_it_again(cfg):
     # As above, but the run that kept it in work/ reloads (recovery of its own claims): it was told (and
     # counted) when it finished, so the reload moves it on without a second report.
-    done, outbox = cfg.state_dir("done", "colorize"), cfg.outbox("colorize")
-    half_moved(cfg, "x_before.jpg", cfg.state_dir("elsewhere", "colorize"))
-    outbox.mkdir(parents=True, exist_ok=True)
-    (outbox / "x_after.jpg").write_bytes(b"result")
-    os.link(outbox / "x_after.jpg", outbox / ".reverser-receipt-123xdead00-7")
-    done.parent.mkdir(parents=True, exist_ok=True)
-    done.write_bytes(b"not a folder")
+    done, outbox = converted_with_done_blocked(cfg)
     run, told = Owner(cfg.state_dir("work")), []
     assert Spool(cfg, "colorize", run).recover(settled=lambda *a: told.append(a)) == []
     assert [c.name for c, _, _ in told] == ["x_before.jpg"]      # the dead run's file: told once
