@@ -128,7 +128,7 @@ import torch
 torch.set_num_threads(1)
 from unet import Predictor, open_image
 from daemon.conversion.encode import encode, keeps_depth, takes_ycc
-from daemon.conversion.encode16 import encode_rgb16
+from daemon.conversion.encode16 import encode16
 from daemon.conversion.workers import Named
 def kb(key):
     return int(next(l for l in open("/proc/self/status") if l.startswith(key)).split()[1]) * 1024
@@ -137,22 +137,27 @@ p = Predictor(sys.argv[4] + "/models/" + queue, device="cpu")
 w = int((mp * 1e6 * 4 / 3) ** 0.5); h = int(mp * 1e6 / w)
 small = np.random.default_rng(0).integers(0, 255, (h // 64 + 1, w // 64 + 1, 3), dtype=np.uint8)
 im = Image.fromarray(small).resize((w, h), Image.Resampling.BILINEAR)
-im = im.convert("L") if mode in ("L", "I;16") else im
+im = im.convert("L") if mode in ("L", "I;16", "LA;16") else im
 deep = None
-if mode in ("I;16", "RGB;16"):   # a 16-bit scan: the picture in the high byte, noise in the low one
+if mode.endswith(";16"):   # a 16-bit scan: the picture in the high byte, noise in the low one
     deep = np.asarray(im).astype(np.uint16) * 257
     deep += np.random.default_rng(1).integers(0, 256, deep.shape, dtype=np.uint16)
     im = Image.fromarray(deep) if mode == "I;16" else im
+    if "A" in mode:   # an alpha band: opaque but for a vignette
+        yy, xx = np.ogrid[0:h, 0:w]
+        alpha = (65535 * np.clip(1.5 - np.hypot(xx / w - 0.5, yy / h - 0.5) * 2.5, 0, 1)).astype(np.uint16)
+        deep = np.dstack([deep, alpha])
 buf = io.BytesIO()
-if mode == "RGB;16" and ext == ".png":
-    buf.write(encode_rgb16(deep, "PNG", None, None))
-elif mode == "RGB;16":
+if mode != "I;16" and mode.endswith(";16") and ext == ".png":
+    buf.write(encode16(deep, "PNG", None, None))
+elif mode != "I;16" and mode.endswith(";16"):
     import tifffile
-    tifffile.imwrite(buf, deep, photometric="rgb", compression=compression, predictor=True)
+    tifffile.imwrite(buf, deep, photometric="minisblack" if mode == "LA;16" else "rgb", compression=compression,
+                     predictor=True, extrasamples=[2] if "A" in mode else None)
 else:
     im.save(buf, {".jpg": "JPEG", ".png": "PNG", ".tif": "TIFF"}[ext], **({"quality": 90} if ext == ".jpg" else {}))
 data = buf.getvalue(); del im, buf, small, deep
-warm = p.prepare(Image.new("L" if mode == "I;16" else "RGB" if mode == "RGB;16" else mode, (64, 48)))
+warm = p.prepare(Image.new({"I;16": "L", "LA;16": "L"}.get(mode, "RGB" if mode.endswith(";16") else mode), (64, 48)))
 p.finish(warm, p.run([warm])[0], ycc=True)
 base = kb("VmRSS:")
 open("/proc/self/clear_refs", "w").write("5")   # the peak from here on, not from making the input
@@ -164,11 +169,14 @@ print(w, h, (kb("VmHWM:") - base) / (w * h))
 """
 
 
-# (mode made, file extension, TIFF compression, as the table names it); mode RGB;16 is 16-bit color.
+# (mode made, file extension, TIFF compression, as the table names it); mode RGB;16 is 16-bit color, RGBA;16
+# with alpha, LA;16 gray with alpha (a TIFF of it is one Pillow cannot open: tifffile reads it alone).
 PROBE_INPUTS = (("L", ".jpg", "", "gray JPEG"), ("RGB", ".jpg", "", "color JPEG"),
                 ("I;16", ".png", "", "16-bit gray PNG"), ("I;16", ".tif", "", "16-bit gray TIFF"),
                 ("RGB;16", ".png", "", "16-bit color PNG"), ("RGB;16", ".tif", "zlib", "16-bit color TIFF"),
-                ("RGB;16", ".tif", "lzw", "16-bit color LZW TIFF"))
+                ("RGB;16", ".tif", "lzw", "16-bit color LZW TIFF"), ("RGBA;16", ".png", "", "16-bit RGBA PNG"),
+                ("RGBA;16", ".tif", "zlib", "16-bit RGBA TIFF"), ("LA;16", ".png", "", "16-bit gray+alpha PNG"),
+                ("LA;16", ".tif", "zlib", "16-bit gray+alpha TIFF"))
 
 
 def probe(only: list[str] | None) -> None:
@@ -182,8 +190,11 @@ def probe(only: list[str] | None) -> None:
                 out = subprocess.run([sys.executable, "-c", _PROBE, queue, mode, str(mp), str(ROOT), ext,
                                       compression], capture_output=True, text=True, check=True).stdout.split()
                 w, h, per = int(out[0]), int(out[1]), float(out[2])
-                deep = mode in ("I;16", "RGB;16")
-                est = image_cost(task, w, h, "RGB" if mode == "RGB;16" else mode, deep=deep) / (w * h)
+                deep = mode.endswith(";16")
+                # the mode budget.py reads from the header: Pillow's (a 16-bit gray+alpha PNG opens as RGBA)
+                # or, for the TIFF Pillow cannot open, tifffile's
+                header = {"RGB;16": "RGB", "RGBA;16": "RGBA", "LA;16": "LA" if ext == ".tif" else "RGBA"}
+                est = image_cost(task, w, h, header.get(mode, mode), deep=deep) / (w * h)
                 print(f"| {queue} | {what} | {w}x{h} | {per:.1f} | {est:.1f} |", flush=True)
 
 

@@ -29,7 +29,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from daemon.conversion.encode16 import encode_rgb16  # noqa: E402
+from daemon.conversion.encode16 import encode16  # noqa: E402
 
 _READ = r"""
 import sys, time
@@ -61,7 +61,7 @@ def write_inputs(folder: Path, megapixels: float) -> dict[str, Path]:
     rgb = np.asarray(Image.fromarray(small).resize((w, h), Image.Resampling.BILINEAR)).astype(np.uint16) * 257
     rgb += np.random.default_rng(1).integers(0, 256, rgb.shape, dtype=np.uint16)
     paths = {"PNG": folder / "x.png", "deflate TIFF": folder / "deflate.tif", "LZW TIFF": folder / "lzw.tif"}
-    paths["PNG"].write_bytes(encode_rgb16(rgb, "PNG", None, None))
+    paths["PNG"].write_bytes(encode16(rgb, "PNG", None, None))
     for name, compression in (("deflate TIFF", "zlib"), ("LZW TIFF", "lzw")):
         tifffile.imwrite(paths[name], rgb, photometric="rgb", compression=compression, predictor=True)
     return paths

@@ -5,17 +5,21 @@ JPEG, PNG, WebP, TIFF, BMP, GIF, HEIC/HEIF and AVIF, often EXIF-rotated. Everyth
 to 8-bit "L" or "RGB" plus an optional alpha band kept aside, so outputs can
 carry the input's transparency and orientation.
 
-A 16-bit input without alpha also keeps its own samples (Plain.deep), so a
-task can finish its result at full depth while the network works on the 8-bit
-copy: 16-bit gray (Pillow's I;16 modes, or I within 16 bits), and 16-bit RGB
-TIFF and PNG, which Pillow decodes to their high bytes only. imagecodecs reads
-those samples: tifffile decodes a TIFF whole with its codecs (LZW, zstd,
-packbits; deflate and LZMA it decodes alone), beside Pillow's 8-bit copy, and
-libpng, through imagecodecs.png_decode, a PNG, interlaced or not, once: its
-8-bit copy is then made from the samples' high bytes, as Pillow's would be. An install without imagecodecs reads a 16-bit color
-PNG and an LZW TIFF at 8 bits, and works otherwise as ever. has_color() tells
-a color picture from a gray or toned one saved as RGB (a colorize queue asks
-it of each input).
+A 16-bit input also keeps its own samples (Plain.deep, and Plain.deep_alpha
+for its transparency), so a task can finish its result at full depth while the
+network works on the 8-bit copy: 16-bit gray (Pillow's I;16 modes, or I within
+16 bits), and 16-bit RGB or RGBA TIFF and PNG and gray-and-alpha PNG, which
+Pillow decodes to their high bytes only. imagecodecs reads those samples:
+tifffile decodes a TIFF whole with its codecs (LZW, zstd, packbits; deflate
+and LZMA it decodes alone), beside Pillow's 8-bit copy, and libpng, through
+imagecodecs.png_decode, a PNG, interlaced or not, once: its 8-bit copy is then
+made from the samples' high bytes, as Pillow's would be. A TIFF that Pillow
+cannot open at all (16-bit gray with alpha; JPEG 2000, JPEG XL or LERC
+compressed; 12-bit JPEG) is read by tifffile
+(_tiff_alone). An install without imagecodecs reads a 16-bit color PNG and an
+LZW TIFF at 8 bits, and works otherwise as ever. has_color() tells a color
+picture from a gray or toned one saved as RGB (a colorize queue asks it of
+each input).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import pillow_heif
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 # HEIC/HEIF (phones scan prints as HEIC) is read through pillow-heif, whose wheels carry libheif;
 # AVIF is Pillow's own (its wheels carry libavif).
@@ -58,35 +62,46 @@ class Plain:
     icc_profile: bytes | None = None  # the file's embedded color profile, if any
     exif: bytes | None = None   # the file's EXIF, orientation reset (the image is upright now)
     deep: np.ndarray | None = None  # a 16-bit input's own samples, upright: (H, W) gray or (H, W, 3) RGB
-                                    # uint16; None for 8-bit inputs and those with alpha (module docstring)
+                                    # uint16; None for 8-bit inputs (module docstring)
+    deep_alpha: np.ndarray | None = None   # with deep, its alpha: (H, W) uint16, or None where it has none
 
 
 def open_image(path: str | Path, max_pixels: int | None = None) -> Plain:
     """Open, check the size before decoding, decode fully and normalise one image file."""
     try:
         with Image.open(path) as im:
-            w, h = im.size
-            if max_pixels is not None and w * h > max_pixels:
-                raise ImageError(
-                    f"{w}x{h} is {w * h / 1e6:.1f} megapixels, over the limit of "
-                    f"{max_pixels / 1e6:.1f}; raise limits.max_pixels if this image is wanted"
-                )
+            _check_size(im.size, max_pixels)
             if getattr(im, "n_frames", 1) > 1:
                 im.seek(0)  # animated GIF/WebP/TIFF: the first frame
-            if _is_rgb16_png(im):   # asked before load(), which lets go of the rawmode that says so
-                decoded = _rgb16_png(im, path)
+            if _is_png16(im):   # asked before load(), which lets go of the rawmode that says so
+                decoded = _png16(im, path)
                 if decoded is not None:
                     return plain(*decoded)
             im.load()
-            return plain(im, _rgb16_tiff(im, path))
+            return plain(im, _tiff16(im, path))
     except ImageError:
         raise
+    except UnidentifiedImageError as e:
+        alone = _tiff_alone(path, max_pixels)
+        if alone is None:
+            raise ImageError(f"cannot decode image: {e}") from e
+        return alone
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise ImageError(f"cannot decode image: {e}") from e
 
 
-def plain(im: Image.Image, rgb16: np.ndarray | None = None) -> Plain:
-    """Normalise an already opened image (see module docstring); rgb16: its 16-bit RGB samples, upright."""
+def _check_size(size: tuple[int, int], max_pixels: int | None) -> None:
+    w, h = size
+    if max_pixels is not None and w * h > max_pixels:
+        raise ImageError(
+            f"{w}x{h} is {w * h / 1e6:.1f} megapixels, over the limit of "
+            f"{max_pixels / 1e6:.1f}; raise limits.max_pixels if this image is wanted"
+        )
+
+
+def plain(im: Image.Image, samples: np.ndarray | None = None) -> Plain:
+    """Normalise an already opened image (see module docstring); samples: its 16-bit samples, upright as
+    the image will be: (H, W, 3) RGB, (H, W, 4) RGBA, (H, W, 2) gray and alpha or (H, W, 1) gray."""
     source_mode, fmt, icc = im.mode, im.format, im.info.get("icc_profile")
     im = ImageOps.exif_transpose(im)  # a new image whose EXIF no longer carries the rotation
     try:
@@ -102,7 +117,7 @@ def plain(im: Image.Image, rgb16: np.ndarray | None = None) -> Plain:
     if im.mode in ("LA", "La", "RGBA", "RGBa"):
         alpha = im.getchannel("A")
         im = im.convert("L" if im.mode in ("LA", "La") else "RGB")
-    deep = None
+    deep = deep_alpha = None
     if im.mode == "1":
         im = im.convert("L")
     elif im.mode.startswith("I") or im.mode == "F":
@@ -112,9 +127,121 @@ def plain(im: Image.Image, rgb16: np.ndarray | None = None) -> Plain:
         im = im.convert("RGB")  # CMYK, YCbCr, LAB, HSV, ...
     if alpha is not None and alpha.getextrema() == (255, 255):
         alpha = None  # fully opaque: no need to carry it
-    if alpha is None and rgb16 is not None and rgb16.shape[:2] == (im.height, im.width):
-        deep = rgb16
-    return Plain(im, alpha, source_mode, fmt, icc, exif, None if alpha is not None else deep)
+    if samples is not None and samples.shape[:2] == (im.height, im.width):
+        bands = samples.shape[2]
+        deep = samples[..., 0] if bands <= 2 else samples[..., :3]
+        deep_alpha = samples[..., -1] if bands in (2, 4) and samples[..., -1].min() < 65535 else None
+    if alpha is not None and deep_alpha is None:
+        deep = None   # an 8-bit alpha with no 16-bit one to go with the samples: an 8-bit result keeps it
+    return Plain(im, alpha, source_mode, fmt, icc, exif, deep, deep_alpha)
+
+
+def _tiff_alone(source, max_pixels: int | None) -> Plain | None:
+    """A TIFF that Pillow cannot open, read by tifffile: 8- or 16-bit gray or RGB, with an alpha band or
+    not, by any compression tifffile decodes; None for what is not a TIFF (the caller's error stands).
+
+    The size is checked from the page's header before its pixels are decoded.
+    An associated (premultiplied) alpha is divided out, as Pillow does for an
+    RGBa TIFF; an extra band not said to be alpha is left out, as Pillow
+    leaves it. The orientation tag is honoured as exif_transpose would.
+    """
+    if not _is_tiff_file(source):
+        return None
+    import tifffile   # only for these files
+
+    try:
+        with tifffile.TiffFile(source) as tif:
+            page = tif.pages[0]
+            mode = _alone_mode(page)
+            _check_size((page.imagewidth, page.imagelength), max_pixels)
+            a = page.asarray()
+            separate = page.planarconfig == tifffile.PLANARCONFIG.SEPARATE
+            bits = int(page.bitspersample)
+            photometric, extras = _photometric(page), tuple(page.extrasamples or ())
+            orientation, icc = int(page.tags.valueof(274, 1)), page.tags.valueof(34675)
+    except ImageError:
+        raise
+    except Exception as e:
+        raise ImageError(f"cannot decode image: {type(e).__name__}: {e}") from e
+    if a.ndim == 3 and separate:
+        a = np.moveaxis(a, 0, -1)
+    a = a if a.ndim == 3 else a[..., None]
+    color = 3 if photometric == 2 else 1
+    premultiplied = len(mode) > color and extras[:1] == (1,)
+    for rows in _row_blocks(a):   # in place, a block of rows at a time: no float copy of a whole scan
+        _normalise_rows(rows, bits, photometric == 0, color if premultiplied else 0)
+    a = np.ascontiguousarray(_ORIENT.get(orientation, lambda x: x)(a[..., :len(mode)]))
+    eight = a if a.dtype == np.uint8 else a.astype("<u2", copy=False).view(np.uint8)[..., 1::2]
+    im = Image.fromarray(np.ascontiguousarray(eight[..., 0] if mode == "L" else eight))   # L, LA, RGB or RGBA
+    im.format = "TIFF"
+    if isinstance(icc, bytes):
+        im.info["icc_profile"] = icc
+    return plain(im, a if a.dtype == np.uint16 else None)
+
+
+def _row_blocks(a: np.ndarray, block: int = 1 << 21):
+    step = max(1, block // max(1, a[0].size))
+    return (a[r:r + step] for r in range(0, len(a), step))
+
+
+def _normalise_rows(rows: np.ndarray, bits: int, min_is_white: bool, premultiplied: int) -> None:
+    """In place, (rows, W, bands) samples: to the full range of their type from `bits` (a 12-bit JPEG's,
+    say), min-is-white gray inverted, and an associated alpha divided out of the `premultiplied` first
+    bands (0: none)."""
+    peak = np.iinfo(rows.dtype).max
+    f = rows.astype(np.float32)
+    if bits < rows.itemsize * 8:
+        f *= peak / ((1 << bits) - 1)
+    if min_is_white:
+        f[..., 0] = peak - f[..., 0]
+    if premultiplied:
+        al = f[..., premultiplied:premultiplied + 1]
+        f[..., :premultiplied] *= np.where(al > 0, peak / np.maximum(al, 1), 0)
+    rows[...] = np.rint(f, out=f).clip(0, peak, out=f)
+
+
+def tiff_alone_header(source) -> tuple[int, int, str, bool] | None:
+    """For a TIFF Pillow cannot open that _tiff_alone reads: (width, height, its mode as Pillow would
+    name it, whether its samples are 16-bit), from the header; None otherwise."""
+    if not _is_tiff_file(source):
+        return None
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(source) as tif:
+            page = tif.pages[0]
+            return page.imagewidth, page.imagelength, _alone_mode(page), page.dtype == np.uint16
+    except Exception:
+        return None
+
+
+def _is_tiff_file(source) -> bool:
+    if hasattr(source, "seek"):
+        source.seek(0)
+        head = source.read(4)
+        source.seek(0)
+    else:
+        with open(source, "rb") as f:
+            head = f.read(4)
+    return head in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")   # classic and BigTIFF, either byte order
+
+
+def _photometric(page) -> int:
+    """The page's photometric interpretation as tifffile decodes it: JPEG's YCbCr comes out RGB (2)."""
+    photometric = int(page.photometric)
+    return 2 if photometric == 6 and int(page.compression) in (7, 34892) else photometric
+
+
+def _alone_mode(page) -> str:
+    """The mode of what _tiff_alone makes of a tifffile page (L, LA, RGB, RGBA), or ImageError."""
+    photometric, bands = _photometric(page), page.samplesperpixel
+    alpha = tuple(page.extrasamples or ())[:1] in ((1,), (2,))
+    if page.dtype in (np.uint8, np.uint16) and photometric in (0, 1) and bands in (1, 2):
+        return "LA" if bands == 2 and alpha else "L"
+    if page.dtype in (np.uint8, np.uint16) and photometric == 2 and bands in (3, 4):
+        return "RGBA" if bands == 4 and alpha else "RGB"
+    raise ImageError(f"cannot decode image: a TIFF of {bands} {page.dtype} samples a pixel, photometric "
+                     f"{photometric}, is not read here (8- or 16-bit gray or RGB, with alpha or not)")
 
 
 # TIFF/EXIF orientation -> how exif_transpose turns an image, for (H, W[, C]) samples (views, no copies).
@@ -137,22 +264,30 @@ def _gray16(im: Image.Image) -> np.ndarray | None:
 def is_deep(im: Image.Image) -> bool:
     """Whether an opened (not yet decoded) image has 16-bit samples that plain() may keep (Plain.deep)."""
     return (im.mode.startswith("I;16") or im.mode == "I"
-            or _is_rgb16_tiff(im) and (_codecs() is not None or _tiff_compression(im) in PLAIN_TIFF)
-            or _is_rgb16_png(im) and _codecs() is not None)
+            or _is_tiff16(im) and (_codecs() is not None or _tiff_compression(im) in PLAIN_TIFF)
+            or _is_png16(im) and _codecs() is not None)
 
 
-def _is_rgb16_tiff(im: Image.Image) -> bool:
-    return im.format == "TIFF" and im.mode == "RGB" and tuple(getattr(im, "tag_v2", {}).get(258, ())) == (16, 16, 16)
+def _is_tiff16(im: Image.Image) -> bool:
+    """A 16-bit RGB TIFF, or RGBA whose alpha is unassociated (Pillow reads associated alpha its own way)."""
+    if im.format != "TIFF" or im.mode not in ("RGB", "RGBA"):
+        return False
+    tags = getattr(im, "tag_v2", {})
+    bits = tuple(tags.get(258, ()))
+    return bits == (16, 16, 16) or (im.mode == "RGBA" and bits == (16,) * 4 and tuple(tags.get(338, ())) == (2,))
 
 
 def _tiff_compression(im: Image.Image) -> int:
     return int(getattr(im, "tag_v2", {}).get(259, 1))
 
 
-def _is_rgb16_png(im: Image.Image) -> bool:
-    """Whether an opened, not yet loaded PNG is 16-bit RGB with no transparent color (its tRNS chunk)."""
-    return (im.format == "PNG" and im.mode == "RGB" and bool(im.tile) and im.tile[0][3] == "RGB;16B"
-            and "transparency" not in im.info)
+PNG16_RAWMODES = ("RGB;16B", "RGBA;16B", "LA;16B")   # Pillow reads them at 8 bits (LA as RGBA)
+
+
+def _is_png16(im: Image.Image) -> bool:
+    """Whether an opened, not yet loaded PNG is 16-bit RGB (a transparent color, its tRNS chunk, becomes
+    libpng's alpha band), RGBA, or gray with alpha. 16-bit gray is Pillow's I;16, read whole already."""
+    return im.format == "PNG" and bool(im.tile) and im.tile[0][3] in PNG16_RAWMODES
 
 
 # TIFF compressions tifffile decodes without imagecodecs (Python's zlib and lzma): none, deflate (both
@@ -173,9 +308,10 @@ def _codecs():
     return imagecodecs
 
 
-def _rgb16_png(im: Image.Image, source) -> tuple[Image.Image, np.ndarray] | None:
-    """A 16-bit RGB PNG decoded once, by libpng: its 8-bit copy, and its samples (H, W, 3) uint16 upright;
-    None without imagecodecs or for a PNG libpng refuses (Pillow then decodes it, to 8 bits).
+def _png16(im: Image.Image, source) -> tuple[Image.Image, np.ndarray] | None:
+    """A 16-bit color or alpha PNG (_is_png16) decoded once, by libpng: its 8-bit copy, and its samples
+    (H, W, 2 to 4) uint16 upright; None without imagecodecs or for a PNG libpng refuses (Pillow then
+    decodes it, to 8 bits).
 
     libpng decodes the file's bytes, interlaced or not: a BytesIO's own
     (getvalue() shares them, no copy) or a file's, mapped. The 8-bit copy is
@@ -202,10 +338,10 @@ def _rgb16_png(im: Image.Image, source) -> tuple[Image.Image, np.ndarray] | None
             late = _png_late_metadata(data)
     except Exception:  # a PNG libpng refuses keeps Pillow's 8 bits
         return None
-    if a.dtype != np.uint16 or a.shape != (im.height, im.width, 3):
+    if a.dtype != np.uint16 or a.ndim != 3 or a.shape[:2] != (im.height, im.width) or a.shape[2] not in (2, 3, 4):
         return None
     a = a.astype("<u2", copy=False)                  # little-endian: each sample's high byte is its second
-    eight = Image.fromarray(np.ascontiguousarray(a.view(np.uint8)[..., 1::2]))
+    eight = Image.fromarray(np.ascontiguousarray(a.view(np.uint8)[..., 1::2]))   # LA, RGB or RGBA
     eight.info = {**im.info, **late}
     eight.format = im.format
     return eight, _ORIENT.get(int(eight.getexif().get(274, 1)), lambda x: x)(a)
@@ -236,8 +372,8 @@ def _png_late_metadata(data) -> dict:
     return info
 
 
-def _rgb16_tiff(im: Image.Image, source) -> np.ndarray | None:
-    """A 16-bit RGB TIFF's samples, (H, W, 3) uint16, upright, or None.
+def _tiff16(im: Image.Image, source) -> np.ndarray | None:
+    """A 16-bit RGB or RGBA TIFF's samples (_is_tiff16), (H, W, 3 or 4) uint16, upright, or None.
 
     Pillow decodes such a TIFF to the high byte of each sample, and turns it
     upright by its orientation tag as it loads; tifffile reads it whole, and
@@ -245,7 +381,7 @@ def _rgb16_tiff(im: Image.Image, source) -> np.ndarray | None:
     packbits TIFF with imagecodecs (PLAIN_TIFF without it); a TIFF it cannot
     read stays at Pillow's 8 bits.
     """
-    if not _is_rgb16_tiff(im):
+    if not _is_tiff16(im):
         return None
     import tifffile   # only for these files
 
@@ -260,7 +396,7 @@ def _rgb16_tiff(im: Image.Image, source) -> np.ndarray | None:
             a = _ORIENT.get(int(page.tags.valueof(274, 1)), lambda x: x)(a)
     except Exception:  # a TIFF tifffile cannot read keeps Pillow's 8 bits
         return None
-    return a if a.dtype == np.uint16 and a.shape == (im.height, im.width, 3) else None
+    return a if a.dtype == np.uint16 and a.shape == (im.height, im.width, len(im.mode)) else None
 
 
 def _high_depth_to_l(im: Image.Image | np.ndarray, block: int = 1 << 21) -> Image.Image:

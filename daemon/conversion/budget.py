@@ -29,7 +29,7 @@ from typing import Callable
 from loguru import logger
 from PIL import Image
 
-from unet.images import is_deep
+from unet.images import is_deep, tiff_alone_header
 
 from ..core import memory
 from .encode import keeps_depth
@@ -51,6 +51,11 @@ DEEP = {"colorize": 9.0, "translate": 4.0}
 # 24.1-24.3 at 48 MP, against 21.1 estimated before; reverse PNG 38.1-41.1 and TIFF 35.5-38.3 at 12 MP (37.9
 # estimated), 23.9-26.0 at 48 MP (26.9).
 DEEP_COLOR = {"colorize": 9.0, "translate": 3.5}
+# And more for a 16-bit input with alpha (RGBA, or gray and alpha) colorized at 16 bits: its alpha samples and
+# the result with the alpha put beside its color (8 bytes a pixel). Measured (bench/memory_bench.py --probe):
+# colorize RGBA PNG 38.7 and 36.3 at 12 and 48 MP, RGBA TIFF 40.0 and 34.7 (33.1 estimated without this),
+# gray-and-alpha TIFF 29.7 and 27.1 (20.1); reverse stays under its estimate already (RGBA TIFF 41.5 of 44.4).
+DEEP_ALPHA = {"colorize": 11.0, "translate": 0.0}
 GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
 
@@ -65,6 +70,7 @@ def image_cost(task: str, width: int, height: int, mode: str, deep: bool = False
         per += HIGH_DEPTH
     if deep:
         per += DEEP.get(task, 9.0) + (0.0 if mode in GRAY_MODES else DEEP_COLOR.get(task, 9.0))
+        per += DEEP_ALPHA.get(task, 11.0) if "A" in mode else 0.0
     return int(px * per + width * PER_COLUMN.get(task, 64 * 1024)) + (1 << 20)
 
 
@@ -125,12 +131,17 @@ def admit(budget: MemoryBudget, job: Job, data: bytes, task: str, max_pixels: in
     closing. A header that does not parse costs its file's size here: decoding it fails at once."""
     if not budget.limit:
         return True
+    keeps = keeps_depth(Path(job.out_name).suffix)   # a 16-bit input is finished at 16 bits
     try:
         with Image.open(Named(data, "")) as im:
-            deep = is_deep(im) and keeps_depth(Path(job.out_name).suffix)   # finished at 16 bits
-            size, cost = im.size, image_cost(task, im.width, im.height, im.mode, deep)
+            size, cost = im.size, image_cost(task, im.width, im.height, im.mode, is_deep(im) and keeps)
     except Exception:
-        size, cost = None, len(data)
+        header = tiff_alone_header(Named(data, ""))   # a TIFF that Pillow cannot open, read by tifffile
+        if header is None:
+            size, cost = None, len(data)
+        else:
+            w, h, mode, deep = header
+            size, cost = (w, h), image_cost(task, w, h, mode, deep and keeps)
     if size and size[0] * size[1] > max_pixels:
         return True   # refused from its header at once (a decompression bomb): it costs nothing
     if cost > budget.limit:

@@ -13,7 +13,8 @@ keeps the source's Pillow info, which some writers would otherwise copy.
 
 A 16-bit input's result comes as uint16 samples where the format holds them
 (PNG and TIFF, keeps_depth): gray through Pillow's I;16, color through
-encode16.py.
+encode16.py, which also writes the input's 16-bit alpha (Plain.deep_alpha)
+beside gray or color samples.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from PIL import Image
 from unet.images import Plain
 
 from ..core.names import EXT_FORMAT
-from .encode16 import encode_rgb16
+from .encode16 import encode16
 
 MAX_ICC_BYTES = 4 << 20     # real profiles are kilobytes, a large printer's a few megabytes; more is not one
 MAX_EXIF_BYTES = 64 << 10   # what a JPEG's EXIF segment holds
@@ -50,10 +51,15 @@ def keeps_depth(ext: str) -> bool:
 
 def encode(image: Image.Image | np.ndarray, ext: str, quality: int, source: Plain | None = None) -> bytes:
     """The image (or uint16 samples, (H, W) or (H, W, 3), for keeps_depth's formats) encoded for its
-    extension, with the source's color profile and EXIF where they fit."""
+    extension, with the source's color profile and EXIF where they fit; samples get the source's 16-bit
+    alpha, if it has one."""
     fmt = EXT_FORMAT[ext.lower()]
+    alpha = source.deep_alpha if isinstance(image, np.ndarray) and source is not None else None
+    if alpha is not None and alpha.shape == image.shape[:2]:
+        image = np.dstack([image, alpha])   # (H, W, 2) gray and alpha or (H, W, 4) RGBA
     if isinstance(image, np.ndarray) and image.ndim == 3:
-        return encode_rgb16(image, fmt, *_metadata(source, "RGB", fmt))
+        mode = {2: "LA", 3: "RGB", 4: "RGBA"}.get(image.shape[2], "RGB")
+        return encode16(image, fmt, *_metadata(source, mode, fmt))
     if isinstance(image, np.ndarray):
         image = Image.fromarray(image)   # (H, W) uint16: I;16
     if image.mode == "YCbCr" and fmt != "JPEG":

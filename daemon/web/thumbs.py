@@ -14,7 +14,9 @@ import os
 from pathlib import Path
 
 import pillow_heif
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from unet.images import ImageError, open_image
 
 from ..core.fs import write_atomic
 from .files import Opened
@@ -38,6 +40,11 @@ def _open(opened: Opened, max_pixels: int) -> tuple[Image.Image, bytes]:
         if im.width * im.height > max_pixels:
             raise Unreadable(f"{im.width}x{im.height} is over [limits] max_pixels")
         return im, data
+    except UnidentifiedImageError as e:   # a TIFF Pillow cannot open (JPEG 2000, 16-bit gray and alpha...)
+        try:
+            return open_image(io.BytesIO(data), max_pixels).image, data
+        except ImageError:
+            raise Unreadable(str(e)) from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise Unreadable(str(e)) from None
 

@@ -131,7 +131,7 @@ def test_sixteen_bit_color_png_and_lzw_tiff_come_back_sixteen_bit_with_their_lum
     their results are 16-bit and carry the inputs' own 16-bit luminance, which an 8-bit read loses."""
     import tifffile
 
-    from daemon.conversion.encode16 import encode_rgb16
+    from daemon.conversion.encode16 import encode16
     from tests.support.deep import color16, luminance16, png16, read_deep
 
     path = write_config(tmp_path, {"reverse": tiny_models["reverse"]}, QUICK)
@@ -148,7 +148,7 @@ def test_sixteen_bit_color_png_and_lzw_tiff_come_back_sixteen_bit_with_their_lum
         for q in ("reverse", "recolor"):
             stage = tmp_path / "stage" / q
             stage.mkdir(parents=True)
-            (stage / "png_before.png").write_bytes(encode_rgb16(rgb, "PNG", None, None))
+            (stage / "png_before.png").write_bytes(encode16(rgb, "PNG", None, None))
             (stage / "interlaced_before.png").write_bytes(png16(rgb, interlace=True))
             tifffile.imwrite(stage / "lzw_before.tif", rgb, photometric="rgb", compression="lzw", predictor=True)
             for f in sorted(stage.iterdir()):
@@ -167,3 +167,50 @@ def test_sixteen_bit_color_png_and_lzw_tiff_come_back_sixteen_bit_with_their_lum
         color = read_deep(cfg.outbox("recolor") / name)
         assert color.dtype == np.uint16 and color.shape == (48, 64, 3), name
         assert np.abs(luminance16(color) - luma).max() <= 1.0, name   # the input's own luminance, to a level
+
+
+def test_sixteen_bit_masters_with_transparency_and_tiffs_pillow_cannot_open_convert_at_full_depth(
+        tmp_path, tiny_models, service_env):
+    """By a real service: 16-bit gray-and-alpha PNG and TIFF (Pillow cannot open the TIFF) and a JPEG 2000
+    TIFF are colorized, 16-bit RGBA PNG and TIFF turned to gray; each result is 16-bit, keeps the input's
+    own luminance to a level and its 16-bit alpha exactly."""
+    import tifffile
+
+    from daemon.conversion.encode16 import encode16
+    from tests.support.deep import color16, gray16, luminance16, read_deep
+    from tests.unet.test_alpha16 import _alpha
+
+    path = write_config(tmp_path, {"colorize": tiny_models["colorize"], "reverse": tiny_models["reverse"]}, QUICK)
+    cfg = load_config(path)
+    gray, rgb, alpha = gray16((40, 24), 3), color16((40, 24)), _alpha()
+    inputs = {"colorize": {"ga_before.png": encode16(np.dstack([gray, alpha]), "PNG", None, None),
+                           "ga_before.tif": encode16(np.dstack([gray, alpha]), "TIFF", None, None)},
+              "reverse": {"rgba_before.png": encode16(np.dstack([rgb, alpha]), "PNG", None, None),
+                          "rgba_before.tif": encode16(np.dstack([rgb, alpha]), "TIFF", None, None)}}
+    tifffile.imwrite(tmp_path / "j2k.tif", gray, photometric="minisblack", compression="jpeg2000")
+    inputs["colorize"]["j2k_before.tif"] = (tmp_path / "j2k.tif").read_bytes()
+    with services() as running:
+        s = Service(path, service_env, tmp_path / "stdout.log")
+        running.append(s)
+        s.wait_ready()
+        for q, files in inputs.items():
+            stage = tmp_path / "stage" / q
+            stage.mkdir(parents=True)
+            for name, data in files.items():
+                (stage / name).write_bytes(data)
+                (stage / name).rename(cfg.inbox(q) / name)
+        for q, files in inputs.items():
+            out, names = cfg.outbox(q), {n.replace("_before", "_after") for n in files}
+            wait_for(lambda: names <= ({p.name for p in out.iterdir()} if out.is_dir() else set()), 30,
+                     f"the {q} results")
+    for name in ("ga_after.png", "ga_after.tif", "j2k_after.tif"):
+        color = read_deep(cfg.outbox("colorize") / name)
+        bands = 3 if name.startswith("j2k") else 4
+        assert color.dtype == np.uint16 and color.shape == (24, 40, bands), name
+        assert np.abs(luminance16(color[..., :3]) - gray).max() <= 1.0, name
+        if bands == 4:
+            assert np.array_equal(color[..., 3], alpha), name
+    for name in ("rgba_after.png", "rgba_after.tif"):
+        ga = read_deep(cfg.outbox("reverse") / name)   # the untrained translate head is the luma transform
+        assert ga.dtype == np.uint16 and ga.shape == (24, 40, 2), name
+        assert np.abs(ga[..., 0] - luminance16(rgb)).max() <= 1.0 and np.array_equal(ga[..., 1], alpha), name

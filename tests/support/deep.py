@@ -59,14 +59,15 @@ def luminance16(rgb: np.ndarray) -> np.ndarray:
 
 
 def read_deep(path: Path) -> np.ndarray:
-    """A PNG or TIFF's samples as stored: uint16 (H, W) or (H, W, 3) for a 16-bit file."""
+    """A PNG or TIFF's samples as stored: uint16 (H, W) or (H, W, 2 to 4) for a 16-bit file."""
     if path.suffix.lower() in (".tif", ".tiff"):
         return tifffile.imread(path)
     return _read_png(path.read_bytes())
 
 
 def _read_png(data: bytes) -> np.ndarray:
-    """A plain PNG decoder (gray or RGB, 8 or 16 bits, not interlaced, every filter type), for tests only."""
+    """A plain PNG decoder (gray or RGB, with alpha or not, 8 or 16 bits, not interlaced, every filter type),
+    for tests only."""
     assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
     pos, idat, head = 8, [], None
     while pos < len(data):
@@ -79,8 +80,8 @@ def _read_png(data: bytes) -> np.ndarray:
             idat.append(body)
         pos += 12 + n
     w, h, depth, ctype, _, _, interlace = head
-    assert ctype in (0, 2) and depth in (8, 16) and not interlace, head
-    bands = 3 if ctype == 2 else 1
+    assert ctype in (0, 2, 4, 6) and depth in (8, 16) and not interlace, head
+    bands = {0: 1, 2: 3, 4: 2, 6: 4}[ctype]
     bpp = bands * depth // 8
     raw = np.frombuffer(zlib.decompress(b"".join(idat)), dtype=np.uint8).reshape(h, 1 + w * bpp)
     out = np.zeros((h, w * bpp), dtype=np.int64)
@@ -108,4 +109,4 @@ def _read_png(data: bytes) -> np.ndarray:
     samples = out.astype(np.uint8).reshape(h, w * bpp)
     if depth == 16:
         samples = samples.view(">u2").astype(np.uint16)
-    return samples.reshape(h, w, bands) if bands == 3 else samples.reshape(h, w)
+    return samples.reshape(h, w, bands) if bands > 1 else samples.reshape(h, w)

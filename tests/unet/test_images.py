@@ -189,20 +189,17 @@ def test_a_sixteen_bit_rgb_tiff_is_read_whole_and_turned_upright_like_its_8_bit_
     assert np.array_equal(np.asarray(p.image), (p.deep >> 8).astype(np.uint8))   # the same picture, upright
 
 
-def test_an_input_with_alpha_or_a_float_tiff_has_no_sixteen_bit_samples(tmp_path):
+def test_a_float_tiff_or_a_premultiplied_rgba_one_has_no_sixteen_bit_samples(tmp_path):
+    """Pillow reads these itself (a float gray scaled to 8 bits; an associated alpha divided out at 8 bits);
+    16-bit samples with alpha are tests/unet/test_alpha16.py's."""
+    import tifffile
+
     from tests.support.deep import gray16
 
     rgba = np.dstack([np.stack([gray16((20, 10))] * 3, -1), np.full((10, 20), 30000, np.uint16)])
-    import tifffile
-
-    tifffile.imwrite(tmp_path / "a.tif", rgba, photometric="rgb", extrasamples=[2])
+    tifffile.imwrite(tmp_path / "a.tif", rgba, photometric="rgb", extrasamples=[1])
     Image.fromarray(np.linspace(0, 1, 200, dtype=np.float32).reshape(10, 20)).save(tmp_path / "f.tif")
-    # a 16-bit color PNG with a transparent color (tRNS): Pillow's RGB copy has no alpha, libpng's four bands
-    from tests.support.deep import color16, png16
-
-    rgb = color16((20, 10))
-    (tmp_path / "t.png").write_bytes(png16(rgb, chunks=((b"tRNS", rgb[0, 0].astype(">u2").tobytes()),)))
-    for name in ("a.tif", "f.tif", "t.png"):
+    for name in ("a.tif", "f.tif"):
         assert open_image(tmp_path / name).deep is None, name
         with Image.open(tmp_path / name) as im:
             assert not is_deep(im), name   # and the memory budget does not count samples never kept
@@ -211,13 +208,13 @@ def test_an_input_with_alpha_or_a_float_tiff_has_no_sixteen_bit_samples(tmp_path
 @pytest.mark.parametrize("orientation", [None, *range(1, 9)])
 def test_a_sixteen_bit_rgb_png_is_read_whole_and_turned_upright_like_its_8_bit_copy(tmp_path, orientation):
     """Pillow decodes only the high bytes of a 48-bit PNG; libpng reads its samples, turned by its EXIF."""
-    from daemon.conversion.encode16 import encode_rgb16
+    from daemon.conversion.encode16 import encode16
     from tests.support.deep import color16
 
     rgb = color16((40, 24))
     exif = Image.Exif()
     exif[274] = orientation or 1
-    (tmp_path / "c.png").write_bytes(encode_rgb16(rgb, "PNG", None, exif.tobytes()))
+    (tmp_path / "c.png").write_bytes(encode16(rgb, "PNG", None, exif.tobytes()))
     p = open_image(tmp_path / "c.png")
     assert p.deep is not None and p.deep.dtype == np.uint16 and p.deep.shape == (p.image.height, p.image.width, 3)
     assert np.array_equal(np.asarray(p.image), (p.deep >> 8).astype(np.uint8))   # the same picture, upright
@@ -322,11 +319,11 @@ def test_without_imagecodecs_a_16_bit_color_png_and_lzw_tiff_are_read_at_8_bits_
 _PEAK_RGB16 = r"""
 import io, sys
 import numpy as np
-from daemon.conversion.encode16 import encode_rgb16
+from daemon.conversion.encode16 import encode16
 from unet import open_image
 a = np.full((2000, 3000, 3), 30000, np.uint16)
 a[::97, ::89] = (60000, 20000, 1000)
-data = {"png": encode_rgb16(a, "PNG", None, None)}
+data = {"png": encode16(a, "PNG", None, None)}
 del a
 def kb(key):
     return int(next(l for l in open("/proc/self/status") if l.startswith(key)).split()[1])

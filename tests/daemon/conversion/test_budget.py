@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
+import numpy as np
 from PIL import Image
 
 from daemon.conversion.budget import MemoryBudget, image_cost
@@ -35,11 +36,11 @@ def test_a_16_bit_color_png_or_lzw_tiff_is_admitted_at_the_cost_of_the_16_bit_ti
     import tifffile
 
     from daemon.conversion.budget import admit
-    from daemon.conversion.encode16 import encode_rgb16
+    from daemon.conversion.encode16 import encode16
     from tests.support.deep import color16, png16
 
     rgb = color16((400, 300))
-    files = {"png.png": encode_rgb16(rgb, "PNG", None, None), "interlaced.png": png16(rgb, interlace=True)}
+    files = {"png.png": encode16(rgb, "PNG", None, None), "interlaced.png": png16(rgb, interlace=True)}
     for name, compression in (("deflate.tif", "zlib"), ("lzw.tif", "lzw")):
         tifffile.imwrite(tmp_path / name, rgb, photometric="rgb", compression=compression)
         files[name] = (tmp_path / name).read_bytes()
@@ -131,3 +132,22 @@ def test_an_image_over_max_pixels_is_refused_at_once_without_waiting_for_memory(
         pipe.close(time.monotonic() + 5)
     assert not got.ok and "over the limit" in got.error
     assert not any("more than the budget" in line for line in lines) and pipe.memory.peak == 0
+
+
+def test_a_16_bit_input_with_alpha_and_a_tiff_pillow_cannot_open_are_admitted_at_their_measured_cost(tmp_path):
+    """What bench/memory_bench.py --probe measured: a colorized 16-bit RGBA TIFF up to 40.0 bytes a pixel,
+    a gray-and-alpha TIFF (Pillow cannot open it; its header is read by tifffile) 29.7."""
+    from daemon.conversion.budget import admit
+    from daemon.conversion.encode16 import encode16
+    from tests.support.deep import color16, gray16
+
+    rgb, gray = color16((400, 300)), gray16((400, 300))
+    alpha = np.full((300, 400), 40000, np.uint16)
+    assert image_cost("colorize", 4000, 3000, "RGBA", deep=True) > 12e6 * 40.0
+    assert image_cost("colorize", 4000, 3000, "LA", deep=True) > 12e6 * 29.7
+    files = {"rgba.tif": encode16(np.dstack([rgb, alpha]), "TIFF", None, None),
+             "ga.tif": encode16(np.dstack([gray, alpha]), "TIFF", None, None)}
+    for name, mode in (("rgba.tif", "RGBA"), ("ga.tif", "LA")):
+        job = Job("q", tmp_path / name, tmp_path, "x_after.png", lambda *a: None)
+        assert admit(MemoryBudget(1 << 40), job, files[name], "colorize", 10**9)
+        assert job.memory == image_cost("colorize", 400, 300, mode, deep=True), name
