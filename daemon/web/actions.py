@@ -24,7 +24,7 @@ from ..learning.counts import read_counts
 from ..learning.registry import Registry, RegistryError, open_registry
 from ..learning.retrain import Busy, Retrainer
 from ..ops.status import STATUS_FILE
-from .files import Refused
+from .ondisk import Refused
 
 RUN_NAME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d(-\d+)?$")   # a report folder: report.new_report_dir()
 

@@ -28,7 +28,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from . import actions
-from .files import ID, Opened, Refused
+from .files import ID
+from .ondisk import Opened, Refused
 
 UPLOAD_SLACK = 1 << 16     # multipart headers and boundaries around the file's bytes
 

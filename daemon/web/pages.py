@@ -28,7 +28,8 @@ from starlette.templating import Jinja2Templates
 
 from . import actions
 from .api import who
-from .files import ID, Refused
+from .files import ID
+from .ondisk import Refused
 from .security import COOKIE, csrf_ok, same_token, set_cookie
 from .thumbs import Unreadable, thumbnail, viewable
 

@@ -19,7 +19,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from unet.images import ImageError, open_image
 
 from ..core.fs import write_atomic
-from .files import Opened
+from .ondisk import Opened
 
 THUMB = (320, 320)
 BROWSER_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif",

@@ -14,7 +14,8 @@ from daemon.core.config import parse_config
 from daemon.core.fs import move_into
 from daemon.core.names import NAME_MAX, is_input, name_bytes
 from daemon.core.quarantine import quarantine
-from daemon.web.files import FileIndex, Refused, inbox_names, upload_name
+from daemon.web.files import FileIndex
+from daemon.web.ondisk import Refused, inbox_names, upload_name
 
 
 @pytest.mark.parametrize("given, name", [

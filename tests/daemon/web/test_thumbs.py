@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from daemon.conversion.encode16 import encode16
-from daemon.web.files import Opened
+from daemon.web.ondisk import Opened
 from daemon.web.thumbs import Unreadable, thumbnail, viewable
 from tests.support.deep import gray16
 
