@@ -103,6 +103,9 @@ def plain(im: Image.Image, samples: np.ndarray | None = None) -> Plain:
     """Normalise an already opened image (see module docstring); samples: its 16-bit samples, upright as
     the image will be: (H, W, 3) RGB, (H, W, 4) RGBA, (H, W, 2) gray and alpha or (H, W, 1) gray."""
     source_mode, fmt, icc = im.mode, im.format, im.info.get("icc_profile")
+    # Pillow shows an 8-bit min-is-white TIFF inverted, as it should, but hands a 16-bit one's samples as
+    # they are: a negative, unless inverted here
+    min_is_white = fmt == "TIFF" and getattr(im, "tag_v2", {}).get(262) == 0 and im.mode.startswith("I;16")
     im = ImageOps.exif_transpose(im)  # a new image whose EXIF no longer carries the rotation
     try:
         ex = im.getexif()
@@ -122,6 +125,8 @@ def plain(im: Image.Image, samples: np.ndarray | None = None) -> Plain:
         im = im.convert("L")
     elif im.mode.startswith("I") or im.mode == "F":
         deep = _gray16(im)
+        if min_is_white and deep is not None:
+            deep = np.subtract(65535, deep, dtype=np.uint16)
         im = _high_depth_to_l(im if deep is None else deep)
     elif im.mode not in ("L", "RGB"):
         im = im.convert("RGB")  # CMYK, YCbCr, LAB, HSV, ...

@@ -126,3 +126,14 @@ def test_what_tifffile_cannot_read_either_gives_a_clear_error(tmp_path):
         open_image(tmp_path / "bad.tif")
     with pytest.raises(ImageError, match="float32 samples a pixel.*not read here"):
         open_image(tmp_path / "float.tif")
+
+
+def test_a_sixteen_bit_min_is_white_tiff_is_not_read_as_a_negative(tmp_path):
+    """Pillow inverts an 8-bit min-is-white TIFF but hands a 16-bit one's samples over as stored."""
+    gray = gray16((40, 24))
+    tifffile.imwrite(tmp_path / "w.tif", gray, photometric="miniswhite")
+    tifffile.imwrite(tmp_path / "w8.tif", (gray >> 8).astype(np.uint8), photometric="miniswhite")
+    p = open_image(tmp_path / "w.tif")
+    assert np.array_equal(p.deep, 65535 - gray)
+    eight = np.asarray(open_image(tmp_path / "w8.tif").image).astype(int)
+    assert np.abs(np.asarray(p.image).astype(int) - eight).max() <= 1   # as the 8-bit one is shown
