@@ -27,7 +27,8 @@ To change X, open Y:
     how results are named                 core/names.py output_name
     atomic writes, moves, free names      core/fs.py
     the reason note of a failed file      core/quarantine.py
-    claiming, done/, recovery after crash conversion/spool.py
+    claiming, done/, recovery after crash conversion/spool.py (which instance is alive: conversion/owners.py)
+    reading an image of any kind          unet/images.py open_image (16-bit samples, TIFFs Pillow cannot open)
     batching, decoding, writing results   conversion/pipeline.py
     what an image costs in memory         conversion/budget.py (the default budget: core/memory.py)
     when a file counts as complete        conversion/watcher.py, core/openfiles.py

@@ -45,7 +45,8 @@ from .conversion.feed import InboxFeed, count_waiting
 from .conversion.hotswap import ChampionWatch, model_key
 from .conversion.pipeline import Pipeline, PipelineSettings
 from .conversion.retention import DoneSweeper
-from .conversion.spool import Owner, Spool
+from .conversion.owners import Owner
+from .conversion.spool import Spool
 from .conversion.watcher import Watcher
 from .core import memory
 from .core.config import Config, ConfigError, load_config

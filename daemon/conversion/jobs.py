@@ -24,7 +24,7 @@ class PipelineSettings:
     retry_backoff: float = 0.5          # first wait between tries; doubles
     jpeg_quality: int = 92
     on_exists: str = "number"
-    writer: str = ""                    # the service instance's id, put into temporary names (spool.Owner)
+    writer: str = ""                    # the service instance's id, put into temporary names (owners.Owner)
     young_seconds: float = 30.0         # a file that fails to decode, written less long ago, may be unfinished
 
     @classmethod

@@ -6,7 +6,7 @@
 A rename either happens or not, so of two services sharing an inbox exactly
 one wins each file; the loser sees the file gone. The ticket names the service
 instance that claimed the file, and every instance holds a lock while it runs,
-beside its claims (work/.owners/): at start-up, files in work/ whose instance
+beside its claims (work/.owners/; owners.py): at start-up, files in work/ whose instance
 holds no lock there (it crashed or was killed) are claimed again, by a rename to
 a ticket of the new instance (so of two instances starting at once, one takes
 each), and go back through the pipeline. Locks, not pids, decide, so a reused
@@ -37,12 +37,7 @@ into failed/ (its reason not yet written) and tries the file again.
 from __future__ import annotations
 
 import errno
-import fcntl
-import itertools
 import os
-import secrets
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -53,6 +48,7 @@ from ..core.config import Config
 from ..core.fs import RECEIPT_PREFIX, TEMP_PREFIX, move_into, other_link, placed_copy
 from ..core.names import NAME_MAX, output_name
 from ..core.quarantine import quarantine
+from .owners import Owner
 
 FALLBACK_WORK = ".reverser-work"  # used when the inbox and <state> are on different filesystems
 
@@ -76,104 +72,6 @@ class Claimed:
             return self.path.parent.name[:-1]  # a long name, claimed into work/<q>/<ticket>@/NAME
         ticket, sep, _ = self.path.name.partition("@")
         return ticket if sep else ""
-
-
-class Owner:
-    """This process's identity in tickets, and the locks that tell other instances it is alive.
-
-    A lock lives beside the claims it guards: in <state>/work/.owners/ for claims in
-    <state>/work/, and in inbox/<q>/.reverser-work/.owners/ for claims in that
-    fallback folder, which every instance sharing the inbox (on other hosts, with
-    state folders of their own) sees. join() adds such a folder.
-    """
-
-    def __init__(self, work_root: Path):
-        self.id = f"{os.getpid()}x{secrets.token_hex(3)}"
-        self._seq = itertools.count()
-        self._lock = threading.Lock()
-        self._fds: dict[Path, int] = {}   # owners folder -> our locked lock file in it
-        self.dir = self.join(work_root)
-
-    def join(self, work: Path) -> Path:
-        """Hold a lock in work/.owners/ too (once), for claims made into work; return that folder."""
-        folder = work / ".owners"
-        with self._lock:
-            if folder in self._fds:
-                return folder
-            folder.mkdir(parents=True, exist_ok=True)
-            # Locked under a hidden name, then renamed into place: a lock file seen under
-            # its real name is always held by a live instance, or by none (it was killed).
-            hidden = folder / f".{self.id}.lock"
-            fd = os.open(hidden, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                os.rename(hidden, folder / f"{self.id}.lock")
-            except OSError:
-                os.close(fd)
-                hidden.unlink(missing_ok=True)
-                raise
-            self._fds[folder] = fd
-        _sweep(folder, self.id)
-        return folder
-
-    def ticket(self) -> str:
-        with self._lock:
-            return f"{self.id}-{next(self._seq)}"
-
-    def is_alive(self, owner_id: str, where: Path | None = None) -> bool:
-        """Whether the instance that wrote a ticket still runs: it holds its lock in where/.owners/ (the
-        folder of the claim), or, without where, in any owners folder this instance knows."""
-        if owner_id == self.id:
-            return True
-        folders = [where / ".owners"] if where is not None else list(self._fds)
-        return any(_held(folder / f"{owner_id}.lock") for folder in folders)
-
-    def close(self) -> None:
-        with self._lock:
-            fds, self._fds = self._fds, {}
-        for folder, fd in fds.items():
-            os.close(fd)
-            (folder / f"{self.id}.lock").unlink(missing_ok=True)
-
-
-def _held(path: Path) -> bool:
-    """Whether a lock file is locked by a live process; a dead instance's lock file is tidied away."""
-    try:
-        fd = os.open(path, os.O_RDWR)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)  # also releases the lock we may just have taken
-    path.unlink(missing_ok=True)
-    return False
-
-
-def _sweep(folder: Path, me: str, grace: float = 60.0) -> None:
-    """Remove the lock files that killed instances left in an owners folder."""
-    now = time.time()
-    for e in os.scandir(folder):
-        if not e.name.endswith(".lock") or e.name in (f"{me}.lock", f".{me}.lock"):
-            continue
-        if not e.name.startswith("."):
-            _held(Path(e.path))
-            continue
-        try:  # killed between creating its lock and naming it: only old ones, never a starting one
-            if now - e.stat().st_mtime < grace:
-                continue
-            fd = os.open(e.path, os.O_RDWR)
-        except OSError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            os.unlink(e.path)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
 
 
 class Spool:

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from daemon.core.config import load_config
-from daemon.conversion.spool import Owner
+from daemon.conversion.owners import Owner
 from tests.support.config import write_config
 from tests.support.images import make_image
 from tests.support.processes import child_env
