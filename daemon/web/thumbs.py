@@ -50,11 +50,13 @@ def _open(opened: Opened, max_pixels: int) -> tuple[Image.Image, bytes]:
 
 
 def _rgb(im: Image.Image) -> Image.Image:
+    # a 16-bit min-is-white TIFF: Pillow hands its samples over as stored (unet.images inverts them too)
+    negative = im.format == "TIFF" and getattr(im, "tag_v2", {}).get(262) == 0 and im.mode.startswith("I;16")
     im = ImageOps.exif_transpose(im)
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):   # 16-bit or float gray: scale to 8 bits for a look
         lo, hi = im.getextrema()
         im = im.point(lambda v: (v - lo) * 255.0 / max(hi - lo, 1)).convert("L")
-    return im.convert("RGB")
+    return ImageOps.invert(im.convert("RGB")) if negative else im.convert("RGB")
 
 
 def thumbnail(cache: Path, key: str, opened: Opened, max_pixels: int) -> Path:

@@ -42,3 +42,14 @@ def test_a_broken_tiff_is_unreadable_not_an_error_page(tmp_path):
     path.write_bytes(b"II*\0" + b"\xff" * 60)
     with pytest.raises(Unreadable):
         thumbnail(tmp_path, "bad", _opened(path), 10**8)
+
+
+def test_a_sixteen_bit_min_is_white_tiff_is_not_shown_as_a_negative(tmp_path):
+    import tifffile
+
+    g = gray16((60, 40))   # dark at the top left, light at the bottom right, as stored
+    path = tmp_path / "w_before.tif"
+    tifffile.imwrite(path, g, photometric="miniswhite")
+    with Image.open(thumbnail(tmp_path, "w", _opened(path), 10**8)) as im:
+        a = np.asarray(im.convert("L"), float)
+    assert a[:5, :5].mean() > a[-5:, -5:].mean() + 100   # shown as min-is-white means: light where stored low
