@@ -154,6 +154,10 @@ elif mode != "I;16" and mode.endswith(";16"):
     import tifffile
     tifffile.imwrite(buf, deep, photometric="minisblack" if mode == "LA;16" else "rgb", compression=compression,
                      predictor=True, extrasamples=[2] if "A" in mode else None)
+elif compression:   # an 8-bit TIFF Pillow cannot open (JPEG 2000, say): tifffile reads it alone
+    import tifffile
+    tifffile.imwrite(buf, np.asarray(im), photometric="rgb" if mode == "RGB" else "minisblack",
+                     compression=compression)
 else:
     im.save(buf, {".jpg": "JPEG", ".png": "PNG", ".tif": "TIFF"}[ext], **({"quality": 90} if ext == ".jpg" else {}))
 data = buf.getvalue(); del im, buf, small, deep
@@ -176,7 +180,8 @@ PROBE_INPUTS = (("L", ".jpg", "", "gray JPEG"), ("RGB", ".jpg", "", "color JPEG"
                 ("RGB;16", ".png", "", "16-bit color PNG"), ("RGB;16", ".tif", "zlib", "16-bit color TIFF"),
                 ("RGB;16", ".tif", "lzw", "16-bit color LZW TIFF"), ("RGBA;16", ".png", "", "16-bit RGBA PNG"),
                 ("RGBA;16", ".tif", "zlib", "16-bit RGBA TIFF"), ("LA;16", ".png", "", "16-bit gray+alpha PNG"),
-                ("LA;16", ".tif", "zlib", "16-bit gray+alpha TIFF"))
+                ("LA;16", ".tif", "zlib", "16-bit gray+alpha TIFF"), ("L", ".tif", "jpeg2000", "gray JPEG 2000 TIFF"),
+                ("RGB", ".tif", "jpeg2000", "color JPEG 2000 TIFF"))
 
 
 def probe(only: list[str] | None) -> None:
@@ -194,7 +199,8 @@ def probe(only: list[str] | None) -> None:
                 # the mode budget.py reads from the header: Pillow's (a 16-bit gray+alpha PNG opens as RGBA)
                 # or, for the TIFF Pillow cannot open, tifffile's
                 header = {"RGB;16": "RGB", "RGBA;16": "RGBA", "LA;16": "LA" if ext == ".tif" else "RGBA"}
-                est = image_cost(task, w, h, header.get(mode, mode), deep=deep) / (w * h)
+                alone = ext == ".tif" and (mode == "LA;16" or compression == "jpeg2000")   # read by tifffile
+                est = image_cost(task, w, h, header.get(mode, mode), deep=deep, alone=alone) / (w * h)
                 print(f"| {queue} | {what} | {w}x{h} | {per:.1f} | {est:.1f} |", flush=True)
 
 

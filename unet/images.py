@@ -181,7 +181,9 @@ def _tiff_alone(source, max_pixels: int | None) -> Plain | None:
     im.format = "TIFF"
     if isinstance(icc, bytes):
         im.info["icc_profile"] = icc
-    return plain(im, a if a.dtype == np.uint16 else None)
+    samples = a if a.dtype == np.uint16 else None   # 8-bit samples are in im now: let go of them first
+    del a, eight
+    return plain(im, samples)
 
 
 def _row_blocks(a: np.ndarray, block: int = 1 << 21):

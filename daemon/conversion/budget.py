@@ -56,12 +56,18 @@ DEEP_COLOR = {"colorize": 9.0, "translate": 3.5}
 # colorize RGBA PNG 38.7 and 36.3 at 12 and 48 MP, RGBA TIFF 40.0 and 34.7 (33.1 estimated without this),
 # gray-and-alpha TIFF 29.7 and 27.1 (20.1); reverse stays under its estimate already (RGBA TIFF 41.5 of 44.4).
 DEEP_ALPHA = {"colorize": 11.0, "translate": 0.0}
+# And more for a TIFF Pillow cannot open, which tifffile decodes (unet.images._tiff_alone): its codec's own
+# buffers (openjpeg decodes into 32-bit planes). Measured (the probe, JPEG 2000 TIFFs, 8-bit): colorize gray
+# 10.3 and 11.0 at 12 and 48 MP (8.1 estimated without this), color 16.0 and 15.0 (12.1); reverse stays under
+# its estimate already (gray 33.6 of 33.9, color 32.1).
+ALONE = 5.0
 GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
 
-def image_cost(task: str, width: int, height: int, mode: str, deep: bool = False) -> int:
+def image_cost(task: str, width: int, height: int, mode: str, deep: bool = False, alone: bool = False) -> int:
     """Estimated peak bytes of one image of this size and (Pillow) mode going through a task's queue;
-    deep: a 16-bit input (unet.images.is_deep) whose result may be finished at 16 bits."""
+    deep: a 16-bit input (unet.images.is_deep) whose result may be finished at 16 bits; alone: a TIFF that
+    tifffile reads, Pillow cannot (unet.images.tiff_alone_header)."""
     px = width * height
     per = PER_PIXEL.get((task, "gray" if mode in GRAY_MODES else "color"), 12.0)
     if "A" in mode or mode == "P":   # P may carry transparency
@@ -71,6 +77,8 @@ def image_cost(task: str, width: int, height: int, mode: str, deep: bool = False
     if deep:
         per += DEEP.get(task, 9.0) + (0.0 if mode in GRAY_MODES else DEEP_COLOR.get(task, 9.0))
         per += DEEP_ALPHA.get(task, 11.0) if "A" in mode else 0.0
+    if alone and task == "colorize":
+        per += ALONE
     return int(px * per + width * PER_COLUMN.get(task, 64 * 1024)) + (1 << 20)
 
 
@@ -141,7 +149,7 @@ def admit(budget: MemoryBudget, job: Job, data: bytes, task: str, max_pixels: in
             size, cost = None, len(data)
         else:
             w, h, mode, deep = header
-            size, cost = (w, h), image_cost(task, w, h, mode, deep and keeps)
+            size, cost = (w, h), image_cost(task, w, h, mode, deep and keeps, alone=True)
     if size and size[0] * size[1] > max_pixels:
         return True   # refused from its header at once (a decompression bomb): it costs nothing
     if cost > budget.limit:

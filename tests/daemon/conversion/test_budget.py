@@ -136,7 +136,8 @@ def test_an_image_over_max_pixels_is_refused_at_once_without_waiting_for_memory(
 
 def test_a_16_bit_input_with_alpha_and_a_tiff_pillow_cannot_open_are_admitted_at_their_measured_cost(tmp_path):
     """What bench/memory_bench.py --probe measured: a colorized 16-bit RGBA TIFF up to 40.0 bytes a pixel,
-    a gray-and-alpha TIFF (Pillow cannot open it; its header is read by tifffile) 29.7."""
+    a gray-and-alpha TIFF (Pillow cannot open it; its header is read by tifffile) 29.7, a color JPEG 2000
+    TIFF (the same) 16.0."""
     from daemon.conversion.budget import admit
     from daemon.conversion.encode16 import encode16
     from tests.support.deep import color16, gray16
@@ -150,4 +151,6 @@ def test_a_16_bit_input_with_alpha_and_a_tiff_pillow_cannot_open_are_admitted_at
     for name, mode in (("rgba.tif", "RGBA"), ("ga.tif", "LA")):
         job = Job("q", tmp_path / name, tmp_path, "x_after.png", lambda *a: None)
         assert admit(MemoryBudget(1 << 40), job, files[name], "colorize", 10**9)
-        assert job.memory == image_cost("colorize", 400, 300, mode, deep=True), name
+        assert job.memory == image_cost("colorize", 400, 300, mode, deep=True, alone=name == "ga.tif"), name
+    # a JPEG 2000 TIFF, which tifffile decodes through its codec's 32-bit planes: measured up to 16.0
+    assert image_cost("colorize", 4000, 3000, "RGB", alone=True) > 12e6 * 16.0
