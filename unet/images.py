@@ -167,7 +167,8 @@ def _tiff_alone(source, max_pixels: int | None) -> Plain | None:
     except ImageError:
         raise
     except Exception as e:
-        raise ImageError(f"cannot decode image: {type(e).__name__}: {e}") from e
+        raise ImageError(f"cannot decode image: a TIFF that neither Pillow nor tifffile can read "
+                         f"({type(e).__name__}: {e})") from e
     if a.ndim == 3 and separate:
         a = np.moveaxis(a, 0, -1)
     a = a if a.ndim == 3 else a[..., None]

@@ -122,7 +122,7 @@ def test_what_tifffile_cannot_read_either_gives_a_clear_error(tmp_path):
     (tmp_path / "bad.tif").write_bytes(b"II*\0" + b"\xff" * 60)
     tifffile.imwrite(tmp_path / "float.tif", np.zeros((8, 8, 3), np.float32), photometric="rgb",
                      compression="lerc")
-    with pytest.raises(ImageError, match="cannot decode image"):
+    with pytest.raises(ImageError, match="cannot decode image: a TIFF that neither Pillow nor tifffile can read"):
         open_image(tmp_path / "bad.tif")
     with pytest.raises(ImageError, match="float32 samples a pixel.*not read here"):
         open_image(tmp_path / "float.tif")
