@@ -29,6 +29,7 @@ To change X, open Y:
     the reason note of a failed file      core/quarantine.py
     claiming, done/, recovery after crash conversion/spool.py (which instance is alive: conversion/owners.py)
     reading an image of any kind          unet/images.py open_image (16-bit samples, TIFFs Pillow cannot open)
+    a multi-page TIFF's pages             conversion/document.py (the pipeline decodes one page at a time)
     batching, decoding, writing results   conversion/pipeline.py
     what an image costs in memory         conversion/budget.py (the default budget: core/memory.py)
     when a file counts as complete        conversion/watcher.py, core/openfiles.py

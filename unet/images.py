@@ -64,30 +64,54 @@ class Plain:
     deep: np.ndarray | None = None  # a 16-bit input's own samples, upright: (H, W) gray or (H, W, 3) RGB
                                     # uint16; None for 8-bit inputs (module docstring)
     deep_alpha: np.ndarray | None = None   # with deep, its alpha: (H, W) uint16, or None where it has none
+    pages: tuple[int, ...] = ()   # a multi-page TIFF's pages, for open_image(page=...); () for one page
 
 
-def open_image(path: str | Path, max_pixels: int | None = None) -> Plain:
-    """Open, check the size before decoding, decode fully and normalise one image file."""
+def open_image(path: str | Path, max_pixels: int | None = None, page: int = 0) -> Plain:
+    """Open, check the size before decoding, decode fully and normalise one image file; page: which of a
+    multi-page TIFF's pages (an index into Plain.pages' numbering: the file's IFDs), else the first frame."""
     try:
         with Image.open(path) as im:
             _check_size(im.size, max_pixels)
-            if getattr(im, "n_frames", 1) > 1:
-                im.seek(0)  # animated GIF/WebP/TIFF: the first frame
+            pages = tiff_pages(path) if im.format == "TIFF" and getattr(im, "n_frames", 1) > 1 else ()
+            if page or getattr(im, "n_frames", 1) > 1:
+                im.seek(page)  # animated GIF/WebP: the first frame; a TIFF: the page asked for
+                _check_size(im.size, max_pixels)
             if _is_png16(im):   # asked before load(), which lets go of the rawmode that says so
                 decoded = _png16(im, path)
                 if decoded is not None:
                     return plain(*decoded)
             im.load()
-            return plain(im, _tiff16(im, path))
+            p = plain(im, _tiff16(im, path, page))
+            p.pages = pages
+            return p
     except ImageError:
         raise
     except UnidentifiedImageError as e:
-        alone = _tiff_alone(path, max_pixels)
+        alone = _tiff_alone(path, max_pixels, page)
         if alone is None:
             raise ImageError(f"cannot decode image: {e}") from e
         return alone
+    except EOFError as e:
+        raise ImageError(f"cannot decode image: it has no page {page + 1}") from e
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise ImageError(f"cannot decode image: {e}") from e
+
+
+def tiff_pages(source) -> tuple[int, ...]:
+    """A multi-page TIFF's pages, as the indices of its image directories, without the reduced-resolution
+    copies (thumbnails, previews: NewSubfileType bit 0) a scanner may add; () when it has one page or
+    tifffile cannot read its directories."""
+    import tifffile   # only for these files
+
+    try:
+        if hasattr(source, "seek"):
+            source.seek(0)
+        with tifffile.TiffFile(source) as tif:
+            pages = tuple(i for i, p in enumerate(tif.pages) if not int(p.tags.valueof(254, 0)) & 1)
+    except Exception:
+        return ()
+    return pages if len(pages) > 1 else ()
 
 
 def _check_size(size: tuple[int, int], max_pixels: int | None) -> None:
@@ -141,7 +165,7 @@ def plain(im: Image.Image, samples: np.ndarray | None = None) -> Plain:
     return Plain(im, alpha, source_mode, fmt, icc, exif, deep, deep_alpha)
 
 
-def _tiff_alone(source, max_pixels: int | None) -> Plain | None:
+def _tiff_alone(source, max_pixels: int | None, index: int = 0) -> Plain | None:
     """A TIFF that Pillow cannot open, read by tifffile: 8- or 16-bit gray or RGB, with an alpha band or
     not, by any compression tifffile decodes; None for what is not a TIFF (the caller's error stands).
 
@@ -156,7 +180,9 @@ def _tiff_alone(source, max_pixels: int | None) -> Plain | None:
 
     try:
         with tifffile.TiffFile(source) as tif:
-            page = tif.pages[0]
+            if index and index >= len(tif.pages):
+                raise ImageError(f"cannot decode image: it has no page {index + 1}")
+            page = tif.pages[index]   # IndexError for a TIFF with no page it can read: the error below
             mode = _alone_mode(page)
             _check_size((page.imagewidth, page.imagelength), max_pixels)
             a = page.asarray()
@@ -184,7 +210,9 @@ def _tiff_alone(source, max_pixels: int | None) -> Plain | None:
         im.info["icc_profile"] = icc
     samples = a if a.dtype == np.uint16 else None   # 8-bit samples are in im now: let go of them first
     del a, eight
-    return plain(im, samples)
+    p = plain(im, samples)
+    p.pages = tiff_pages(source)
+    return p
 
 
 def _row_blocks(a: np.ndarray, block: int = 1 << 21):
@@ -380,7 +408,7 @@ def _png_late_metadata(data) -> dict:
     return info
 
 
-def _tiff16(im: Image.Image, source) -> np.ndarray | None:
+def _tiff16(im: Image.Image, source, index: int = 0) -> np.ndarray | None:
     """A 16-bit RGB or RGBA TIFF's samples (_is_tiff16), (H, W, 3 or 4) uint16, upright, or None.
 
     Pillow decodes such a TIFF to the high byte of each sample, and turns it
@@ -397,7 +425,7 @@ def _tiff16(im: Image.Image, source) -> np.ndarray | None:
         if hasattr(source, "seek"):
             source.seek(0)
         with tifffile.TiffFile(source) as tif:
-            page = tif.pages[0]   # the frame Pillow decoded
+            page = tif.pages[index]   # the frame Pillow decoded
             a = page.asarray()
             if page.planarconfig == tifffile.PLANARCONFIG.SEPARATE:
                 a = np.moveaxis(a, 0, -1)

@@ -134,14 +134,17 @@ class MemoryBudget:
             self._cond.notify_all()
 
 
-def admit(budget: MemoryBudget, job: Job, data: bytes, task: str, max_pixels: int) -> bool:
-    """Wait for the image's estimated cost in budget (from its header), noted as job.memory; False when
-    closing. A header that does not parse costs its file's size here: decoding it fails at once."""
+def admit(budget: MemoryBudget, job: Job, data: bytes, task: str, max_pixels: int, page: int = 0) -> bool:
+    """Wait for the image's estimated cost in budget (from its header; a multi-page TIFF's page's own),
+    noted as job.memory; False when closing. A header that does not parse costs its file's size here:
+    decoding it fails at once."""
     if not budget.limit:
         return True
     keeps = keeps_depth(Path(job.out_name).suffix)   # a 16-bit input is finished at 16 bits
     try:
         with Image.open(Named(data, "")) as im:
+            if page:
+                im.seek(page)
             size, cost = im.size, image_cost(task, im.width, im.height, im.mode, is_deep(im) and keeps)
     except Exception:
         header = tiff_alone_header(Named(data, ""))   # a TIFF that Pillow cannot open, read by tifffile

@@ -44,6 +44,11 @@ def takes_ycc(ext: str) -> bool:
     return EXT_FORMAT[ext.lower()] == "JPEG"
 
 
+def keeps_pages(ext: str) -> bool:
+    """Whether this extension's format holds many pages, so a multi-page input keeps them (document.py)."""
+    return EXT_FORMAT[ext.lower()] == "TIFF"
+
+
 def keeps_depth(ext: str) -> bool:
     """Whether this extension's format holds 16 bits per channel, so encode() takes uint16 samples for it."""
     return EXT_FORMAT[ext.lower()] in ("PNG", "TIFF")
@@ -59,7 +64,7 @@ def encode(image: Image.Image | np.ndarray, ext: str, quality: int, source: Plai
         image = np.dstack([image, alpha])   # (H, W, 2) gray and alpha or (H, W, 4) RGBA
     if isinstance(image, np.ndarray) and image.ndim == 3:
         mode = {2: "LA", 3: "RGB", 4: "RGBA"}.get(image.shape[2], "RGB")
-        return encode16(image, fmt, *_metadata(source, mode, fmt))
+        return encode16(image, fmt, *metadata(source, mode, fmt))
     if isinstance(image, np.ndarray):
         image = Image.fromarray(image)   # (H, W) uint16: I;16
     if image.mode == "YCbCr" and fmt != "JPEG":
@@ -79,7 +84,7 @@ def encode(image: Image.Image | np.ndarray, ext: str, quality: int, source: Plai
         kwargs["compression"] = "tiff_deflate"
     # TIFF and PNG writers fall back to image.info's profile and EXIF: only what is passed below goes in.
     image.info = {k: v for k, v in image.info.items() if k == "dpi"}
-    icc, exif = _metadata(source, image.mode, fmt)
+    icc, exif = metadata(source, image.mode, fmt)
     if icc:
         kwargs["icc_profile"] = icc
     if exif:
@@ -103,7 +108,7 @@ def _scratch():
     return tempfile.TemporaryFile()
 
 
-def _metadata(source: Plain | None, mode: str, fmt: str) -> tuple[bytes | None, bytes | None]:
+def metadata(source: Plain | None, mode: str, fmt: str) -> tuple[bytes | None, bytes | None]:
     """The source's ICC profile and EXIF that may go into a result of this mode and format."""
     if source is None:
         return None, None

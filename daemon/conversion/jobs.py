@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from ..core import memory
 from ..core.config import Config
@@ -65,3 +65,4 @@ class Job:
     claimed: tuple[int, int] | None = None      # (size, mtime_ns) when it was claimed: a change means unfinished
     color_inputs: str = "recolor"               # a colorize queue's input that has color already: keep, recolor
                                                 # or fail (QueueConfig.color_inputs); recolor: as any input
+    doc: Any = None                             # a multi-page TIFF's document.Document, converted page by page

@@ -6,6 +6,8 @@ to max_batch prepared items of one queue and working size, waiting at most
 max_delay_ms counted from the first of them queued, and runs one forward pass;
 encode threads recombine each output at full size, encode it and write it
 temp-then-rename. The model computes while other threads decode and encode.
+A multi-page TIFF goes through page by page, each page a decode, a forward
+and a finish of its own, into one multi-page result (document.py).
 
 An outbox that cannot take results (its disk full, read-only, no permission)
 is not the input's fault: such a result is held and tried again (outbox.py).
@@ -57,7 +59,8 @@ from ..core.fs import write_atomic
 from .batching import pick
 from .budget import MemoryBudget, admit
 from .colorinputs import color_choice, color_note, refusal, written_through
-from .encode import encode, keeps_depth, takes_ycc
+from .document import Document
+from .encode import encode, keeps_depth, keeps_pages, takes_ycc
 from .jobs import Job, JobOutcome, PipelineSettings
 from .outbox import OUTBOX_FAULTS, Outbox
 from .unfinished import unfinished
@@ -208,22 +211,33 @@ class Pipeline:
             return self._fail(job, str(e))
         except OSError as e:
             return self._retry(job, attempt, e, lambda n: self._decoders.submit(self._decode, job, n))
-        predictor = self._predictors[job.queue]
-        if not admit(self.memory, job, data, predictor.task.name, self.s.max_pixels):
+        doc = job.doc   # a multi-page TIFF past its first page: the next page, by the first page's model
+        predictor = doc.predictor if doc else self._predictors[job.queue]
+        if not admit(self.memory, job, data, predictor.task.name, self.s.max_pixels, doc.page if doc else 0):
             return  # closing: the file stays in work/
+        where = f"{doc.where()}: " if doc else ""
         try:
-            source = open_image(Named(data, job.label or job.path.name), self.s.max_pixels)
-            color = color_choice(job, predictor, source)   # a color picture in a colorize queue: keep it?
+            source = open_image(Named(data, job.label or job.path.name), self.s.max_pixels, doc.page if doc else 0)
+            color = "" if doc else color_choice(job, predictor, source)   # a color picture: keep it?
             kept = data if color == "keep" else None
             del data
             prepared = predictor.prepare(source) if color in ("", "recolor") else None
         except ImageError as e:
-            return self._fail_or_wait(job, str(e), decoding=str(e).startswith("cannot decode"))
+            return self._fail_or_wait(job, where + str(e), decoding=str(e).startswith("cannot decode"))
         except Exception as e:  # Pillow raises a zoo of errors on hostile files
-            return self._fail_or_wait(job, f"cannot decode image: {type(e).__name__}: {e}", decoding=True)
+            return self._fail_or_wait(job, f"{where}cannot decode image: {type(e).__name__}: {e}", decoding=True)
         if color == "fail":
             return self._fail(job, *refusal(job))
-        item = _Item(job, source, prepared, predictor, time.monotonic(), kept, color_note(job, color))
+        note = doc.note if doc else color_note(job, color)
+        if source.pages and prepared is not None and not doc:
+            if keeps_pages(Path(job.out_name).suffix):
+                job.doc = Document(source.pages, predictor)
+                note = job.doc.note = "; ".join(filter(None, [note, f"all {len(job.doc.pages)} pages"]))
+            else:
+                note = "; ".join(filter(None, [note, f"only page 1 of its {len(source.pages)} was converted: a "
+                                               f"{Path(job.out_name).suffix} result holds one page "
+                                               "([output] format = \"tiff\" keeps them all)"]))
+        item = _Item(job, source, prepared, predictor, time.monotonic(), kept, note)
         if kept is not None:
             return self._encoders.submit(self._encode, item, None, 1)
         self._batchq.put(item)
@@ -316,14 +330,23 @@ class Pipeline:
         job = item.job
         try:
             ext = Path(job.out_name).suffix
-            if item.prepared is None:
+            if job.doc is not None and job.doc.data is not None:
+                image, data = None, job.doc.data   # the last page is in already: a retry of the write
+            elif item.prepared is None:
                 image, data = None, written_through(item.source, item.kept, ext, self.s.jpeg_quality)
+            elif job.doc is not None:
+                image = item.predictor.finish(item.prepared, y, deep=True)
+                job.doc.add(image, item.source)
+                if job.doc.more:
+                    return self._next_page(item)
+                image, data = None, job.doc.data
             else:
                 image = item.predictor.finish(item.prepared, y, ycc=takes_ycc(ext), deep=keeps_depth(ext))
                 data = encode(image, ext, self.s.jpeg_quality, item.source)
         except Exception as e:
             item.source = item.prepared = item.kept = None
-            return self._fail(job, f"cannot encode the result: {type(e).__name__}: {e}")
+            where = f"{job.doc.where()}: " if job.doc is not None else ""
+            return self._fail(job, f"{where}cannot encode the result: {type(e).__name__}: {e}")
         if not self._enter():
             return  # abandoned: its input stays in work/ for whoever runs next
         try:
@@ -343,6 +366,13 @@ class Pipeline:
                                          note=item.note), entered=True)
         finally:
             self._leave()
+
+    def _next_page(self, item: _Item) -> None:
+        """A document's page is in its result: give its memory back and decode the next page."""
+        item.source = item.prepared = item.kept = None
+        self.memory.give(item.job.memory)
+        item.job.memory = 0
+        self._decoders.submit(self._decode, item.job, 1)
 
     def _enter(self) -> bool:
         """Start writing or reporting; False once abandoned (see the module docstring)."""

@@ -154,3 +154,20 @@ def test_a_16_bit_input_with_alpha_and_a_tiff_pillow_cannot_open_are_admitted_at
         assert job.memory == image_cost("colorize", 400, 300, mode, deep=True, alone=name == "ga.tif"), name
     # a JPEG 2000 TIFF, which tifffile decodes through its codec's 32-bit planes: measured up to 16.0
     assert image_cost("colorize", 4000, 3000, "RGB", alone=True) > 12e6 * 16.0
+
+
+def test_a_page_of_a_multi_page_tiff_is_admitted_at_its_own_size(tmp_path):
+    import tifffile
+
+    from daemon.conversion.budget import admit
+
+    with tifffile.TiffWriter(tmp_path / "b.tif") as tif:
+        tif.write(np.zeros((30, 40), np.uint8), photometric="minisblack")
+        tif.write(np.zeros((300, 400), np.uint8), photometric="minisblack")
+    data = (tmp_path / "b.tif").read_bytes()
+    costs = []
+    for page in (0, 1):
+        job = Job("q", tmp_path / "b.tif", tmp_path, "x_after.tif", lambda *a: None)
+        assert admit(MemoryBudget(1 << 40), job, data, "colorize", 10**9, page)
+        costs.append(job.memory)
+    assert costs == [image_cost("colorize", 40, 30, "L"), image_cost("colorize", 400, 300, "L")]

@@ -1,0 +1,77 @@
+"""A multi-page TIFF (a scanned book, a folder of prints in one file) converted page by page into one
+multi-page TIFF result, the pages in the input's order.
+
+The pipeline decodes, runs and finishes one page at a time, each taking its
+memory from the budget as any image does and giving it back before the next
+is decoded; each finished page is compressed into the result as it comes
+(deflate, with the predictor), so only one page's images are held at once
+beside the compressed pages before it. A page keeps what a single image
+keeps: 16 bits where the input has them, its alpha, its color profile. The
+model is the one the first page was given, even across a hot swap. A page
+that cannot be read or encoded fails the whole file (its reason names the
+page): one input gives one result or one quarantined input, never half a
+book. A result that is not a TIFF holds one page: the first is converted,
+and the log says so.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+from unet.images import Plain
+
+from .encode import metadata
+
+
+class Document:
+    """The pages of one input, and the result they are written into."""
+
+    def __init__(self, pages: tuple[int, ...], predictor):
+        import tifffile   # only for these results
+
+        self.pages = pages if pages[:1] == (0,) else (0,) + pages   # page 0 is the one decoded first
+        self.predictor = predictor
+        self.done = 0                      # pages written so far
+        self.note = ""                     # the first page's note, for the result's log line
+        self.data: bytes | None = None     # the whole result, once the last page is in
+        self._buf = io.BytesIO()
+        self._tif = tifffile.TiffWriter(self._buf)
+
+    @property
+    def page(self) -> int:
+        """The next page to convert, as open_image numbers it."""
+        return self.pages[self.done]
+
+    @property
+    def more(self) -> bool:
+        return self.data is None and self.done < len(self.pages)
+
+    def where(self) -> str:
+        """'page 3 of 12', for a reason or a log line."""
+        return f"page {min(self.done, len(self.pages) - 1) + 1} of {len(self.pages)}"
+
+    def add(self, image: Image.Image | np.ndarray, source: Plain) -> None:
+        """Write one finished page (what a task's finish() gives with deep=True: an 8-bit image, or uint16
+        samples beside the source's 16-bit alpha); the last one closes the result into .data."""
+        if isinstance(image, np.ndarray):
+            a = image
+            if source.deep_alpha is not None and source.deep_alpha.shape == a.shape[:2]:
+                a = np.dstack([a, source.deep_alpha])
+        else:
+            if image.mode not in ("L", "LA", "RGB", "RGBA"):
+                image = image.convert("RGB")
+            a = np.asarray(image)
+        bands = 1 if a.ndim == 2 else a.shape[2]
+        mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[bands]
+        icc, _ = metadata(source, mode, "TIFF")
+        self._tif.write(a, photometric="rgb" if bands >= 3 else "minisblack", planarconfig="contig",
+                        extrasamples=[2] if bands in (2, 4) else None, compression="zlib", predictor=True,
+                        iccprofile=icc, metadata=None, software=False)
+        self.done += 1
+        if self.done == len(self.pages):
+            self._tif.close()
+            self.data = self._buf.getvalue()
+            self._buf = None
