@@ -28,7 +28,8 @@ To change X, open Y:
     atomic writes, moves, free names      core/fs.py
     the reason note of a failed file      core/quarantine.py
     claiming, done/, recovery after crash conversion/spool.py (which instance is alive: conversion/owners.py)
-    reading an image of any kind          unet/images.py open_image (16-bit samples, TIFFs Pillow cannot open)
+    reading an image of any kind          unet/images.py open_image (16-bit samples, TIFFs Pillow cannot open:
+                                          unet/deepread.py)
     a multi-page TIFF's pages             conversion/document.py (the pipeline decodes one page at a time)
     batching, decoding, writing results   conversion/pipeline.py
     what an image costs in memory         conversion/budget.py (the default budget: core/memory.py)

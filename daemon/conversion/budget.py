@@ -29,7 +29,7 @@ from typing import Callable
 from loguru import logger
 from PIL import Image
 
-from unet.images import is_deep, tiff_alone_header
+from unet.deepread import is_deep, tiff_alone_header
 
 from ..core import memory
 from .encode import keeps_depth
@@ -56,7 +56,7 @@ DEEP_COLOR = {"colorize": 9.0, "translate": 3.5}
 # colorize RGBA PNG 38.7 and 36.3 at 12 and 48 MP, RGBA TIFF 40.0 and 34.7 (33.1 estimated without this),
 # gray-and-alpha TIFF 29.7 and 27.1 (20.1); reverse stays under its estimate already (RGBA TIFF 41.5 of 44.4).
 DEEP_ALPHA = {"colorize": 11.0, "translate": 0.0}
-# And more for a TIFF Pillow cannot open, which tifffile decodes (unet.images._tiff_alone): its codec's own
+# And more for a TIFF Pillow cannot open, which tifffile decodes (unet.deepread.tiff_alone): its codec's own
 # buffers (openjpeg decodes into 32-bit planes). Measured (the probe, JPEG 2000 TIFFs, 8-bit): colorize gray
 # 10.3 and 11.0 at 12 and 48 MP (8.1 estimated without this), color 16.0 and 15.0 (12.1); reverse stays under
 # its estimate already (gray 33.6 of 33.9, color 32.1).
@@ -66,8 +66,8 @@ GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
 def image_cost(task: str, width: int, height: int, mode: str, deep: bool = False, alone: bool = False) -> int:
     """Estimated peak bytes of one image of this size and (Pillow) mode going through a task's queue;
-    deep: a 16-bit input (unet.images.is_deep) whose result may be finished at 16 bits; alone: a TIFF that
-    tifffile reads, Pillow cannot (unet.images.tiff_alone_header)."""
+    deep: a 16-bit input (unet.deepread.is_deep) whose result may be finished at 16 bits; alone: a TIFF that
+    tifffile reads, Pillow cannot (unet.deepread.tiff_alone_header)."""
     px = width * height
     per = PER_PIXEL.get((task, "gray" if mode in GRAY_MODES else "color"), 12.0)
     if "A" in mode or mode == "P":   # P may carry transparency

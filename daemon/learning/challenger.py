@@ -205,13 +205,13 @@ def _gray_afters(pairs) -> bool:
     """Whether the pairs' after images are black-and-white (a translate model then outputs one channel)."""
     from PIL import Image
 
-    from unet.images import tiff_alone_header
+    from unet.deepread import tiff_alone_header
 
     for p in pairs[:5]:
         try:
             with Image.open(p.after) as im:
                 mode = im.mode
-        except OSError:   # a TIFF Pillow cannot open is read by tifffile (unet.images)
+        except OSError:   # a TIFF Pillow cannot open is read by tifffile (unet.deepread)
             header = tiff_alone_header(p.after)
             mode = header[2] if header else "RGB"
         if mode not in ("L", "LA", "1", "I", "I;16", "F"):

@@ -13,7 +13,8 @@ from daemon.core.names import reason_name
 from tests.support.config import write_config
 from tests.support.deep import gray16
 from tests.support.service import Service, services, wait_for
-from unet.images import open_image, tiff_pages
+from unet.deepread import tiff_pages
+from unet.images import open_image
 
 QUICK = "[watch]\nsettle_seconds = 0.3\nrescan_seconds = 1\n[status]\ninterval_seconds = 0.5\n"
 

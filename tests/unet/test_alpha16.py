@@ -10,7 +10,8 @@ from PIL import Image
 from daemon.conversion.encode import encode
 from daemon.conversion.encode16 import encode16
 from tests.support.deep import color16, gray16, png16, read_deep
-from unet.images import ImageError, is_deep, open_image, tiff_alone_header
+from unet.deepread import is_deep, tiff_alone_header
+from unet.images import ImageError, open_image
 
 
 def _alpha(size=(40, 24)) -> np.ndarray:

@@ -10,7 +10,8 @@ from PIL import Image, ImageOps
 
 from tests.conftest import make_image
 from tests.support.processes import ROOT
-from unet.images import ImageError, is_deep, open_image
+from unet.deepread import is_deep
+from unet.images import ImageError, open_image
 
 
 @pytest.mark.parametrize("mode,ext,expect,alpha", [
@@ -288,7 +289,8 @@ sys.modules["imagecodecs"] = None   # an install without imagecodecs: importing 
 import numpy as np
 from PIL import Image, ImageOps
 from tests.support.deep import color16
-from unet.images import is_deep, open_image
+from unet.deepread import is_deep
+from unet.images import open_image
 rgb = color16((40, 24))
 folder = sys.argv[1]
 for name in ("c.png", "lzw.tif", "deflate.tif"):
