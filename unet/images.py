@@ -51,6 +51,7 @@ class Plain:
                                     # uint16; None for 8-bit inputs (module docstring)
     deep_alpha: np.ndarray | None = None   # with deep, its alpha: (H, W) uint16, or None where it has none
     pages: tuple[int, ...] = ()   # a multi-page TIFF's pages, for open_image(page=...); () for one page
+    frames: int = 1               # an animation's (GIF, WebP, PNG) frames: the first is the image
 
 
 def open_image(path: str | Path, max_pixels: int | None = None, page: int = 0) -> Plain:
@@ -70,6 +71,7 @@ def open_image(path: str | Path, max_pixels: int | None = None, page: int = 0) -
             im.load()
             p = plain(im, tiff16(im, path, page))
             p.pages = pages
+            p.frames = 1 if im.format == "TIFF" else getattr(im, "n_frames", 1)
             return p
     except ImageError:
         raise

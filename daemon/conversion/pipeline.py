@@ -237,6 +237,9 @@ class Pipeline:
                 note = "; ".join(filter(None, [note, f"only page 1 of its {len(source.pages)} was converted: a "
                                                f"{Path(job.out_name).suffix} result holds one page "
                                                "([output] format = \"tiff\" keeps them all)"]))
+        if source.frames > 1 and kept is None:
+            note = "; ".join(filter(None, [note, f"the first of its {source.frames} frames was converted "
+                                                 "(an animation)"]))
         item = _Item(job, source, prepared, predictor, time.monotonic(), kept, note)
         if kept is not None:
             return self._encoders.submit(self._encode, item, None, 1)

@@ -263,3 +263,19 @@ def test_past_the_close_deadline_nothing_is_written_or_reported(tmp_path, colori
     wait_for(lambda: pipeline.stopped, 60, "the encode thread to end")
     assert outcomes.by_name == {} and not out.exists() and big.exists()
 
+
+
+def test_an_animation_gives_its_first_frame_and_says_so(tmp_path, colorizer):
+    frames = [Image.new("L", (48, 32), v) for v in (40, 200, 120)]
+    path = tmp_path / "anim_before.gif"
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    still = make_image(tmp_path / "still_before.png", (48, 32), "L", seed=1)
+    pipe = Pipeline({"colorize": colorizer}, {"colorize": 4}, SETTINGS)
+    try:
+        got = run_all(pipe, [path, still], tmp_path / "out", Outcomes())
+    finally:
+        pipe.close(time.monotonic() + 5)
+    assert got[path.name].ok and "the first of its 3 frames was converted" in got[path.name].note
+    assert got[still.name].ok and "frames" not in got[still.name].note
+    with Image.open(got[path.name].output) as im:
+        assert abs(np.asarray(im.convert("L"), float).mean() - 40) < 3   # the first frame's picture
