@@ -182,16 +182,25 @@ def tiff_pages(source) -> tuple[int, ...]:
         if hasattr(source, "seek"):
             source.seek(0)
         with tifffile.TiffFile(source) as tif:
-            pages = tuple(i for i, p in enumerate(tif.pages) if not int(p.tags.valueof(254, 0)) & 1)
+            return _pages(tif)
+    except Exception:
+        return ()
+
+
+def _pages(tif) -> tuple[int, ...]:
+    """tiff_pages of an open TiffFile; () where a later directory does not read (its first page stands)."""
+    try:
+        pages = tuple(i for i, p in enumerate(tif.pages) if not int(p.tags.valueof(254, 0)) & 1)
     except Exception:
         return ()
     return pages if len(pages) > 1 else ()
 
 
-def tiff_alone(source, max_pixels: int | None, index: int = 0) -> tuple[Image.Image, np.ndarray | None] | None:
+def tiff_alone(source, max_pixels: int | None, index: int = 0) \
+        -> tuple[Image.Image, np.ndarray | None, tuple[int, ...]] | None:
     """A TIFF that Pillow cannot open, read by tifffile: 8- or 16-bit gray or RGB, with an alpha band or
     not, by any compression tifffile decodes, as (its 8-bit image, its 16-bit samples or None) for
-    images.plain(); None for what is not a TIFF (the caller's error stands).
+    images.plain() and its pages (tiff_pages); None for what is not a TIFF (the caller's error stands).
 
     The size is checked from the page's header before its pixels are decoded.
     An associated (premultiplied) alpha is divided out, as Pillow does for an
@@ -214,6 +223,7 @@ def tiff_alone(source, max_pixels: int | None, index: int = 0) -> tuple[Image.Im
             bits = int(page.bitspersample)
             photometric, extras = _photometric(page), tuple(page.extrasamples or ())
             orientation, icc = int(page.tags.valueof(274, 1)), page.tags.valueof(34675)
+            pages = _pages(tif)
     except ImageError:
         raise
     except Exception as e:
@@ -234,7 +244,7 @@ def tiff_alone(source, max_pixels: int | None, index: int = 0) -> tuple[Image.Im
         im.info["icc_profile"] = icc
     samples = a if a.dtype == np.uint16 else None   # 8-bit samples are in im now: let go of them first
     del a, eight
-    return im, samples
+    return im, samples, pages
 
 
 def _row_blocks(a: np.ndarray, block: int = 1 << 21):

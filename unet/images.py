@@ -79,8 +79,9 @@ def open_image(path: str | Path, max_pixels: int | None = None, page: int = 0) -
         alone = tiff_alone(path, max_pixels, page)
         if alone is None:
             raise ImageError(f"cannot decode image: {e}") from e
-        p = plain(*alone)
-        p.pages = tiff_pages(path)
+        im, samples, pages = alone
+        p = plain(im, samples)
+        p.pages = pages
         return p
     except EOFError as e:
         raise ImageError(f"cannot decode image: it has no page {page + 1}") from e

@@ -23,7 +23,8 @@ from PIL import Image
 
 from unet.images import Plain
 
-from .encode import metadata
+from .encode import BAND_MODES, metadata, with_deep_alpha
+from .encode16 import tiff_options
 
 
 class Document:
@@ -57,19 +58,12 @@ class Document:
         """Write one finished page (what a task's finish() gives with deep=True: an 8-bit image, or uint16
         samples beside the source's 16-bit alpha); the last one closes the result into .data."""
         if isinstance(image, np.ndarray):
-            a = image
-            if source.deep_alpha is not None and source.deep_alpha.shape == a.shape[:2]:
-                a = np.dstack([a, source.deep_alpha])
+            a = with_deep_alpha(image, source)
         else:
-            if image.mode not in ("L", "LA", "RGB", "RGBA"):
-                image = image.convert("RGB")
-            a = np.asarray(image)
+            a = np.asarray(image if image.mode in BAND_MODES.values() else image.convert("RGB"))
         bands = 1 if a.ndim == 2 else a.shape[2]
-        mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[bands]
-        icc, _ = metadata(source, mode, "TIFF")
-        self._tif.write(a, photometric="rgb" if bands >= 3 else "minisblack", planarconfig="contig",
-                        extrasamples=[2] if bands in (2, 4) else None, compression="zlib", predictor=True,
-                        iccprofile=icc, metadata=None, software=False)
+        icc, _ = metadata(source, BAND_MODES[bands], "TIFF")
+        self._tif.write(a, **tiff_options(bands, icc))
         self.done += 1
         if self.done == len(self.pages):
             self._tif.close()

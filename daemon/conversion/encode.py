@@ -44,6 +44,18 @@ def takes_ycc(ext: str) -> bool:
     return EXT_FORMAT[ext.lower()] == "JPEG"
 
 
+BAND_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}   # an (H, W, bands) result's mode, for its metadata
+
+
+def with_deep_alpha(samples: np.ndarray, source: Plain | None) -> np.ndarray:
+    """A 16-bit result's samples with the source's 16-bit alpha beside them, (H, W, 2) or (H, W, 4), when
+    it has one; else as they are."""
+    alpha = source.deep_alpha if source is not None else None
+    if alpha is None or alpha.shape != samples.shape[:2]:
+        return samples
+    return np.dstack([samples, alpha])
+
+
 def keeps_pages(ext: str) -> bool:
     """Whether this extension's format holds many pages, so a multi-page input keeps them (document.py)."""
     return EXT_FORMAT[ext.lower()] == "TIFF"
@@ -59,12 +71,10 @@ def encode(image: Image.Image | np.ndarray, ext: str, quality: int, source: Plai
     extension, with the source's color profile and EXIF where they fit; samples get the source's 16-bit
     alpha, if it has one."""
     fmt = EXT_FORMAT[ext.lower()]
-    alpha = source.deep_alpha if isinstance(image, np.ndarray) and source is not None else None
-    if alpha is not None and alpha.shape == image.shape[:2]:
-        image = np.dstack([image, alpha])   # (H, W, 2) gray and alpha or (H, W, 4) RGBA
+    if isinstance(image, np.ndarray):
+        image = with_deep_alpha(image, source)
     if isinstance(image, np.ndarray) and image.ndim == 3:
-        mode = {2: "LA", 3: "RGB", 4: "RGBA"}.get(image.shape[2], "RGB")
-        return encode16(image, fmt, *metadata(source, mode, fmt))
+        return encode16(image, fmt, *metadata(source, BAND_MODES[image.shape[2]], fmt))
     if isinstance(image, np.ndarray):
         image = Image.fromarray(image)   # (H, W) uint16: I;16
     if image.mode == "YCbCr" and fmt != "JPEG":

@@ -29,7 +29,15 @@ TEXT_TAGS = (270, 271, 272, 305, 306, 315, 33432)   # description, make, model, 
 
 # PNG color types and TIFF photometric interpretations by the number of bands
 PNG_COLOR_TYPE = {2: 4, 3: 2, 4: 6}
-TIFF_PHOTOMETRIC = {2: "minisblack", 3: "rgb", 4: "rgb"}
+TIFF_PHOTOMETRIC = {1: "minisblack", 2: "minisblack", 3: "rgb", 4: "rgb"}
+
+
+def tiff_options(bands: int, icc: bytes | None, exif: bytes | None = None) -> dict:
+    """tifffile's write options for a result of 1 to 4 bands (the 2nd and 4th alpha, unassociated):
+    deflate with the predictor, the profile, the EXIF's text tags; a result here or a book's page."""
+    return dict(photometric=TIFF_PHOTOMETRIC[bands], planarconfig="contig",
+                extrasamples=[2] if bands in (2, 4) else None, compression="zlib", predictor=True,
+                iccprofile=icc, metadata=None, software=False, extratags=_text_tags(exif))
 
 
 def encode16(samples: np.ndarray, fmt: str, icc: bytes | None, exif: bytes | None) -> bytes:
@@ -83,10 +91,7 @@ def _png(f: BinaryIO, samples: np.ndarray, icc: bytes | None, exif: bytes | None
 def _tiff(f: BinaryIO, samples: np.ndarray, icc: bytes | None, exif: bytes | None) -> None:
     import tifffile   # only for these results
 
-    bands = samples.shape[2]
-    tifffile.imwrite(f, samples, photometric=TIFF_PHOTOMETRIC[bands], planarconfig="contig",
-                     extrasamples=[2] if bands in (2, 4) else None, compression="zlib", predictor=True,
-                     iccprofile=icc, metadata=None, software=False, extratags=_text_tags(exif))
+    tifffile.imwrite(f, samples, **tiff_options(samples.shape[2], icc, exif))
 
 
 def _text_tags(exif: bytes | None) -> list[tuple]:
