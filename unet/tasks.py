@@ -94,6 +94,7 @@ class Prepared:
     x: torch.Tensor          # (C, h, w) float32 network input
     key: tuple[int, int]     # (h, w): the working-size bucket
     ctx: Any                 # what finish() needs: the full-size image, alpha
+    hints: Any = None        # a colorize picture's color points (hints.Hints), spread by guide.py
 
 
 class Task:
@@ -178,6 +179,12 @@ class Colorize(Task):
     def reduce(self, y: torch.Tensor) -> torch.Tensor:
         # Decoding the bins where the network ran: 2 channels cross to the CPU instead of ~100.
         return self.chroma(y)
+
+    def probabilities(self, y: torch.Tensor) -> torch.Tensor | None:
+        """(B, out, h, w) network output -> (B, Q, h, w) chroma-bin probabilities; None for a regression head."""
+        if self.cfg.head == "regression":
+            return None
+        return torch.softmax((y if self.cfg.head == "bins" else y[:, :-2]).float(), dim=1)
 
     def finish(self, c: torch.Tensor, ctx, ycc: bool = False, deep: bool = False) -> Image.Image | np.ndarray:
         """Reduced output (2, h, w) chroma -> full-size RGB: the input's luminance, bicubic-upsampled chroma.
