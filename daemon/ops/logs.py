@@ -8,10 +8,14 @@ record's message and fields pass through namebytes.shown() (print_names_safely),
 so no sink meets bytes that are not UTF-8 and no terminal obeys an escape
 sequence out of a name; the log file writes what still cannot be encoded (a
 traceback's text) as backslash escapes instead of dropping the line.
+
+A stream that is gone (closed, or a pipe whose reader hung up) drops its lines
+quietly: no traceback per line, and the service carries on.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import sys
 from typing import TextIO
@@ -61,6 +65,25 @@ def _json_file_line(record) -> str:
     return "{extra[_json_line]}\n"
 
 
+def _gone(stream: TextIO, e: Exception) -> bool:
+    """Whether e says stream is gone for good: closed by its owner, or its reader hung up (`| head`)."""
+    if isinstance(e, BrokenPipeError) or (isinstance(e, OSError) and e.errno == errno.EPIPE):
+        return True
+    return isinstance(e, ValueError) and (getattr(stream, "closed", False) or "closed file" in str(e))
+
+
+def _quietly(sink, stream: TextIO):
+    """sink, dropping the line where stream is gone: loguru would print a traceback for each line into
+    stderr (often that very stream), and a log no one can read is no reason to disturb the service."""
+    def write(message) -> None:
+        try:
+            sink(message)
+        except (ValueError, OSError) as e:
+            if not _gone(stream, e):
+                raise
+    return write
+
+
 def _writer(stream: TextIO, bars: bool):
     """text -> stream, flushed; with bars, written above the progress bars on stream (tqdm clears them and
     draws them again below), so a terminal shows whole log lines over one bar, never a line cut by one."""
@@ -89,16 +112,16 @@ def setup_logging(cfg: LoggingConfig, json_lines: bool | None = None, stream: Te
     logger.remove()
     if under_journald(stream):
         # Under systemd: <N> priority prefixes, no timestamps or colors (journald adds its own).
-        logger.add(journal_sink(stream, verbose=cfg.level == "DEBUG", json_line=json_line if as_json else None),
-                   level=cfg.level, backtrace=False, diagnose=False)
+        sink = journal_sink(stream, verbose=cfg.level == "DEBUG", json_line=json_line if as_json else None)
+        logger.add(_quietly(sink, stream), level=cfg.level, backtrace=False, diagnose=False)
     elif as_json:
         # A function sink, not serialize=True: loguru's own JSON nests the record two levels deep.
         write = _writer(stream, bars)
-        logger.add(lambda message: write(json_line(message.record) + "\n"), level=cfg.level,
+        logger.add(_quietly(lambda message: write(json_line(message.record) + "\n"), stream), level=cfg.level,
                    backtrace=False, diagnose=False)
     else:
         write = _writer(stream, bars)
-        logger.add((lambda message: write(str(message))) if bars else stream, level=cfg.level, format=HUMAN,
+        logger.add(_quietly(lambda message: write(str(message)), stream), level=cfg.level, format=HUMAN,
                    colorize=_isatty(stream), backtrace=False, diagnose=False)
     if cfg.file is not None:
         cfg.file.parent.mkdir(parents=True, exist_ok=True)
