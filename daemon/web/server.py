@@ -33,7 +33,7 @@ from ..core.config import Config, ConfigError
 from . import api, pages
 from .actions import TrainNow
 from .files import FileIndex
-from .security import Guard, Sessions
+from .security import Guard, Misses, Sessions
 
 HERE = Path(__file__).parent
 
@@ -59,12 +59,13 @@ class WebContext:
 
 
 def create_app(ctx: WebContext) -> Starlette:
-    sessions = Sessions(ctx.index.path.parent / "sessions.json")
-    page_routes, login_page = pages.routes(ctx, sessions)
+    sessions, misses = Sessions(ctx.index.path.parent / "sessions.json"), Misses()
+    page_routes, login_page = pages.routes(ctx, sessions, misses)
     routes = api.routes(ctx) + page_routes + [Mount("/static", StaticFiles(directory=HERE / "static"), name="static")]
     if ctx.metrics_app is not None:
         routes.append(Route("/metrics", _ASGI(ctx.metrics_app)))
-    guard = Middleware(Guard, token=lambda: ctx.cfg.web.token, sessions=sessions, login_page=login_page)
+    guard = Middleware(Guard, token=lambda: ctx.cfg.web.token, sessions=sessions, login_page=login_page,
+                       misses=misses)
     return Starlette(routes=routes, middleware=[guard])
 
 
