@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 from .core.config import Config, ConfigError
+from .core.fs import passing
 from .learning.serving import candidates, model_dir, task_mismatch
 
 
@@ -176,6 +177,9 @@ def _check_model(cfg: Config, queue: str, fallback: bool = False) -> tuple[str, 
         try:
             model = load_model(folder)
         except CheckpointError as e:
+            if passing(e):   # the model is not at fault: the process is out of file handles
+                return str(folder), ConfigError(cfg.file, key, f"cannot check the model now: {e}",
+                                                "too many files are open: try again in a moment")
             first = first or (str(folder), ConfigError(
                 cfg.file, key, f"cannot load the model: {e}",
                 "point model at a folder holding model.safetensors, config.json and meta.json "

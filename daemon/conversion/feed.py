@@ -33,6 +33,7 @@ from .leftovers import Leftovers
 from .pipeline import Job, JobOutcome, Pipeline
 from .spool import Claimed, Lost, Spool
 from .watcher import Arrival
+from .workers import later
 
 
 def count_waiting(inbox: Path) -> int:
@@ -151,8 +152,8 @@ class InboxFeed:
     def _finished(self, spool: Spool, item: Claimed, job: Job, outcome: JobOutcome) -> None:
         """Pipeline callback: move the input on, count it, and say so in one line."""
         q, log = spool.queue, logger.bind(queue=spool.queue, file=item.name)
-        if outcome.unfinished:
-            self._put_back(spool, item, outcome.error)
+        if outcome.unfinished or outcome.passing:
+            self._put_back(spool, item, outcome.error, outcome.passing)
             return
         if not outcome.ok:
             self._quarantine(spool, item, outcome.error, outcome.hint)
@@ -168,22 +169,30 @@ class InboxFeed:
             "{}: {} ({}) -> {} in {:.0f} ms{}", q, item.name, _size(outcome.size), outcome.output.name, outcome.ms,
             f"; {outcome.note}" if outcome.note else "")
 
-    def _put_back(self, spool: Spool, item: Claimed, why: str) -> None:
+    def _put_back(self, spool: Spool, item: Claimed, why: str, short: bool = False) -> None:
         """A file that may still be being written is not judged: back to the inbox, taken again once it has
-        been left unchanged for rescan_seconds (or quarantined, when its writer has begun a new file)."""
+        been left unchanged for rescan_seconds (or quarantined, when its writer has begun a new file).
+        short: the service was short of file handles; the file goes back the same way, to wait."""
         wait = self.cfg.watch.rescan_seconds
         if self.on_put_back is not None:
             self.on_put_back(spool.inbox / item.name, wait)   # before it reappears, so no event hurries it
         try:
             spool.put_back(item)
         except OSError as e:
+            if short and not isinstance(e, FileExistsError):   # still short: it waits in work/ a while more
+                later(wait, partial(self._put_back, spool, item, why, short))
+                return
             what = "a new file under its name is in the inbox" if isinstance(e, FileExistsError) else str(e)
             self._quarantine(spool, item, f"{why}, and it cannot go back to wait: {what}",
                              "write the file whole (or under a temporary name, renamed when done)")
             return
-        logger.bind(queue=spool.queue, file=item.name).info(
-            "{}: {} is not complete yet: {}; it went back to {} and is taken again once unchanged for {:g} s",
-            spool.queue, item.name, why, spool.inbox, wait)
+        log = logger.bind(queue=spool.queue, file=item.name)
+        if short:
+            log.warning("{}: {} was not converted now: {}; it went back to {} and is taken again in {:g} s",
+                        spool.queue, item.name, why, spool.inbox, wait)
+            return
+        log.info("{}: {} is not complete yet: {}; it went back to {} and is taken again once unchanged for {:g} s",
+                 spool.queue, item.name, why, spool.inbox, wait)
 
     @staticmethod
     def _move_done(spool: Spool, item: Claimed) -> Path | None:

@@ -20,6 +20,7 @@ from loguru import logger
 from unet import Predictor
 from unet.checkpoint import WEIGHTS, CheckpointError
 
+from ..core.fs import passing
 from .pipeline import Pipeline
 
 POLL_SECONDS = 5.0
@@ -72,6 +73,10 @@ class ChampionWatch:
         try:
             new = self.load(q, folder)
         except (CheckpointError, ValueError, OSError, RuntimeError) as e:
+            if passing(e):   # out of file handles: no fault of the model; looked at again at the next poll
+                logger.warning("queue {}: cannot check the new model in {} now ({}); trying again in {:g} s, "
+                               "version {} keeps serving", q, folder, e, self.interval, old.version)
+                return False
             self._refused.add(key)
             logger.error("queue {}: the new model in {} does not load ({}); keeping version {}",
                          q, folder, e, old.version)

@@ -47,6 +47,7 @@ class JobOutcome:
     size: int = 0                # input bytes
     ms: float = 0.0              # from job.complete_at (the file found complete) to its result written, or the failure
     unfinished: bool = False     # not judged: the file may still be being written (error says why); put it back
+    passing: bool = False        # not judged: the service ran out of file handles (EMFILE); put it back to wait
     note: str = ""               # what else a user should know of a result (a color input kept or recolored)
 
 

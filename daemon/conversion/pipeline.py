@@ -55,7 +55,7 @@ from unet.images import Plain
 from unet.tasks import Prepared
 
 from ..core import memory
-from ..core.fs import write_atomic
+from ..core.fs import passing, write_atomic
 from .batching import pick
 from .budget import MemoryBudget, admit
 from .colorinputs import color_choice, color_note, refusal, written_through
@@ -222,9 +222,11 @@ class Pipeline:
             kept = data if color == "keep" else None
             del data
             prepared = predictor.prepare(source) if color in ("", "recolor") else None
-        except ImageError as e:
-            return self._fail_or_wait(job, where + str(e), decoding=str(e).startswith("cannot decode"))
         except Exception as e:  # Pillow raises a zoo of errors on hostile files
+            if passing(e):
+                return self._wait(job, e)
+            if isinstance(e, ImageError):
+                return self._fail_or_wait(job, where + str(e), decoding=str(e).startswith("cannot decode"))
             return self._fail_or_wait(job, f"{where}cannot decode image: {type(e).__name__}: {e}", decoding=True)
         if color == "fail":
             return self._fail(job, *refusal(job))
@@ -255,9 +257,18 @@ class Pipeline:
         self._finish(job, JobOutcome(False, None, f"{error} ({why})", size=job.size, unfinished=True,
                                      ms=1000 * (time.monotonic() - job.complete_at)))
 
+    def _wait(self, job: Job, error: BaseException) -> None:
+        """The service ran out of file handles (EMFILE, ENFILE): no fault of the file, which goes back to
+        wait in the inbox and is taken again later; never to failed/."""
+        self._finish(job, JobOutcome(False, None, f"the service has too many files open ({error})", size=job.size,
+                                     passing=True, ms=1000 * (time.monotonic() - job.complete_at)))
+
     def _retry(self, job: Job, attempt: int, error: OSError, resubmit: Callable[[int], None]) -> None:
-        """A transient error (vanished, permission): try again after a growing pause, then give up."""
+        """A transient error (vanished, permission): try again after a growing pause, then give up; out of
+        file handles: then the file waits (_wait)."""
         if attempt > self.s.retry_attempts:
+            if passing(error):
+                return self._wait(job, error)
             return self._fail(job, f"{error.strerror or error} (tried {attempt} times)",
                               "check the file's permissions and free space, and that nothing else moves "
                               "or locks the file")
@@ -348,6 +359,8 @@ class Pipeline:
                 data = encode(image, ext, self.s.jpeg_quality, item.source)
         except Exception as e:
             item.source = item.prepared = item.kept = None
+            if passing(e):
+                return self._wait(job, e)
             where = f"{job.doc.where()}: " if job.doc is not None else ""
             return self._fail(job, f"{where}cannot encode the result: {type(e).__name__}: {e}")
         if not self._enter():

@@ -119,6 +119,9 @@ class WebConfig:
     host: str = "127.0.0.1"              # any address other than loopback needs a token (and a TLS proxy)
     port: int = 8080
     token: str = ""                      # Bearer token for the API and the pages' login; "" = none (loopback only)
+    max_connections: int = 200           # open connections at most; more are closed at once (file handles)
+    header_seconds: float = 10.0         # a request's headers must come whole within this (slowloris)
+    body_seconds: float = 600.0          # and its body (an upload) within this, or the connection is cut
 
     @property
     def loopback(self) -> bool:
@@ -363,6 +366,9 @@ _RANGES = {
     (MetricsConfig, "port"): (lambda v: 1 <= v <= 65535, "a TCP port, 1 to 65535"),
     (WebConfig, "port"): (lambda v: 1 <= v <= 65535, "a TCP port, 1 to 65535"),
     (WebConfig, "host"): (lambda v: v.strip() != "", 'an address, e.g. "127.0.0.1"'),
+    (WebConfig, "max_connections"): (lambda v: 1 <= v <= 100_000, "1 to 100000"),
+    (WebConfig, "header_seconds"): (lambda v: 0.1 <= v <= 3600, "0.1 to 3600 seconds"),
+    (WebConfig, "body_seconds"): (lambda v: 1 <= v <= 86400, "1 to 86400 seconds"),
 }
 
 

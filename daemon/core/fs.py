@@ -25,8 +25,23 @@ from pathlib import Path
 
 from .namebytes import NAME_MAX, fitted, name_bytes
 
+PASSING = (errno.EMFILE, errno.ENFILE)   # too many open files, here or system-wide: gone in a moment
 TEMP_PREFIX = ".reverser-"
 RECEIPT_PREFIX = TEMP_PREFIX + "receipt-"   # + a claim's ticket: see write_atomic(receipt=)
+
+
+def passing(e: BaseException | None) -> bool:
+    """Whether e, or what it was raised from, is want of file handles (EMFILE, ENFILE): no fault of the file
+    or the model being read, so it is tried again later, never judged."""
+    for _ in range(8):
+        if e is None:
+            return False
+        if isinstance(e, OSError) and e.errno in PASSING:
+            return True
+        if "Too many open files" in str(e):   # wrapped without its errno (a C extension's message)
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def temp_name(writer: str = "") -> str:

@@ -9,10 +9,11 @@ holds control characters, is printed as namebytes.shown() prints it.
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 from pathlib import Path
 
-from .fs import move_into, write_atomic
+from .fs import free_names, move_into, write_atomic
 from .names import format_list, reason_name, shown
 
 CONVERT_HINT = ("check that it is a complete {formats} image "
@@ -25,13 +26,30 @@ def quarantine(path: Path, failed_dir: Path, name: str, problem: str, hint: str 
                inbox: Path, training: bool = False, writer: str = "") -> Path:
     """Move path into failed_dir as name (never replacing a file) with its reason note; return its new path.
 
+    The note is written first, for the name the file will take: a note that cannot be written (a full
+    disk, no file handles left) raises before the file moves, so no file is in failed/ without its reason.
     training: the file came into the training inbox (the note says so, and the
     default advice is about pairs). writer: the instance id for temporary names.
     """
-    final = move_into(path, failed_dir, name, writer=writer)
-    text = reason_text(final.name, queue, inbox, problem, hint, training)
-    write_atomic(failed_dir, reason_name(final.name), shown(text, keep="\n").encode("utf-8"), on_exists="replace",
-                 writer=writer)
+    failed_dir.mkdir(parents=True, exist_ok=True)
+    planned = next(n for n in free_names(failed_dir, name) if not os.path.lexists(n))
+
+    def note(final_name: str) -> None:
+        text = reason_text(final_name, queue, inbox, problem, hint, training)
+        write_atomic(failed_dir, reason_name(final_name), shown(text, keep="\n").encode("utf-8"),
+                     on_exists="replace", writer=writer)
+
+    note(planned.name)
+    try:
+        final = move_into(path, failed_dir, name, writer=writer)
+    except BaseException:
+        if not os.path.lexists(planned):
+            (failed_dir / reason_name(planned.name)).unlink(missing_ok=True)
+        raise
+    if final.name != planned.name:   # another file took the name meanwhile (or an earlier move is finished)
+        note(final.name)
+        if not os.path.lexists(planned):
+            (failed_dir / reason_name(planned.name)).unlink(missing_ok=True)
     return final
 
 

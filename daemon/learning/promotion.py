@@ -173,8 +173,12 @@ def _summary(ch: dict, champ: dict | None) -> str:
 
 def conclude(cfg: Config, queue: str, job: TrainJob, result: dict | None, *, who: str, started: str,
              registry: Registry | None = None, out: Path | None = None, force: bool = False,
-             no_promote: bool = False, error: str | None = None) -> TrainingOutcome:
-    """Decide, register (or write --out), report and log one finished (or failed) run."""
+             no_promote: bool = False, error: str | None = None, stopped: bool = False) -> TrainingOutcome:
+    """Decide, register (or write --out), report and log one finished (or failed) run.
+
+    stopped: the service stopped the run (a restart, a shutdown); recorded as failed, but logged as
+    a warning: a normal stop is no error for `journalctl -p err` to show.
+    """
     task, report = cfg.queues[queue].task, Path(job.report)
     log = logger.bind(queue=queue)
     before = registry.champion_version() if registry else None
@@ -185,7 +189,12 @@ def conclude(cfg: Config, queue: str, job: TrainJob, result: dict | None, *, who
         if registry:
             registry.record("failed", who, why, version=None, frm=before, to=before, report=str(report))
         shutil.rmtree(job.out, ignore_errors=True)
-        log.error("retrain {}: training failed, the champion (version {}) keeps serving: {}", queue, before, why)
+        if stopped:
+            log.warning("retrain {}: training stopped with the service ({}); the champion (version {}) keeps "
+                        "serving, and the run is made again at the next start", queue, why, before)
+        else:
+            log.error("retrain {}: training failed, the champion (version {}) keeps serving: {}", queue, before,
+                      why)
         outcome = TrainingOutcome(queue, "failed", why, None, before, report)
         finish_report(report, data, outcome, result or {}, task)
         return outcome

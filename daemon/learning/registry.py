@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core.fs import append_jsonl, file_lock, now_iso, read_jsonl, sha256_file, write_json
+from ..core.fs import append_jsonl, file_lock, now_iso, passing, read_jsonl, sha256_file, write_json
 
 POINTER, HISTORY, LOCK = "champion.json", "history.jsonl", ".lock"
 CHAMPION, REJECTED, RETIRED = "champion", "rejected", "retired"
@@ -258,6 +258,9 @@ def _loadable(v: Version) -> None:
     try:
         load_model(v.path)
     except CheckpointError as e:
+        if passing(e):   # no fault of the version: the process is out of file handles
+            raise RegistryError(f"version {v.number} cannot be checked now ({e}): too many files are open; "
+                                f"try again in a moment") from None
         raise RegistryError(f"version {v.number} does not load, so it cannot serve: {e}") from None
 
 

@@ -35,6 +35,7 @@ from .registry import open_registry
 from .report import new_report_dir
 
 KILL_GRACE_S = 120        # after SIGTERM at the deadline, how long the child may take to finish scoring
+STOPPED = "interrupted: the service was stopping"   # why a run the service stopped failed
 
 
 class Busy(Exception):
@@ -132,7 +133,8 @@ class Retrainer:
                      "in a child process ({} thread(s), nice {}); report in {}", queue, job.parent,
                      counts["pairs"], counts["new"], job.minutes, job.threads, job.nice, report)
             result, error = self._run_child(job)
-            outcome = conclude(cfg, queue, job, result, who=who, started=started, registry=registry, error=error)
+            outcome = conclude(cfg, queue, job, result, who=who, started=started, registry=registry, error=error,
+                               stopped=error == STOPPED)
             if outcome.decision in ("promoted", "rejected"):
                 mark_trained(pairs_dir, cfg.queues[queue].task == "colorize", counts["new"])
             return outcome
@@ -175,7 +177,7 @@ class Retrainer:
         if rc == 0 and result is not None:
             return result, None
         if self._stopping.is_set():
-            return None, "interrupted: the service was stopping"
+            return None, STOPPED
         if rc < 0:
             sig = signal.Signals(-rc).name
             hint = " (often the kernel's out-of-memory killer)" if rc == -signal.SIGKILL else ""

@@ -10,7 +10,9 @@ sequence out of a name; the log file writes what still cannot be encoded (a
 traceback's text) as backslash escapes instead of dropping the line.
 
 A stream that is gone (closed, or a pipe whose reader hung up) drops its lines
-quietly: no traceback per line, and the service carries on.
+quietly: no traceback per line, and the service carries on. The same warning
+or error within a minute is written once, then counted (Folded), whichever
+sinks are in use.
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ from __future__ import annotations
 import errno
 import json
 import sys
+import threading
 from typing import TextIO
 
 from loguru import logger
 
 from ..core.config import LoggingConfig
 from ..core.namebytes import shown
-from .journal import journal_sink, under_journald
+from .journal import REPEAT_WINDOW, Repeats, journal_sink, under_journald
 
 HUMAN = "<green>{time:YYYY-MM-DD HH:mm:ss.SSS}</green> <level>{level: <7}</level> {message}"
 
@@ -56,6 +59,28 @@ def _printable(record) -> None:
 def print_names_safely() -> None:
     """Make every log record printable (see the module docstring); setup_logging does it too."""
     logger.configure(patcher=_printable)
+
+
+class Folded:
+    """A loguru filter shared by every sink: journal.Repeats' rule (the same warning or error within a
+    minute is written once, then counted) for the terminal, JSON and file sinks too, so a flood (accept()
+    failing for want of file handles, a client hammering) is a line a minute wherever the log goes."""
+
+    def __init__(self):
+        self._repeats = Repeats()
+        self._lock = threading.Lock()
+
+    def __call__(self, record) -> bool:
+        extra = record["extra"]
+        if "file" in extra:   # a file's own line (its failure, told again at each retry) is always written
+            return True
+        if "_shown" not in extra:     # asked once per record; the next sinks get the same answer
+            with self._lock:
+                write, held = self._repeats(record)
+            if write and held:
+                record["message"] += f" (and {held} more like it in the last {REPEAT_WINDOW:.0f} s)"
+            extra["_shown"] = write
+        return extra["_shown"]
 
 
 def _json_file_line(record) -> str:
@@ -108,27 +133,29 @@ def setup_logging(cfg: LoggingConfig, json_lines: bool | None = None, stream: Te
     """
     stream = stream or sys.stderr
     print_names_safely()
+    repeats = Folded()
     as_json = cfg.json if json_lines is None else (json_lines or cfg.json)
     logger.remove()
     if under_journald(stream):
         # Under systemd: <N> priority prefixes, no timestamps or colors (journald adds its own).
         sink = journal_sink(stream, verbose=cfg.level == "DEBUG", json_line=json_line if as_json else None)
-        logger.add(_quietly(sink, stream), level=cfg.level, backtrace=False, diagnose=False)
+        logger.add(_quietly(sink, stream), level=cfg.level, backtrace=False, diagnose=False, filter=repeats)
     elif as_json:
         # A function sink, not serialize=True: loguru's own JSON nests the record two levels deep.
         write = _writer(stream, bars)
         logger.add(_quietly(lambda message: write(json_line(message.record) + "\n"), stream), level=cfg.level,
-                   backtrace=False, diagnose=False)
+                   backtrace=False, diagnose=False, filter=repeats)
     else:
         write = _writer(stream, bars)
         logger.add(_quietly(lambda message: write(str(message)), stream), level=cfg.level, format=HUMAN,
-                   colorize=_isatty(stream), backtrace=False, diagnose=False)
+                   colorize=_isatty(stream), backtrace=False, diagnose=False, filter=repeats)
     if cfg.file is not None:
         cfg.file.parent.mkdir(parents=True, exist_ok=True)
         fmt = _json_file_line if as_json else HUMAN
         # enqueue: the file sink writes from its own thread, so a slow disk never holds up a worker.
         logger.add(cfg.file, level=cfg.level, format=fmt, rotation=cfg.rotation, retention=cfg.retention,
-                   enqueue=True, backtrace=False, diagnose=False, colorize=False, errors="backslashreplace")
+                   enqueue=True, backtrace=False, diagnose=False, colorize=False, errors="backslashreplace",
+                   filter=repeats)
 
 
 def _isatty(stream) -> bool:

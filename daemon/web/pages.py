@@ -15,6 +15,7 @@ its page, with what happened said once at the top.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
 from datetime import datetime
@@ -30,7 +31,7 @@ from . import actions
 from .api import who
 from .files import ID
 from .ondisk import Refused
-from .security import COOKIE, csrf_ok, same_token, set_cookie
+from .security import COOKIE, client_address, csrf_ok, same_token, set_cookie
 from .thumbs import Unreadable, thumbnail, viewable
 
 HERE = Path(__file__).parent
@@ -54,8 +55,9 @@ def static_urls(folder: Path = HERE / "static") -> dict[str, str]:
             for f in sorted(folder.iterdir()) if f.is_file()}
 
 
-def routes(ctx, sessions) -> tuple[list[Route], callable]:
-    """The pages' routes, and the login page (security.Guard answers 401 with it)."""
+def routes(ctx, sessions, misses) -> tuple[list[Route], callable]:
+    """The pages' routes, and the login page (security.Guard answers 401 with it); misses: the wrong tokens
+    per address (security.Misses), which the Bearer header and /login share."""
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.filters.update(when=_when, num=_num)
     templates.env.globals["static"] = static_urls().__getitem__
@@ -212,9 +214,22 @@ def routes(ctx, sessions) -> tuple[list[Route], callable]:
             return RedirectResponse("/", 303)
         if request.method == "GET":
             return login_page(request)
-        form = await request.form()
-        if not same_token(str(form.get("token", "")), ctx.cfg.web.token):
-            return login_page(request, 401, "That is not the token in [web] token.")
+        addr = client_address(request)
+        locked = misses.locked(addr)
+        if not locked:
+            form = await request.form()
+            if same_token(str(form.get("token", "")), ctx.cfg.web.token):
+                misses.hit(addr)
+            else:
+                locked = misses.miss(addr)
+                if not locked:
+                    await asyncio.sleep(0.2)   # a guesser waits, as on the Bearer path
+                    return login_page(request, 401, "That is not the token in [web] token.")
+        if locked:
+            response = login_page(request, 429, f"Too many wrong tokens from this address: try again in "
+                                                f"{locked} s.")
+            response.headers["Retry-After"] = str(locked)
+            return response
         sid, request.state.session = sessions.new(ctx.cfg.web.token)
         response = RedirectResponse("/", 303)
         set_cookie(response, request, sid)

@@ -3,6 +3,8 @@
     a request --> Host: a loopback name when no token is set (a DNS-rebinding page is refused)
               --> who: "Authorization: Bearer <token>", or the session cookie a login set (HttpOnly,
                   SameSite=Strict); with a token set, nobody else gets past /login and /static/ (401)
+              --> a wrong token (Bearer or /login) costs its client address: after FREE_MISSES, every
+                  token from that address is refused for a while (429, Retry-After), doubling (Misses)
               --> a change (POST ...) not carrying the Bearer token: its Origin (or Referer) must be
                   this server's own, and a cookie's session must show its CSRF token (403)
               --> every answer: nosniff, a Content-Security-Policy of 'self' only (a picture: no scripts,
@@ -44,6 +46,11 @@ MAX_SESSIONS = 1000
 IMMUTABLE = "public, max-age=31536000, immutable"
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 PUBLIC = ("/login", "/static/")
+FREE_MISSES = 5          # wrong tokens an address may send before it is locked out
+FIRST_LOCK_SECONDS = 30  # the first lock-out; each miss after one doubles it, up to MAX_LOCK_SECONDS
+MAX_LOCK_SECONDS = 900
+MISS_MEMORY_SECONDS = 3600   # an address with no miss for this long starts afresh
+MAX_ADDRESSES = 10_000       # addresses remembered at most (the oldest miss goes first)
 HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Content-Security-Policy": "default-src 'self'; img-src 'self'; script-src 'self'; style-src 'self'; "
@@ -128,6 +135,69 @@ class Sessions:
                            self.file, e.strerror or e)
 
 
+@dataclass
+class _Misses:
+    count: int = 0
+    last: float = 0.0        # monotonic time of the last miss
+    until: float = 0.0       # locked out until then (monotonic)
+
+
+class Misses:
+    """Wrong tokens per client address, for the Bearer header and /login alike: the first FREE_MISSES cost
+    a short wait each; then the address is locked out (every token refused, right or wrong, so guessing
+    during a lock-out learns nothing) for FIRST_LOCK_SECONDS, doubling with each miss after it. A right
+    token outside a lock-out forgets the address. Each lock-out is logged once."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._by_addr: dict[str, _Misses] = {}
+
+    def locked(self, addr: str) -> int:
+        """Seconds addr is still locked out for (0: it may try a token)."""
+        with self._lock:
+            m = self._by_addr.get(addr)
+            left = m.until - time.monotonic() if m is not None else 0
+        return max(1, int(left + 0.999)) if left > 0 else 0
+
+    def miss(self, addr: str) -> int:
+        """A wrong token from addr; the seconds it is now locked out for (0: not yet)."""
+        now = time.monotonic()
+        with self._lock:
+            m = self._by_addr.pop(addr, None)
+            if m is None or now - m.last > MISS_MEMORY_SECONDS:
+                m = _Misses()
+            self._by_addr[addr] = m     # last in the dict: the most recent
+            while len(self._by_addr) > MAX_ADDRESSES:
+                del self._by_addr[next(iter(self._by_addr))]
+            m.count, m.last = m.count + 1, now
+            if m.count <= FREE_MISSES:
+                return 0
+            seconds = min(MAX_LOCK_SECONDS, FIRST_LOCK_SECONDS * 2 ** (m.count - FREE_MISSES - 1))
+            m.until = now + seconds
+        logger.warning("web: {} wrong tokens from {}; every token from there is refused for {} s (429)",
+                       m.count, addr, seconds)
+        return seconds
+
+    def hit(self, addr: str) -> None:
+        """A right token from addr (not locked out): its misses are forgotten."""
+        with self._lock:
+            self._by_addr.pop(addr, None)
+
+
+def client_address(request: Request) -> str:
+    """Who is asking: the peer's address (a trusted local proxy's X-Forwarded-For, through uvicorn)."""
+    return request.client.host if request.client else "?"
+
+
+def too_many(api: bool, seconds: int) -> Response:
+    """The answer to a locked-out address: 429 with Retry-After."""
+    message = f"too many wrong tokens from this address: try again in {seconds} s"
+    headers = {"Retry-After": str(seconds)}
+    if api:
+        return JSONResponse({"error": message}, 429, headers=headers)
+    return PlainTextResponse(message + "\n", 429, headers=headers)
+
+
 def _digest(sid: str) -> str:
     return hashlib.sha256(sid.encode()).hexdigest()
 
@@ -152,9 +222,10 @@ def csrf_ok(request: Request, given: str | None) -> bool:
 class Guard(BaseHTTPMiddleware):
     """The checks of the module docstring, in front of every route; the refusal pages come from login_page."""
 
-    def __init__(self, app, token, sessions: Sessions, login_page):
+    def __init__(self, app, token, sessions: Sessions, login_page, misses: Misses):
         super().__init__(app)
         self.token, self.sessions, self.login_page = token, sessions, login_page   # token(): the one in force
+        self.misses = misses
 
     async def dispatch(self, request: Request, call_next) -> Response:
         response = await self._check(request, call_next)
@@ -179,10 +250,18 @@ class Guard(BaseHTTPMiddleware):
         via = None
         auth = request.headers.get("authorization")
         if auth and token:
+            addr = client_address(request)
+            locked = self.misses.locked(addr)
+            if locked:
+                return too_many(api, locked)
             scheme, _, given = auth.partition(" ")
             if scheme.lower() != "bearer" or not same_token(given.strip(), token):
+                locked = self.misses.miss(addr)
+                if locked:
+                    return too_many(api, locked)
                 await asyncio.sleep(0.2)   # a guesser waits
                 return _refuse(api, 401, "wrong token in the Authorization header", bearer=True)
+            self.misses.hit(addr)
             via = "bearer"
         sid = request.cookies.get(COOKIE)
         request.state.session = self.sessions.get(sid, token)

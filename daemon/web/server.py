@@ -16,6 +16,7 @@ conversion never waits for a page, and an idle server costs a timer tick.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -30,10 +31,11 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..core.config import Config, ConfigError
-from . import api, pages
+from . import api, limits, pages
 from .actions import TrainNow
 from .files import FileIndex
-from .security import Guard, Sessions
+from .limits import route_uvicorn_logs
+from .security import Guard, Misses, Sessions
 
 HERE = Path(__file__).parent
 
@@ -59,12 +61,13 @@ class WebContext:
 
 
 def create_app(ctx: WebContext) -> Starlette:
-    sessions = Sessions(ctx.index.path.parent / "sessions.json")
-    page_routes, login_page = pages.routes(ctx, sessions)
+    sessions, misses = Sessions(ctx.index.path.parent / "sessions.json"), Misses()
+    page_routes, login_page = pages.routes(ctx, sessions, misses)
     routes = api.routes(ctx) + page_routes + [Mount("/static", StaticFiles(directory=HERE / "static"), name="static")]
     if ctx.metrics_app is not None:
         routes.append(Route("/metrics", _ASGI(ctx.metrics_app)))
-    guard = Middleware(Guard, token=lambda: ctx.cfg.web.token, sessions=sessions, login_page=login_page)
+    guard = Middleware(Guard, token=lambda: ctx.cfg.web.token, sessions=sessions, login_page=login_page,
+                       misses=misses)
     return Starlette(routes=routes, middleware=[guard])
 
 
@@ -73,6 +76,7 @@ class WebServer:
 
     def __init__(self, cfg: Config, key: str = "[web]"):
         self.host, self.port, self.key, self.file = cfg.web.host, cfg.web.port, key, cfg.file
+        self.web = cfg.web   # the connection cap and request deadlines (limits.py)
         self.sock: socket.socket | None = None
         self.server: uvicorn.Server | None = None
         self.thread: threading.Thread | None = None
@@ -100,18 +104,31 @@ class WebServer:
         return self
 
     def start(self, app) -> "WebServer":
+        web = self.web
+        route_uvicorn_logs()
         config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", loop="asyncio",
-                                http="h11", ws="none", server_header=False, timeout_graceful_shutdown=2,
-                                proxy_headers=True, forwarded_allow_ips="127.0.0.1,::1")
+                                http=limits.protocol(web), ws="none", server_header=False,
+                                timeout_graceful_shutdown=2, proxy_headers=True, forwarded_allow_ips="127.0.0.1,::1",
+                                limit_concurrency=web.max_connections, timeout_keep_alive=5,
+                                h11_max_incomplete_event_size=64 * 1024, backlog=64)
+        # backlog: asyncio accepts up to this many connections at each wake-up before any is served or
+        # refused; uvicorn's 2048 would take 2048 file handles at once.
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, name="web",
-                                       daemon=True)
+        self.thread = threading.Thread(target=self._serve, name="web", daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 30
         while not self.server.started and self.thread.is_alive() and time.monotonic() < deadline:
             time.sleep(0.01)
         logger.info("web dashboard and API at {}", self.url)
         return self
+
+    def _serve(self) -> None:
+        """The web thread: uvicorn on its own event loop, whose complaints are one log line each."""
+        async def main():
+            asyncio.get_running_loop().set_exception_handler(limits.loop_trouble)
+            await self.server.serve(sockets=[self.sock])
+
+        asyncio.run(main())
 
     @property
     def url(self) -> str:

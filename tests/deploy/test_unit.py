@@ -105,6 +105,8 @@ def test_the_unit_says_what_the_service_relies_on():
     assert d["RestrictAddressFamilies"] == ["AF_UNIX"]
     assert d["ReadWritePaths"] == ["/var/lib/reverser/inbox /var/lib/reverser/outbox /var/lib/reverser/state"]
     assert "MemoryDenyWriteExecute" not in d, "PyTorch's CPU convolutions write and run machine code"
+    from daemon.core.config import WebConfig
+    assert int(d["LimitNOFILE"][0]) >= 16 * WebConfig().max_connections, "web clients never take every handle"
 
 
 def test_the_drop_ins_are_valid_ini():

@@ -276,3 +276,33 @@ def test_the_running_service_retrains_after_a_missed_night_and_serves_the_new_ch
     assert service.returncode == 0
     text = (tmp_path / "service.log").read_text()
     assert "was missed" in text and "version 2 promoted" in text
+
+
+def test_a_sigterm_during_a_nightly_run_is_a_normal_stop_not_an_error(tmp_path, service_env):
+    """systemctl restart during a run: the run is recorded as failed, but nothing at ERROR reaches the log
+    (journalctl -p err shows no fault)."""
+    from tests.support.service import Service, wait_for
+
+    shipped = tiny_champion(tmp_path / "shipped" / "colorize")
+    config = write_config(tmp_path, {"colorize": shipped},
+                          "[retrain]\nenabled = true\nmin_new_pairs = 20\nthreads = 1\nmax_minutes = 5\n"
+                          "min_holdout_pairs = 5\n")
+    cfg = load_config(config)
+    _drop_pairs(cfg)
+    from daemon.core.fs import write_json
+    write_json(cfg.state_dir("reports") / "schedule.json", {"last_run": "2020-01-01T03:00:00+00:00"})
+    service = Service(config, service_env, tmp_path / "service.log")
+    try:
+        service.wait_log("training a challenger", 150)
+        logs = cfg.state_dir("reports", "colorize")
+        wait_for(lambda: any("training colorize on" in p.read_text() for p in logs.glob("*/train.log")), 120,
+                 "the child to train", log=service.log)
+        service.send(signal.SIGTERM)
+        assert service.wait_exit(90) == 0
+    finally:
+        service.stop()
+    text = service.log()
+    assert "training stopped with the service" in text
+    assert [line for line in text.splitlines() if " ERROR " in line] == []
+    entry = Registry(cfg.state_dir("models", "colorize")).history()[-1]
+    assert entry["action"] == "failed" and "stopping" in entry["why"]

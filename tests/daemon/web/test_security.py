@@ -82,6 +82,32 @@ def test_a_page_session_cannot_change_state_without_its_csrf_token_or_from_anoth
         assert "first of its line" in c.get("/models").text   # said once on the page it went back to
 
 
+
+def _from(w, addr: str, **kw) -> httpx.Client:
+    """A client whose connections come from addr (any 127.x address is this machine's loopback)."""
+    return httpx.Client(base_url=w.url, timeout=60, transport=httpx.HTTPTransport(local_address=addr), **kw)
+
+
+def test_wrong_tokens_lock_their_address_out_of_login_and_bearer_alike_and_say_so_once(guarded):
+    free = 5   # security.FREE_MISSES: the wrong tokens an address may send before its lock-out
+    with _from(guarded, "127.0.0.3", follow_redirects=False) as guesser:
+        answers = [guesser.post("/login", data={"token": f"guess-{i}"}).status_code for i in range(free)]
+        assert answers == [401] * free
+        locked = [guesser.post("/login", data={"token": f"more-{i}"}) for i in range(20)]
+        assert {r.status_code for r in locked} == {429}
+        assert all(int(r.headers["retry-after"]) > 0 for r in locked)
+        # The Bearer path shares the lock-out, and a right token from there is refused too while it lasts.
+        r = guesser.get("/api/status", headers={"Authorization": "Bearer wrong-again-wrong-again"})
+        assert r.status_code == 429 and "try again" in r.json()["error"]
+        assert guesser.get("/api/status", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 429
+        assert guesser.post("/login", data={"token": TOKEN}).status_code == 429
+    with _from(guarded, "127.0.0.1", follow_redirects=False) as someone:   # another address is not held up
+        assert someone.post("/login", data={"token": TOKEN}).status_code == 303
+        assert someone.get("/api/status", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+    lines = [line for line in guarded.service.log().splitlines() if "wrong tokens from 127.0.0.3" in line]
+    assert len(lines) == 1, lines
+
+
 # -- without a token (the loopback default) --
 
 def test_cross_site_requests_and_foreign_host_names_are_refused(web):
