@@ -20,6 +20,7 @@ import secrets
 import shutil
 import stat
 import time
+import typing
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -41,9 +42,10 @@ def temp_writer(name: str) -> str:
     return body.rpartition("-")[0] if name.startswith(TEMP_PREFIX) and body.endswith(".tmp") else ""
 
 
-def write_atomic(folder: Path, name: str, data: bytes, on_exists: str = "number",
+def write_atomic(folder: Path, name: str, data: bytes | typing.BinaryIO, on_exists: str = "number",
                  receipt: str | None = None, writer: str = "", mode: int = 0o644) -> Path:
-    """Write data as folder/name so no reader ever sees a partial file; return the final path.
+    """Write data (bytes, or a file read from its start, a MiB at a time) as folder/name so no reader ever
+    sees a partial file; return the final path.
 
     on_exists="number" never replaces a file: NAME_after.jpg taken gives
     NAME_after-1.jpg, and so on. The final name is claimed with link(), which
@@ -64,7 +66,11 @@ def write_atomic(folder: Path, name: str, data: bytes, on_exists: str = "number"
     placed = False
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            if isinstance(data, (bytes, bytearray, memoryview)):
+                f.write(data)
+            else:   # a large result written to a file as it was made (a multi-page TIFF): never whole in memory
+                data.seek(0)
+                shutil.copyfileobj(data, f, 1 << 20)
             f.flush()
             os.fsync(f.fileno())
         final = _place(tmp, folder, name, on_exists, keep=bool(receipt), writer=writer)
