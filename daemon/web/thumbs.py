@@ -11,7 +11,8 @@ budget ([runtime] memory_budget_mb, the service hands it over) before it
 starts, and gives it back once the picture is written: 32 browsers asking for
 64 MP TIFFs wait their turn instead of decoding all at once. Each uncached
 picture is made once: a lock per picture, and whoever waited on it finds the
-cached copy. A JPEG's thumbnail is decoded at 1/2 to 1/8 of its size (draft).
+cached copy. A JPEG's thumbnail is decoded at 1/2 to 1/8 of its size (draft),
+an 8-bit TIFF's (a result) a strip at a time, each shrunk as it comes.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -58,9 +60,9 @@ def _one_at_a_time(key: str):
 
 
 @contextmanager
-def _memory(budget: MemoryBudget, im: Image.Image):
-    """Hold the estimated cost of decoding im (at its size now, after draft()) in budget."""
-    cost = im.width * im.height * PER_PIXEL + (1 << 20)
+def _memory(budget: MemoryBudget, im: Image.Image, cost: int | None = None):
+    """Hold the estimated cost of decoding im (at its size now, after draft()), or cost, in budget."""
+    cost = im.width * im.height * PER_PIXEL + (1 << 20) if cost is None else cost
     if not budget.take(cost):
         raise Unreadable("the service is stopping")
     try:
@@ -100,6 +102,50 @@ def _rgb(im: Image.Image) -> Image.Image:
     return ImageOps.invert(im.convert("RGB")) if negative else im.convert("RGB")
 
 
+def _strip_cost(im: Image.Image) -> int | None:
+    """What _tiff_reduced holds at once for an 8-bit gray or RGB TIFF in strips (one strip, decoded and as
+    floats, and the shrunk picture); None for any other TIFF, decoded whole."""
+    tags = getattr(im, "tag_v2", {})
+    if im.mode not in ("L", "RGB") or 322 in tags or tags.get(262) not in (1, 2) or tags.get(284, 1) != 1 \
+            or tags.get(274, 1) != 1 or 338 in tags:
+        return None
+    rows = int(tags.get(278, im.height))
+    cost = min(rows, im.height) * im.width * len(im.mode) * 10 + (1 << 20) + 4 * max(THUMB) ** 2 * PER_PIXEL
+    shrinks = max(im.size) // (2 * max(THUMB)) >= 2
+    return cost if shrinks and cost < im.width * im.height * PER_PIXEL else None
+
+
+def _tiff_reduced(data: bytes, side: int) -> Image.Image | None:
+    """An 8-bit gray or RGB TIFF in strips (_strip_cost), read a strip at a time by tifffile and shrunk as
+    it comes, to the mean of k x k blocks, about twice side long: a 64 MP TIFF's thumbnail is never whole
+    in memory. None where tifffile reads it otherwise (the caller decodes it whole)."""
+    import tifffile   # only for these pictures
+
+    try:
+        with tifffile.TiffFile(io.BytesIO(data)) as tif:
+            page = tif.pages[0]
+            h, w, bands = page.imagelength, page.imagewidth, page.samplesperpixel
+            k = max(1, max(w, h) // (2 * side))
+            if page.is_tiled or page.dtype != np.uint8 or bands not in (1, 3) or k == 1:
+                return None
+            wk, out, carry, seen = w // k * k, [], np.empty((0, w, bands), np.uint8), 0
+            for segment, _, _ in page.segments(sort=True):
+                rows = segment.reshape(-1, w, bands)[:max(0, h - seen)]   # the last strip may be padded
+                seen += len(rows)
+                carry = np.concatenate([carry, rows])
+                n = len(carry) // k * k
+                if n:
+                    block = carry[:n, :wk].reshape(n // k, k, wk // k, k, bands).astype(np.float32)
+                    out.append(block.mean(axis=(1, 3)).round().astype(np.uint8))
+                    carry = carry[n:]
+    except Exception:   # whatever tifffile cannot read this way, Pillow decodes whole
+        return None
+    if not out:
+        return None
+    a = np.concatenate(out)
+    return Image.fromarray(a[..., 0] if bands == 1 else a)
+
+
 def thumbnail(cache: Path, key: str, opened: Opened, max_pixels: int, budget: MemoryBudget | None = None) -> Path:
     """cache/KEY.jpg, made from opened (which this closes) unless it is there already; its decode's memory
     is taken from budget (the module docstring)."""
@@ -108,16 +154,27 @@ def thumbnail(cache: Path, key: str, opened: Opened, max_pixels: int, budget: Me
         if path.exists():
             os.close(opened.fd)
             return path
-        im, _ = _open(opened, max_pixels)
+        im, data = _open(opened, max_pixels)
         if im.format == "JPEG":
             im.draft("RGB", THUMB)   # decode at 1/2, 1/4 or 1/8 size: a thumbnail of a 24 MP JPEG in milliseconds
-        with _memory(budget or OWN_BUDGET, im):
-            im = _rgb(im)
-            im.thumbnail(THUMB)
-            out = io.BytesIO()
-            im.save(out, "JPEG", quality=85)
-            del im
-            return write_atomic(cache, path.name, out.getvalue(), on_exists="replace")
+        jpeg, strips = None, _strip_cost(im) if im.format == "TIFF" else None
+        if strips:
+            with _memory(budget or OWN_BUDGET, im, strips):
+                small = _tiff_reduced(data, max(THUMB))   # a strip at a time
+                jpeg = _jpeg(small) if small is not None else None
+        if jpeg is None:
+            with _memory(budget or OWN_BUDGET, im):
+                jpeg = _jpeg(im)
+        del im, data
+        return write_atomic(cache, path.name, jpeg, on_exists="replace")
+
+
+def _jpeg(im: Image.Image) -> bytes:
+    im = _rgb(im)
+    im.thumbnail(THUMB)
+    out = io.BytesIO()
+    im.save(out, "JPEG", quality=85)
+    return out.getvalue()
 
 
 def viewable(cache: Path, key: str, opened: Opened, max_pixels: int,

@@ -125,3 +125,22 @@ def test_a_jpeg_thumbnail_is_decoded_at_a_reduced_size(tmp_path):
     with Image.open(thumbnail(thumbs, "j", _opened(path), 10**8, budget)) as im:
         assert max(im.size) == 320
     assert budget.peak <= (2400 // 4) * (1600 // 4) * PER_PIXEL + (1 << 20)   # a quarter of each side, at most
+
+
+def test_a_tiff_thumbnail_is_read_a_strip_at_a_time_and_shows_the_picture(tmp_path):
+    import tifffile
+
+    h, w = 3000, 4000
+    yy, xx = np.mgrid[0:h, 0:w]
+    rgb = np.dstack([xx * 255 // w, yy * 255 // h, np.full((h, w), 90)]).astype(np.uint8)
+    path = tmp_path / "scan_after.tif"
+    tifffile.imwrite(path, rgb, compression="zlib", rowsperstrip=32)
+    budget = _Counted(1 << 40)
+    thumbs = tmp_path / "thumbs"
+    thumbs.mkdir()
+    with Image.open(thumbnail(thumbs, "t", _opened(path), 10**8, budget)) as im:
+        assert im.size == (320, 240)
+        small = np.asarray(im.resize((w // 100, h // 100)), float)
+    expect = np.asarray(Image.fromarray(rgb).resize((w // 100, h // 100), Image.Resampling.BOX), float)
+    assert np.abs(small - expect).mean() < 4, "the picture, the right way round"
+    assert budget.peak < w * h * 3, "less than the decoded picture, let alone its copies"
