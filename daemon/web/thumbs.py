@@ -20,13 +20,16 @@ from __future__ import annotations
 import io
 import os
 import threading
+import typing
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from unet.deepread import tiff_alone_header
 from unet.images import ImageError, open_image
 
 from ..conversion.budget import MemoryBudget
@@ -39,9 +42,10 @@ BROWSER_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp
 
 pillow_heif.register_heif_opener()   # HEIC inputs, as unet.images reads them
 
-# Peak bytes a pixel of a picture being made (an estimate, rounded up): the decoded image (up to 16-bit
-# RGBA), its upright and RGB copies, and its PNG or JPEG encoding.
-PER_PIXEL = 16
+# Peak bytes a pixel of a picture being made, beside its file's bytes: the decoded image, its upright and
+# RGB copies, and its PNG or JPEG encoding. Measured (bench/pictures_bench.py dashboard): a 64 MP RGB TIFF's
+# full view and thumbnail together +1407 MB peak RSS, 22 bytes a pixel, when 16 were estimated.
+PER_PIXEL = 22
 OWN_BUDGET = MemoryBudget(512 << 20)   # where no service hands its budget over (the web alone, tests)
 _locks: dict[str, threading.Lock] = {}
 _locks_lock = threading.Lock()
@@ -60,9 +64,11 @@ def _one_at_a_time(key: str):
 
 
 @contextmanager
-def _memory(budget: MemoryBudget, im: Image.Image, cost: int | None = None):
-    """Hold the estimated cost of decoding im (at its size now, after draft()), or cost, in budget."""
-    cost = im.width * im.height * PER_PIXEL + (1 << 20) if cost is None else cost
+def _memory(budget: MemoryBudget, pic: "_Picture", cost: int | None = None):
+    """Hold the estimated cost of decoding pic (at its size now, after draft()), or cost, in budget; the
+    file's compressed bytes, read as it decodes, count too."""
+    w, h = pic.im.size if pic.im is not None else pic.size
+    cost = (w * h * PER_PIXEL if cost is None else cost) + pic.bytes + (1 << 20)
     if not budget.take(cost):
         raise Unreadable("the service is stopping")
     try:
@@ -75,20 +81,47 @@ class Unreadable(Exception):
     """The file is not an image Pillow can show (or it is over max_pixels)."""
 
 
-def _open(opened: Opened, max_pixels: int) -> tuple[Image.Image, bytes]:
-    with os.fdopen(opened.fd, "rb") as f:
-        data = f.read()
-    try:
-        im = Image.open(io.BytesIO(data))
-        if im.width * im.height > max_pixels:
-            raise Unreadable(f"{im.width}x{im.height} is over [limits] max_pixels")
-        return im, data
-    except UnidentifiedImageError as e:   # a TIFF Pillow cannot open (JPEG 2000, 16-bit gray and alpha...)
+@dataclass
+class _Picture:
+    """A file opened for a picture, its header read, nothing decoded yet."""
+
+    f: typing.BinaryIO
+    im: Image.Image | None      # Pillow's (lazy), or None for a TIFF only tifffile reads (decoded by image())
+    size: tuple[int, int]
+    bytes: int                  # the file's size
+    max_pixels: int
+
+    def image(self) -> Image.Image:
+        if self.im is not None:
+            return self.im
         try:
-            return open_image(io.BytesIO(data), max_pixels).image, data
-        except ImageError:
+            self.f.seek(0)
+            return open_image(self.f, self.max_pixels).image
+        except ImageError as e:
             raise Unreadable(str(e)) from None
+
+
+def _open(opened: Opened, max_pixels: int) -> _Picture:
+    """The file's header only: no picture waiting for its turn holds its file's bytes or pixels."""
+    f = os.fdopen(opened.fd, "rb")
+    f.raw.name = opened.name   # tifffile asks for a file's name; one opened by descriptor has a number
+    try:
+        try:
+            im = Image.open(f)
+            size = im.size
+        except UnidentifiedImageError as e:   # a TIFF Pillow cannot open (JPEG 2000, 16-bit gray and alpha...)
+            header = tiff_alone_header(f)
+            if header is None:
+                raise Unreadable(str(e)) from None
+            im, size = None, header[:2]
+        if size[0] * size[1] > max_pixels:
+            raise Unreadable(f"{size[0]}x{size[1]} is over [limits] max_pixels")
+        return _Picture(f, im, size, os.fstat(f.fileno()).st_size, max_pixels)
+    except Unreadable:
+        f.close()
+        raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        f.close()
         raise Unreadable(str(e)) from None
 
 
@@ -115,14 +148,15 @@ def _strip_cost(im: Image.Image) -> int | None:
     return cost if shrinks and cost < im.width * im.height * PER_PIXEL else None
 
 
-def _tiff_reduced(data: bytes, side: int) -> Image.Image | None:
+def _tiff_reduced(f: typing.BinaryIO, side: int) -> Image.Image | None:
     """An 8-bit gray or RGB TIFF in strips (_strip_cost), read a strip at a time by tifffile and shrunk as
     it comes, to the mean of k x k blocks, about twice side long: a 64 MP TIFF's thumbnail is never whole
     in memory. None where tifffile reads it otherwise (the caller decodes it whole)."""
     import tifffile   # only for these pictures
 
     try:
-        with tifffile.TiffFile(io.BytesIO(data)) as tif:
+        f.seek(0)
+        with tifffile.TiffFile(f) as tif:
             page = tif.pages[0]
             h, w, bands = page.imagelength, page.imagewidth, page.samplesperpixel
             k = max(1, max(w, h) // (2 * side))
@@ -154,18 +188,19 @@ def thumbnail(cache: Path, key: str, opened: Opened, max_pixels: int, budget: Me
         if path.exists():
             os.close(opened.fd)
             return path
-        im, data = _open(opened, max_pixels)
-        if im.format == "JPEG":
-            im.draft("RGB", THUMB)   # decode at 1/2, 1/4 or 1/8 size: a thumbnail of a 24 MP JPEG in milliseconds
-        jpeg, strips = None, _strip_cost(im) if im.format == "TIFF" else None
-        if strips:
-            with _memory(budget or OWN_BUDGET, im, strips):
-                small = _tiff_reduced(data, max(THUMB))   # a strip at a time
-                jpeg = _jpeg(small) if small is not None else None
-        if jpeg is None:
-            with _memory(budget or OWN_BUDGET, im):
-                jpeg = _jpeg(im)
-        del im, data
+        pic = _open(opened, max_pixels)
+        with pic.f:
+            if pic.im is not None and pic.im.format == "JPEG":
+                pic.im.draft("RGB", THUMB)   # decode at 1/2 to 1/8 size: a 24 MP JPEG's thumbnail in milliseconds
+            jpeg, strips = None, _strip_cost(pic.im) if pic.im is not None and pic.im.format == "TIFF" else None
+            if strips:
+                with _memory(budget or OWN_BUDGET, pic, strips):
+                    small = _tiff_reduced(pic.f, max(THUMB))   # a strip at a time
+                    jpeg = _jpeg(small) if small is not None else None
+            if jpeg is None:
+                with _memory(budget or OWN_BUDGET, pic):
+                    jpeg = _jpeg(pic.image())
+            pic.im = None
         return write_atomic(cache, path.name, jpeg, on_exists="replace")
 
 
@@ -186,11 +221,13 @@ def viewable(cache: Path, key: str, opened: Opened, max_pixels: int,
         if path.exists():
             os.close(opened.fd)
             return path, "image/png"
-        im, data = _open(opened, max_pixels)
-        if im.format in BROWSER_FORMATS:
-            return data, BROWSER_FORMATS[im.format]
-        with _memory(budget or OWN_BUDGET, im):
-            out = io.BytesIO()
-            _rgb(im).save(out, "PNG", compress_level=1)
-            del im
-            return write_atomic(cache, path.name, out.getvalue(), on_exists="replace"), "image/png"
+        pic = _open(opened, max_pixels)
+        with pic.f:
+            if pic.im is not None and pic.im.format in BROWSER_FORMATS:
+                pic.f.seek(0)
+                return pic.f.read(), BROWSER_FORMATS[pic.im.format]   # as it is: not decoded
+            with _memory(budget or OWN_BUDGET, pic):
+                out = io.BytesIO()
+                _rgb(pic.image()).save(out, "PNG", compress_level=1)
+                pic.im = None
+                return write_atomic(cache, path.name, out.getbuffer(), on_exists="replace"), "image/png"
