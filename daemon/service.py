@@ -202,6 +202,8 @@ class Service:
         self.feed = InboxFeed(cfg, self.spools, self.pipeline, self._counted_file)
         self.feed.on_placed = self.web.ctx.index.placed if self.web.ctx else None  # web: where each file went
         self.feed.on_recovered = self.web.ctx.index.settle if self.web.ctx else None  # web: and those a kill hid
+        if self.web.ctx:
+            self.web.ctx.memory = self.pipeline.memory   # the dashboard's picture decodes take from it too
         self.feed.recover(recover_own)
         w = cfg.watch
         self.watcher = Watcher({cfg.inbox(q): partial(self.feed.take, q) for q in cfg.queues}, is_input,

@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from .imageerror import ImageError, check_size
+from .tiffchain import is_tiff, page_offsets
 
 
 def is_deep(im: Image.Image) -> bool:
@@ -173,34 +174,20 @@ def tiff16(im: Image.Image, source, index: int = 0) -> np.ndarray | None:
 
 
 def tiff_pages(source) -> tuple[int, ...]:
-    """A multi-page TIFF's pages, as the indices of its image directories, without the reduced-resolution
-    copies (thumbnails, previews: NewSubfileType bit 0) a scanner may add; () when it has one page or
-    tifffile cannot read its directories."""
-    import tifffile   # only for these files
-
+    """A multi-page TIFF's pages, as the offsets of their image directories (tiffchain.page_offsets, which
+    leaves out a scanner's reduced-resolution previews); () when it has one page or they do not read."""
     try:
-        if hasattr(source, "seek"):
-            source.seek(0)
-        with tifffile.TiffFile(source) as tif:
-            return _pages(tif)
-    except Exception:
-        return ()
-
-
-def _pages(tif) -> tuple[int, ...]:
-    """tiff_pages of an open TiffFile; () where a later directory does not read (its first page stands)."""
-    try:
-        pages = tuple(i for i, p in enumerate(tif.pages) if not int(p.tags.valueof(254, 0)) & 1)
-    except Exception:
+        pages = page_offsets(source)
+    except (ImageError, OSError):
         return ()
     return pages if len(pages) > 1 else ()
 
 
-def tiff_alone(source, max_pixels: int | None, index: int = 0) \
-        -> tuple[Image.Image, np.ndarray | None, tuple[int, ...]] | None:
+def tiff_alone(source, max_pixels: int | None) -> tuple[Image.Image, np.ndarray | None] | None:
     """A TIFF that Pillow cannot open, read by tifffile: 8- or 16-bit gray or RGB, with an alpha band or
     not, by any compression tifffile decodes, as (its 8-bit image, its 16-bit samples or None) for
-    images.plain() and its pages (tiff_pages); None for what is not a TIFF (the caller's error stands).
+    images.plain() (its first page: a later one is read through tiffchain.FromPage); None for what is not
+    a TIFF (the caller's error stands).
 
     The size is checked from the page's header before its pixels are decoded.
     An associated (premultiplied) alpha is divided out, as Pillow does for an
@@ -213,9 +200,7 @@ def tiff_alone(source, max_pixels: int | None, index: int = 0) \
 
     try:
         with tifffile.TiffFile(source) as tif:
-            if index and index >= len(tif.pages):
-                raise ImageError(f"cannot decode image: it has no page {index + 1}")
-            page = tif.pages[index]   # IndexError for a TIFF with no page it can read: the error below
+            page = tif.pages[0]   # IndexError for a TIFF with no page it can read: the error below
             mode = _alone_mode(page)
             check_size((page.imagewidth, page.imagelength), max_pixels)
             a = page.asarray()
@@ -223,7 +208,6 @@ def tiff_alone(source, max_pixels: int | None, index: int = 0) \
             bits = int(page.bitspersample)
             photometric, extras = _photometric(page), tuple(page.extrasamples or ())
             orientation, icc = int(page.tags.valueof(274, 1)), page.tags.valueof(34675)
-            pages = _pages(tif)
     except ImageError:
         raise
     except Exception as e:
@@ -244,7 +228,7 @@ def tiff_alone(source, max_pixels: int | None, index: int = 0) \
         im.info["icc_profile"] = icc
     samples = a if a.dtype == np.uint16 else None   # 8-bit samples are in im now: let go of them first
     del a, eight
-    return im, samples, pages
+    return im, samples
 
 
 def _row_blocks(a: np.ndarray, block: int = 1 << 21):
@@ -291,7 +275,7 @@ def _is_tiff_file(source) -> bool:
     else:
         with open(source, "rb") as f:
             head = f.read(4)
-    return head in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")   # classic and BigTIFF, either byte order
+    return is_tiff(head)
 
 
 def _photometric(page) -> int:

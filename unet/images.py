@@ -9,8 +9,8 @@ A 16-bit input also keeps its own samples (Plain.deep, and Plain.deep_alpha
 for its transparency), so a task can finish its result at full depth while the
 network works on the 8-bit copy: 16-bit gray (Pillow's I;16 modes, or I within
 16 bits) here, and what Pillow reads at 8 bits only (16-bit color and alpha
-PNG and TIFF) or not at all (JPEG 2000 TIFF, say) through deepread.py, which
-also lists a multi-page TIFF's pages (Plain.pages, open_image's page).
+PNG and TIFF) or not at all (JPEG 2000 TIFF, say) through deepread.py. A
+multi-page TIFF's pages are listed once by tiffchain.py (Plain.pages, open_image's page).
 has_color() tells a color picture from a gray or toned one saved as RGB (a
 colorize queue asks it of each input).
 """
@@ -24,8 +24,9 @@ import numpy as np
 import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .deepread import is_png16, png16, tiff16, tiff_alone, tiff_pages
+from .deepread import is_png16, png16, tiff16, tiff_alone
 from .imageerror import ImageError, check_size  # noqa: F401 (ImageError: unet.images is where callers find it)
+from .tiffchain import FromPage, is_tiff, page_offsets
 
 # HEIC/HEIF (phones scan prints as HEIC) is read through pillow-heif, whose wheels carry libheif;
 # AVIF is Pillow's own (its wheels carry libavif).
@@ -50,43 +51,69 @@ class Plain:
     deep: np.ndarray | None = None  # a 16-bit input's own samples, upright: (H, W) gray or (H, W, 3) RGB
                                     # uint16; None for 8-bit inputs (module docstring)
     deep_alpha: np.ndarray | None = None   # with deep, its alpha: (H, W) uint16, or None where it has none
-    pages: tuple[int, ...] = ()   # a multi-page TIFF's pages, for open_image(page=...); () for one page
+    pages: tuple[int, ...] = ()   # a multi-page TIFF's pages (their IFDs' offsets), for open_image(page=...);
+                                  # () for one page
     frames: int = 1               # an animation's (GIF, WebP, PNG) frames: the first is the image
 
 
-def open_image(path: str | Path, max_pixels: int | None = None, page: int = 0) -> Plain:
+def open_image(path: str | Path, max_pixels: int | None = None, page: int = 0,
+               max_pages: int | None = None) -> Plain:
     """Open, check the size before decoding, decode fully and normalise one image file; page: which of a
-    multi-page TIFF's pages (an index into Plain.pages' numbering: the file's IFDs), else the first frame."""
+    multi-page TIFF's pages (one of Plain.pages: its directory's offset; 0 the first), else the first
+    frame; max_pages: a TIFF with more pages than this is refused (tiffchain.page_offsets)."""
+    pages: tuple[int, ...] = ()
+    if page:   # that page read as the file's first: the chain is not walked again (tiffchain.FromPage)
+        path = FromPage(_bytes(path), page, getattr(path, "shown", str(path)))
+    elif _is_tiff(path):
+        pages = page_offsets(path, max_pages)   # once, for the whole file: a loop or too many pages fail here
+        pages = pages if len(pages) > 1 else ()
     try:
         with Image.open(path) as im:
             check_size(im.size, max_pixels)
-            pages = tiff_pages(path) if im.format == "TIFF" and getattr(im, "n_frames", 1) > 1 else ()
-            if page or getattr(im, "n_frames", 1) > 1:
-                im.seek(page)  # animated GIF/WebP: the first frame; a TIFF: the page asked for
+            frames = 1 if im.format == "TIFF" else getattr(im, "n_frames", 1)
+            if frames > 1:
+                im.seek(0)  # animated GIF/WebP/PNG: the first frame
                 check_size(im.size, max_pixels)
             if is_png16(im):   # asked before load(), which lets go of the rawmode that says so
                 decoded = png16(im, path)
                 if decoded is not None:
                     return plain(*decoded)
             im.load()
-            p = plain(im, tiff16(im, path, page))
-            p.pages = pages
-            p.frames = 1 if im.format == "TIFF" else getattr(im, "n_frames", 1)
+            p = plain(im, tiff16(im, path))
+            p.pages, p.frames = pages, frames
             return p
     except ImageError:
         raise
     except UnidentifiedImageError as e:
-        alone = tiff_alone(path, max_pixels, page)
+        alone = tiff_alone(path, max_pixels)
         if alone is None:
             raise ImageError(f"cannot decode image: {e}") from e
-        im, samples, pages = alone
-        p = plain(im, samples)
+        p = plain(*alone)
         p.pages = pages
         return p
-    except EOFError as e:
-        raise ImageError(f"cannot decode image: it has no page {page + 1}") from e
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
         raise ImageError(f"cannot decode image: {e}") from e
+
+
+def _is_tiff(source) -> bool:
+    if hasattr(source, "seek"):
+        source.seek(0)
+        head = source.read(4)
+        source.seek(0)
+    else:
+        with open(source, "rb") as f:
+            head = f.read(4)
+    return is_tiff(head)
+
+
+def _bytes(source) -> bytes:
+    """A file's bytes: a BytesIO's own (shared, not copied), else read."""
+    if hasattr(source, "getvalue"):
+        return source.getvalue()
+    if hasattr(source, "read"):
+        source.seek(0)
+        return source.read()
+    return Path(source).read_bytes()
 
 
 def plain(im: Image.Image, samples: np.ndarray | None = None) -> Plain:

@@ -30,6 +30,7 @@ from loguru import logger
 from PIL import Image
 
 from unet.deepread import is_deep, tiff_alone_header
+from unet.tiffchain import FromPage
 
 from ..core import memory
 from .encode import keeps_depth
@@ -135,19 +136,18 @@ class MemoryBudget:
 
 
 def admit(budget: MemoryBudget, job: Job, data: bytes, task: str, max_pixels: int, page: int = 0) -> bool:
-    """Wait for the image's estimated cost in budget (from its header; a multi-page TIFF's page's own),
+    """Wait for the image's estimated cost in budget (from its header; a multi-page TIFF's page's own, page
+    the offset of its IFD as in Plain.pages),
     noted as job.memory; False when closing. A header that does not parse costs its file's size here:
     decoding it fails at once."""
     if not budget.limit:
         return True
     keeps = keeps_depth(Path(job.out_name).suffix)   # a 16-bit input is finished at 16 bits
     try:
-        with Image.open(Named(data, "")) as im:
-            if page:
-                im.seek(page)
+        with Image.open(FromPage(data, page) if page else Named(data, "")) as im:   # a page: read as the first
             size, cost = im.size, image_cost(task, im.width, im.height, im.mode, is_deep(im) and keeps)
     except Exception:
-        header = tiff_alone_header(Named(data, ""))   # a TIFF that Pillow cannot open, read by tifffile
+        header = tiff_alone_header(FromPage(data, page) if page else Named(data, ""))   # a TIFF that Pillow cannot open, read by tifffile
         if header is None:
             size, cost = None, len(data)
         else:

@@ -26,6 +26,8 @@ class PipelineSettings:
     on_exists: str = "number"
     writer: str = ""                    # the service instance's id, put into temporary names (owners.Owner)
     young_seconds: float = 30.0         # a file that fails to decode, written less long ago, may be unfinished
+    max_pages: int = 1000               # a TIFF with more pages is refused
+    decode_seconds: float = 1800.0      # a decode running longer fails its file (pipeline.py's deadline)
 
     @classmethod
     def from_config(cls, cfg: Config, writer: str = "") -> "PipelineSettings":
@@ -33,7 +35,8 @@ class PipelineSettings:
         return cls(r.max_delay_ms, r.decode_threads, r.encode_threads, r.queue_size,
                    memory.budget(r.memory_budget_mb)[0], lim.max_pixels, int(lim.max_file_mb * 1e6),
                    lim.retry_attempts, lim.retry_backoff_seconds, cfg.output.jpeg_quality, cfg.output.on_exists,
-                   writer, young_seconds=cfg.watch.rescan_seconds)
+                   writer, young_seconds=cfg.watch.rescan_seconds, max_pages=lim.max_pages,
+                   decode_seconds=lim.decode_seconds)
 
 
 @dataclass(frozen=True)

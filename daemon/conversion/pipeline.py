@@ -7,7 +7,8 @@ max_delay_ms counted from the first of them queued, and runs one forward pass;
 encode threads recombine each output at full size, encode it and write it
 temp-then-rename. The model computes while other threads decode and encode.
 A multi-page TIFF goes through page by page, each page a decode, a forward
-and a finish of its own, into one multi-page result (document.py).
+and a finish of its own, into one multi-page result (document.py). A decode
+past [limits] decode_seconds fails its file (deadline.py).
 
 An outbox that cannot take results (its disk full, read-only, no permission)
 is not the input's fault: such a result is held and tried again (outbox.py).
@@ -59,6 +60,7 @@ from ..core.fs import passing, write_atomic
 from .batching import pick
 from .budget import MemoryBudget, admit
 from .colorinputs import color_choice, color_note, refusal, written_through
+from .deadline import Deadlines
 from .document import Document
 from .encode import encode, keeps_depth, keeps_pages, takes_ycc
 from .jobs import Job, JobOutcome, PipelineSettings
@@ -109,6 +111,7 @@ class Pipeline:
         self._drained = 0                        # times the pipeline went idle: a trim is for the latest
         self._batchq: queue.SimpleQueue = queue.SimpleQueue()
         self._decoders = Pool("decode", settings.decode_threads)
+        self._deadlines = Deadlines(settings.decode_seconds, self._decoders, self._fail, self.memory.give)
         self._encoders = Pool("encode", settings.encode_threads)
         self._batcher = threading.Thread(target=self._batch_loop, name="batcher", daemon=True)
         self._batcher.start()
@@ -216,24 +219,34 @@ class Pipeline:
         if not admit(self.memory, job, data, predictor.task.name, self.s.max_pixels, doc.page if doc else 0):
             return  # closing: the file stays in work/
         where = f"{doc.where()}: " if doc else ""
+        ticket = self._deadlines.start(job)   # past [limits] decode_seconds, the job fails (deadline.py)
         try:
-            source = open_image(Named(data, job.label or job.path.name), self.s.max_pixels, doc.page if doc else 0)
+            source = open_image(Named(data, job.label or job.path.name), self.s.max_pixels, doc.page if doc else 0,
+                                self.s.max_pages)
             color = "" if doc else color_choice(job, predictor, source)   # a color picture: keep it?
             kept = data if color == "keep" else None
             del data
             prepared = predictor.prepare(source) if color in ("", "recolor") else None
         except Exception as e:  # Pillow raises a zoo of errors on hostile files
-            if passing(e):
-                return self._wait(job, e)
+            caught = e
             if isinstance(e, ImageError):
-                return self._fail_or_wait(job, where + str(e), decoding=str(e).startswith("cannot decode"))
-            return self._fail_or_wait(job, f"{where}cannot decode image: {type(e).__name__}: {e}", decoding=True)
+                error, decoding = where + str(e), str(e).startswith("cannot decode")
+            else:
+                error, decoding = f"{where}cannot decode image: {type(e).__name__}: {e}", True
+        else:
+            caught, error = None, ""
+        if not self._deadlines.end(ticket):
+            return   # it came past its deadline: its job has failed already
+        if caught is not None and passing(caught):
+            return self._wait(job, caught)
+        if error:
+            return self._fail_or_wait(job, error, decoding)
         if color == "fail":
             return self._fail(job, *refusal(job))
         note = doc.note if doc else color_note(job, color)
         if source.pages and prepared is not None and not doc:
             if keeps_pages(Path(job.out_name).suffix):
-                job.doc = Document(source.pages, predictor)
+                job.doc = Document(source.pages, predictor, job.path.parent)
                 note = job.doc.note = "; ".join(filter(None, [note, f"all {len(job.doc.pages)} pages"]))
             else:
                 note = "; ".join(filter(None, [note, f"only page 1 of its {len(source.pages)} was converted: a "
@@ -421,6 +434,8 @@ class Pipeline:
                 self._leave()
             self.memory.give(job.memory)
             job.memory = 0
+            if job.doc is not None:
+                job.doc.close()
             with self._cond:
                 self.inflight[job.queue] -= 1
                 idle = not any(self.inflight.values()) and not self._reserved

@@ -16,9 +16,24 @@ class Pool:
 
     def __init__(self, name: str, n: int):
         self.q: queue.SimpleQueue = queue.SimpleQueue()
+        self.name, self._made = name, n
+        self._retired: set[threading.Thread] = set()   # stuck in a task, replaced: they end when it returns
+        self._lock = threading.Lock()
         self.threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True) for i in range(n)]
         for t in self.threads:
             t.start()
+
+    def replace(self, thread: threading.Thread) -> None:
+        """thread is stuck in a task: start another in its place; thread ends once its task returns."""
+        with self._lock:
+            if thread not in self.threads:
+                return
+            self._retired.add(thread)
+            self.threads.remove(thread)
+            t = threading.Thread(target=self._work, name=f"{self.name}-{self._made}", daemon=True)
+            self._made += 1
+            self.threads.append(t)
+        t.start()
 
     def submit(self, fn, *args) -> None:
         self.q.put((fn, args))
@@ -30,6 +45,10 @@ class Pool:
                 fn(*args)
             except Exception:  # a bug in one task must not kill the thread
                 logger.exception("internal error in {}", threading.current_thread().name)
+            with self._lock:
+                if threading.current_thread() in self._retired:
+                    self._retired.discard(threading.current_thread())
+                    return
 
     def close(self, drop: bool) -> None:
         if drop:

@@ -64,6 +64,8 @@ class LimitsConfig:
     max_file_mb: float = 300.0           # larger files are refused unread
     retry_attempts: int = 4              # transient errors (file vanished, permission) are retried this often
     retry_backoff_seconds: float = 0.5   # first wait between tries; doubles each time
+    max_pages: int = 1000                # a TIFF with more pages is refused (a page bomb), its pages unread
+    decode_seconds: float = 1800.0       # a decode (one page) running longer fails its file: none holds a slot
 
 
 @dataclass(frozen=True)
@@ -347,6 +349,8 @@ _RANGES = {
     (LimitsConfig, "max_file_mb"): (lambda v: v > 0, "a positive number of megabytes"),
     (LimitsConfig, "retry_attempts"): (lambda v: 1 <= v <= 100, "1 to 100"),
     (LimitsConfig, "retry_backoff_seconds"): (lambda v: 0 <= v <= 600, "0 to 600 seconds"),
+    (LimitsConfig, "max_pages"): (lambda v: v >= 1, "a positive page count"),
+    (LimitsConfig, "decode_seconds"): (lambda v: 0 < v <= 86400, "more than 0, up to 86400 seconds"),
     (OutputConfig, "jpeg_quality"): (lambda v: 1 <= v <= 100, "1 to 100"),
     (OutputConfig, "done_keep_days"): (lambda v: 0 <= v <= 100 * 365, "0 (keep forever) or a number of days"),
     (OutputConfig, "done_max_mb"): (lambda v: v >= 0, "0 (no cap) or a size in MB"),

@@ -15,10 +15,12 @@ import filecmp
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import stat
 import time
+import typing
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -55,9 +57,10 @@ def temp_writer(name: str) -> str:
     return body.rpartition("-")[0] if name.startswith(TEMP_PREFIX) and body.endswith(".tmp") else ""
 
 
-def write_atomic(folder: Path, name: str, data: bytes, on_exists: str = "number",
+def write_atomic(folder: Path, name: str, data: bytes | typing.BinaryIO, on_exists: str = "number",
                  receipt: str | None = None, writer: str = "", mode: int = 0o644) -> Path:
-    """Write data as folder/name so no reader ever sees a partial file; return the final path.
+    """Write data (bytes, or a file read from its start, a MiB at a time) as folder/name so no reader ever
+    sees a partial file; return the final path.
 
     on_exists="number" never replaces a file: NAME_after.jpg taken gives
     NAME_after-1.jpg, and so on. The final name is claimed with link(), which
@@ -78,7 +81,11 @@ def write_atomic(folder: Path, name: str, data: bytes, on_exists: str = "number"
     placed = False
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            if isinstance(data, (bytes, bytearray, memoryview)):
+                f.write(data)
+            else:   # a large result written to a file as it was made (a multi-page TIFF): never whole in memory
+                data.seek(0)
+                shutil.copyfileobj(data, f, 1 << 20)
             f.flush()
             os.fsync(f.fileno())
         final = _place(tmp, folder, name, on_exists, keep=bool(receipt), writer=writer)
@@ -244,6 +251,9 @@ def _link_free(staged: Path, folder: Path, name: str) -> Path:
     raise FileExistsError(f"{folder}: no free name for {name}")
 
 
+_HALF_MARK = re.compile(r"_(before|after)$", re.IGNORECASE)   # as core/names.py's, kept whole
+
+
 def free_names(folder: Path, name: str):
     """The names a file called name may take in folder, in turn: NAME.EXT, NAME-1.EXT, NAME-2.EXT, ..."""
     return (folder / n for n in numbered(name))
@@ -256,13 +266,16 @@ def numbered(name: str, first: int = 1, split_ext: bool = True, limit: int = NAM
     pair names, report folders). split_ext=False numbers after the whole name (a pair's
     name or a time stamp, which have no extension). 'a.tar.gz' numbers before its last
     suffix only ('a.tar-1.gz'), which is enough here. Every name fits in limit bytes:
-    where NAME-N.EXT would not, NAME is cut short, never the number or the extension.
+    where NAME-N.EXT would not, NAME is cut short, never the number, the extension or a
+    half's _before/_after marker (NAME_after-1.jpg, not NAM_afte-1.jpg).
     """
     stem, ext = os.path.splitext(name) if split_ext else (name, "")
     stem, ext = (stem, ext) if stem else (name, "")
-    yield name if name_bytes(name) <= limit else fitted(stem, ext, limit)
+    marked = _HALF_MARK.search(stem) if len(_HALF_MARK.sub("", stem)) else None
+    stem, mark = (stem[:marked.start()], marked.group()) if marked else (stem, "")
+    yield name if name_bytes(name) <= limit else fitted(stem, mark + ext, limit)
     for n in range(first, first + 100_000):
-        yield fitted(stem, f"-{n}{ext}", limit)
+        yield fitted(stem, f"{mark}-{n}{ext}", limit)
 
 
 def move(src: Path, dst: Path) -> None:

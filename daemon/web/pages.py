@@ -184,7 +184,7 @@ def routes(ctx, sessions, misses) -> tuple[list[Route], callable]:
             return Response(status_code=404)
         try:
             got = await run_in_threadpool(make, ctx.cfg.paths.state / "web" / folder, f"{rid}-{which}", opened,
-                                          ctx.cfg.limits.max_pixels)
+                                          ctx.cfg.limits.max_pixels, ctx.memory)
         except Unreadable:
             return Response(status_code=404)
         got, media = got if isinstance(got, tuple) else (got, "image/jpeg")

@@ -58,6 +58,7 @@ class WebContext:
     index: FileIndex
     metrics_app: object | None = None    # prometheus_client's ASGI app over the service's registry
     train: TrainNow | None = None
+    memory: object | None = None         # the pipeline's conversion.budget.MemoryBudget: pictures' decodes take from it
 
 
 def create_app(ctx: WebContext) -> Starlette:

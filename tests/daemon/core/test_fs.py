@@ -75,6 +75,15 @@ def test_numbered_names_fit_the_file_name_limit_keeping_number_and_extension():
     assert len(next(iter(numbered("b" * 300, split_ext=False)))) == 255
 
 
+def test_numbering_a_name_at_the_limit_cuts_its_stem_never_the_after_marker():
+    for name in ("a" * (255 - len("_after.jpg")) + "_after.jpg", "é" * 120 + "_before.png"):
+        names = [n for _, n in zip(range(3), numbered(name))]
+        mark, ext = ("_after", ".jpg") if "_after" in name else ("_before", ".png")
+        assert names[1].endswith(f"{mark}-1{ext}") and names[2].endswith(f"{mark}-2{ext}")
+        assert all(len(n.encode()) <= 255 for n in names) and names[1] != names[2]
+    assert list(zip(range(2), numbered("_after.jpg")))[1][1] == "_after-1.jpg"   # a marker alone is the name
+
+
 def test_json_lines_keep_a_name_that_is_not_utf8(tmp_path):
     path = tmp_path / "index.jsonl"
     name = os.fsdecode(b"photo\xe9.jpg")
