@@ -41,7 +41,8 @@ def add_seen(cfg: Config, watchers, intakes: dict, extra: dict[str, dict]) -> No
         files = [{**e, "since": iso_time(e["since"])} for e in sorted(ignored[q], key=lambda e: -e["since"])]
         extra[q]["ignored"] = listing(counts[q], files[:LIST_MAX])
         extra[q]["halves_waiting"] = listing(*intakes[q].waiting(LIST_MAX))
-        extra[q]["training_refused"] = listing(*intakes[q].refused())
+        count, files, earlier = intakes[q].refused()
+        extra[q]["training_refused"] = {**listing(count, files), "earlier": earlier}
 
 
 class StatusFile:

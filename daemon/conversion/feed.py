@@ -54,7 +54,8 @@ class InboxFeed:
         # Told when an unfinished file goes back to the inbox (path, seconds): the watcher's hold().
         self.on_put_back: Callable[[Path, float], None] | None = None
         # Told where each finished input went: (queue, the name it was dropped under, the result or None,
-        # where the input went (done/, failed/) or None, the reason it failed or ""): the web's file index.
+        # where the input went (done/, failed/) or None, the reason it failed or "", and for a result
+        # claimed=(device, inode) it had in work/, which file of that name it was): the web's file index.
         self.on_placed: Callable[[str, str, Path | None, Path | None, str], None] | None = None
         # Told after recover(), which inputs (queue, name) it sent through again: the web's file index then
         # settles the files it still waits for that are neither there nor in the inbox (a kill -9 after their
@@ -143,14 +144,17 @@ class InboxFeed:
             self._quarantine(spool, item, *why)
             return
         job = Job(spool.queue, item.path, self.cfg.outbox(spool.queue),
-                  output_name(item.name, self.cfg.output.format), partial(self._finished, spool, item),
+                  output_name(item.name, self.cfg.output.format),
+                  partial(self._finished, spool, item, (st.st_dev, st.st_ino)),
                   complete_at, label=item.name, size=st.st_size, receipt=spool.receipt(item),
                   claimed=(st.st_size, st.st_mtime_ns), color_inputs=self.cfg.queues[spool.queue].color_inputs)
         if not pipeline.submit(job):
             logger.debug("{}: {} stays in work/ (stopping)", spool.queue, item.name)
 
-    def _finished(self, spool: Spool, item: Claimed, job: Job, outcome: JobOutcome) -> None:
-        """Pipeline callback: move the input on, count it, and say so in one line."""
+    def _finished(self, spool: Spool, item: Claimed, claimed: tuple[int, int], job: Job,
+                  outcome: JobOutcome) -> None:
+        """Pipeline callback: move the input on, count it, and say so in one line; claimed: its (device,
+        inode) in work/, which tells on_placed which file this was (another may have had its name)."""
         q, log = spool.queue, logger.bind(queue=spool.queue, file=item.name)
         if outcome.unfinished or outcome.passing:
             self._put_back(spool, item, outcome.error, outcome.passing)
@@ -164,7 +168,7 @@ class InboxFeed:
         except OSError as e:  # done/'s disk full or read-only: it moves when there is room (Leftovers)
             self.leftovers.add(item, partial(self._move_done, spool, item), str(spool.done_dir), e)
         self.on_result(q, True, outcome.ms / 1000)
-        self._placed(q, item.name, outcome.output, kept, "")
+        self._placed(q, item.name, outcome.output, kept, "", claimed=claimed)
         log.bind(output=outcome.output.name, bytes=outcome.size, ms=round(outcome.ms)).info(
             "{}: {} ({}) -> {} in {:.0f} ms{}", q, item.name, _size(outcome.size), outcome.output.name, outcome.ms,
             f"; {outcome.note}" if outcome.note else "")
@@ -200,10 +204,10 @@ class InboxFeed:
         spool.forget_receipt(item)
         return kept
 
-    def _placed(self, *where) -> None:
+    def _placed(self, *where, **claimed) -> None:
         if self.on_placed is not None:
             try:
-                self.on_placed(*where)
+                self.on_placed(*where, **claimed)
             except Exception:  # a listener's fault never stops the files
                 logger.exception("recording where {} went failed", where[1])
 

@@ -242,13 +242,15 @@ class PairIntake:
                         "refused_in_seconds": round(max(0.0, self.timeout_s - (now - since)))})
         return len(halves), out
 
-    def refused(self) -> tuple[int, list[dict]]:
-        """Training files refused: how many in all, and the latest (up to REFUSED_KEPT) still in the failed
-        folder, newest first, each with its reason."""
+    def refused(self) -> tuple[int, list[dict], int]:
+        """Training files refused: how many of the latest (up to REFUSED_KEPT) are still in the failed folder
+        (one deleted or retried from there is no longer counted), those, newest first, each with its reason;
+        and how many were refused before those, which are counted apart as they are not named."""
         with self._refused_lock:
             count, recent = self._refused["count"], list(self._refused["recent"])
-        return count, [{k: e[k] for k in ("name", "reason", "when", "moved_to")} for e in recent
-                       if os.path.lexists(self.failed / e.get("file", ""))]
+        still = [{k: e[k] for k in ("name", "reason", "when", "moved_to")} for e in recent
+                 if os.path.lexists(self.failed / e.get("file", ""))]
+        return len(still), still, max(0, count - len(recent))
 
     def _load_refused(self) -> dict:
         try:

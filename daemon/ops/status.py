@@ -192,14 +192,16 @@ def _seen(q: str, c: dict) -> list[str]:
     )
     for key, title, line in sections:
         s = c.get(key) or {}
-        n, files = s.get("count", 0), s.get("files", [])
-        if not n:
+        n, files, earlier = s.get("count", 0), s.get("files", []), s.get("earlier", 0)
+        if not n and not earlier:
             continue
         out += ["", f"{q}: {title}: {n}"]
         out += [f"  {shown(line(e))}" for e in files[:SHOWN_MAX]]
         if n > min(len(files), SHOWN_MAX):
             out.append(f"  ... and {n - min(len(files), SHOWN_MAX)} more"
                        + (f" (reverser status --json lists {len(files)})" if len(files) > SHOWN_MAX else ""))
+        if earlier:   # refusals older than those kept by name: counted, not named, perhaps deleted since
+            out.append(f"  and {earlier} refused before these, not listed (their reason notes are in failed/)")
     return out
 
 

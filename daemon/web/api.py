@@ -7,7 +7,11 @@
                                                         not found again after it; the reason says what was)
     GET  /api/files/{id}/result                        the result's bytes
     POST /api/files/{id}/retry, /api/files/{id}/delete a failed input back into the inbox, or removed
-    GET  /api/results?page=N, /api/failed              the lists the pages show
+    GET  /api/results?page=N                           the results, 24 a page, newest first, and how many
+    GET  /api/failed?offset=N&limit=M                  failed inputs, newest first (limit 100, at most 500),
+                                                       and how many in all ("total")
+    GET  /api/inbox/left-alone                         per queue the files the inbox leaves alone (a wrong
+                                                       name, a format not read), each with why and the fix
     GET  /api/queues/{queue}/models                    versions and scores, the champion marked
     POST /api/queues/{queue}/models/{version}/promote, /api/queues/{queue}/models/rollback
     GET  /api/training, POST /api/queues/{queue}/train
@@ -29,6 +33,7 @@ from starlette.routing import Route
 
 from . import actions
 from .files import ID
+from .listing import PAGE, page_size
 from .ondisk import Opened, Refused
 
 UPLOAD_SLACK = 1 << 16     # multipart headers and boundaries around the file's bytes
@@ -48,6 +53,14 @@ def file_id(request: Request) -> str:
     if not ID.match(rid):
         raise Refused(404, "no such file")
     return rid
+
+
+def number(request: Request, key: str, default: int) -> int:
+    """A query parameter that is a count (offset=, limit=, page=); 400 when it is not one."""
+    value = request.query_params.get(key, str(default))
+    if not value.isdigit():
+        raise Refused(400, f"{key} must be a number of 0 or more")
+    return int(value)
 
 
 def stream(opened: Opened, disposition: str = "inline", media: str | None = None) -> StreamingResponse:
@@ -79,6 +92,11 @@ def routes(ctx) -> list[Route]:
 
     async def get_status(request):
         return JSONResponse(await run_in_threadpool(actions.status, ctx.cfg))
+
+    async def left_alone(request):
+        doc = await run_in_threadpool(actions.status, ctx.cfg)
+        return JSONResponse({"queues": {q: ((doc.get("queues") or {}).get(q) or {}).get("ignored")
+                                        or {"count": 0, "files": []} for q in ctx.cfg.queues}})
 
     async def upload(request):
         queue = request.path_params["queue"]
@@ -144,8 +162,11 @@ def routes(ctx) -> list[Route]:
                              "results": [ctx.index.state(r["id"]) for r in rows]})
 
     async def failed(request):
-        rows = await run_in_threadpool(ctx.index.failed)
-        return JSONResponse({"failed": [{**ctx.index.state(r["id"]), "at": r["at"]} for r in rows]})
+        offset, limit = number(request, "offset", 0), number(request, "limit", PAGE)
+        rows, total = await run_in_threadpool(ctx.index.failed, offset, limit)
+        return JSONResponse({"offset": offset, "limit": page_size(ctx.index, limit), "total": total,
+                             "failed": [{**r_state, "at": r["at"]} for r in rows
+                                        if (r_state := ctx.index.state(r["id"])) is not None]})
 
     async def models(request):
         return JSONResponse({"versions": await run_in_threadpool(actions.models, ctx.cfg,
@@ -178,6 +199,7 @@ def routes(ctx) -> list[Route]:
     table = [
         ("/api/status", get_status, "GET"),
         ("/api/queues/{queue}/files", upload, "POST"),
+        ("/api/inbox/left-alone", left_alone, "GET"),
         ("/api/files/{id}", file_state, "GET"),
         ("/api/files/{id}", delete, "DELETE"),
         ("/api/files/{id}/result", result, "GET"),

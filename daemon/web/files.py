@@ -1,24 +1,29 @@
 """The files the web server knows, by id: uploads, results and failed inputs; never a path from a request.
 
     upload --> inbox/<q>/.reverser-web-HEX.tmp --link--> inbox/<q>/NAME_before.EXT   (record: waiting)
-    the service claims it, converts it ... feed.on_placed(queue, name, result, input, reason) --> placed()
+    the service claims it, converts it ... feed.on_placed(queue, name, result, input, reason, claimed)
+        --> placed(): the record of that file (its inode: a same-named drop is another file)
         --> record: done, the result's name in the outbox (numbered on a collision), the input's in done/
         --> record: failed, the input's name in failed/ and the reason
     a restart: recovery tells placed() of each input it finds converted in work/, then settle() of those
         it sent through again; a record still waiting for a file in neither place nor the inbox is settled
-        from the folders (unreported.py): done, failed, or unknown with what was found
+        from the folders (unreported.py): done, failed, or unknown with what was found; then the results
+        and failed inputs no record holds are indexed (listing.py), so the pages show what was done before
 
 Every input the service finishes while [web] is on gets a record (an upload
 gets its record before it enters the inbox, so its id is known at once; a
 file dropped into the folder gets one when it is finished; a failed input
 found in failed/ gets one when the Failed page lists it). A record holds
-only names the service itself wrote; a route gives an id, and the file is
-opened by the record's name in the folder the service wrote it to, with
-O_NOFOLLOW, and only when it is a regular file. Records are JSON lines in
-<state>/web/files.jsonl, a line per change (the last wins); the newest
-KEEP records are kept, and the file is rewritten whole (temp name, rename)
-when it has grown to twice that; the pictures made for a record forgotten
-go with it.
+the names the service itself wrote and each file's identity (device, inode,
+size): a route gives an id, and the file is opened by the record's name in
+the folder the service wrote it to, with O_NOFOLLOW, only when it is a
+regular file and still the same file (a result moved away and a new one of
+its name written, an input swept from done/ and another kept under its
+name, answer 404; a failed input is known by its reason note, which each
+failure writes anew, so a person may mend the file in failed/ and retry). Records are JSON lines in <state>/web/files.jsonl, a
+line per change (the last wins); the newest KEEP records are kept, and the
+file is rewritten whole (temp name, rename) when it has grown to twice
+that; the pictures made for a record forgotten go with it.
 """
 
 from __future__ import annotations
@@ -27,7 +32,6 @@ import json
 import os
 import re
 import secrets
-import stat
 import threading
 import time
 from pathlib import Path
@@ -36,10 +40,11 @@ from typing import BinaryIO
 from loguru import logger
 
 from ..core.config import Config
-from ..core.fs import copy_entry, read_jsonl, sweep_temp, temp_name, write_atomic
-from ..core.names import is_input, reason_name
-from .ondisk import Opened, Refused, inbox_names, open_written, read_reason, upload_name
-from .unreported import Folders, identity
+from ..core.fs import read_jsonl, sweep_temp, write_atomic
+from ..core.names import reason_name
+from . import listing, moves
+from .ondisk import Opened, ident, open_written, read_reason
+from .unreported import Folders
 
 INDEX = "files.jsonl"
 KEEP = 10_000                                    # records kept; an older id answers 404
@@ -57,10 +62,13 @@ class FileIndex:
         self._pending: dict[tuple[str, str], str] = {}      # (queue, inbox name) -> id, until placed
         self._failed: dict[tuple[str, str], str] = {}       # (queue, name in failed/) -> id
         self._results: dict[tuple[str, str], str] = {}      # (queue, result name) -> id: a report heard twice
+        self._busy: set[str] = set()                        # ids a retry or delete is moving now
         self._lines = 0
+        self._indexed = False                               # the folders' earlier files indexed (listing.py)
         self._load()
         for q in cfg.queues:   # an upload cut short by a kill leaves its temporary file in the inbox
             sweep_temp(cfg.inbox(q))
+            moves.restore(self, q)
 
     # -- the record file --
 
@@ -80,6 +88,8 @@ class FileIndex:
             self._remember(rid, rec)
 
     def _remember(self, rid: str, rec: dict) -> None:
+        if rec.get("gone"):
+            return   # its file left failed/ and another took its name (listing.py): nothing settles it again
         if rec["state"] in ("waiting", "unknown"):   # unknown: a late report still settles it
             self._pending[(rec["queue"], rec["name"])] = rid
         elif rec["state"] == "failed" and rec.get("kept"):
@@ -116,9 +126,12 @@ class FileIndex:
         if not rec.get("deleted"):
             self.records[rec["id"]] = rec
         self._trim()
+        self._write(rec, sync, whole=self._lines >= 2 * self.keep)
+
+    def _write(self, rec: dict | None, sync: bool = False, whole: bool = False) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            if self._lines >= 2 * self.keep:
+            if whole:
                 data = "".join(json.dumps(r) + "\n" for r in self.records.values()).encode()
                 write_atomic(self.path.parent, self.path.name, data, on_exists="replace")
                 self._lines = len(self.records)
@@ -133,40 +146,73 @@ class FileIndex:
             logger.warning("web: cannot write {}: {}; after a restart the dashboard knows this file only as far "
                            "as the folders tell", self.path, e)
 
-    def _new(self, queue: str, name: str, state: str, **more) -> dict:
+    def _new(self, queue: str, name: str, state: str, remember: bool = True, **more) -> dict:
         rec = {"id": secrets.token_urlsafe(12), "queue": queue, "name": name, "state": state, "at": time.time(),
                **more}
-        self._remember(rec["id"], rec)
+        if remember:
+            self._remember(rec["id"], rec)
         return rec
 
     # -- the service's hook: where each finished input went --
 
-    def placed(self, queue: str, name: str, result: Path | None, went: Path | None, reason: str) -> None:
-        """conversion.feed's on_placed: record a finished input (done with its result, or failed). Heard again
-        for the same file (a restart's recovery finishing a move the last run began), it updates its record."""
+    def placed(self, queue: str, name: str, result: Path | None, went: Path | None, reason: str,
+               claimed: tuple[int, int] | None = None) -> None:
+        """conversion.feed's on_placed: record a finished input (done with its result, or failed); claimed is
+        the (device, inode) it had in work/, so that a same-named file's report never settles an upload's
+        record. Heard again for the same file (a restart's recovery finishing a move the last run began),
+        it updates its record."""
+        kept_id, result_id = ident(went), ident(result)
+        note_id = ident(went.with_name(reason_name(went.name))) if went is not None and result is None else None
         with self._lock:
-            rid = self._pending.pop((queue, name), None)
+            rid = self._pending.get((queue, name))
+            if rid is not None and not self._same_file(self.records[rid], claimed, went, kept_id):
+                rid = None   # another file of that name (dropped by hand while the upload was in work/)
             if rid is None:
                 again = self._results.get((queue, result.name)) if result is not None else \
                     self._failed.get((queue, went.name)) if went is not None else None
                 rid = again if again in self.records and self.records[again]["name"] == name else None
-            rec = dict(self.records[rid]) if rid in self.records else self._new(queue, name, "waiting")
+            rec = dict(self.records[rid]) if rid in self.records else self._new(queue, name, "waiting", False)
             self._forget(rec["id"], rec)
             if result is not None:
-                rec.update(state="done", result=result.name, kept=went.name if went else None, reason="")
+                rec.update(state="done", result=result.name, kept=went.name if went else None, reason="",
+                           result_id=result_id, kept_id=kept_id, note_id=None)
             else:
-                rec.update(state="failed", result=None, kept=went.name if went else None, reason=reason)
+                rec.update(state="failed", result=None, kept=went.name if went else None, reason=reason,
+                           result_id=None, kept_id=None, note_id=note_id)
             rec["at"] = time.time()
+            self._claim_names(rec)
             self._remember(rec["id"], rec)
             self._save(rec)
+
+    @staticmethod
+    def _same_file(rec: dict, claimed: tuple[int, int] | None, went: Path | None, kept_id: list | None) -> bool:
+        """Whether a report (its claimed identity, or where its input went) is of the file rec entered."""
+        if rec.get("ino") is None:
+            return True   # a record older than identities: by name, as it was made
+        if claimed is not None:
+            return tuple(claimed) == (rec["dev"], rec["ino"])
+        if kept_id is not None:   # the recovery's report: the input moved on, keeping its inode on one disk
+            return kept_id[:2] == [rec["dev"], rec["ino"]] if kept_id[0] == rec["dev"] else \
+                kept_id[2] == rec.get("size")
+        return True
+
+    def _claim_names(self, rec: dict) -> None:
+        """rec now holds its result and kept names: an older record holding the same name (its file moved
+        away, this one written under the name since) lets go of it, so the tables point to one file."""
+        q = rec["queue"]
+        for table, key in ((self._results, (q, rec.get("result"))), (self._failed, (q, rec.get("kept")))):
+            other = table.get(key)
+            if other is not None and other != rec["id"] and key[1] is not None:
+                del table[key]
 
     def settle(self, in_flight: set[tuple[str, str]]) -> None:
         """conversion.feed's on_recovered: every record still waiting for a file that is not in its inbox nor
         among in_flight (sent through again by the recovery) was finished by a run that stopped before it
-        said so: settle it from the folders (done, failed or unknown; unreported.py)."""
+        said so: settle it from the folders (done, failed or unknown; unreported.py). Then, once, the
+        results and failed inputs the folders hold that no record names get records (listing.py)."""
         with self._lock:
             open_ = [r for r in self.records.values() if r["state"] in ("waiting", "unknown")
-                     and r["queue"] in self.cfg.queues and (r["queue"], r["name"]) not in in_flight
+                     and not r.get("gone") and r["queue"] in self.cfg.queues and (r["queue"], r["name"]) not in in_flight
                      and not os.path.lexists(self.cfg.inbox(r["queue"]) / r["name"])]
             folders, taken = Folders(self.cfg), {q: set() for q in self.cfg.queues}
             for q, result in (self._results if open_ else ()):
@@ -178,6 +224,11 @@ class FileIndex:
                         continue   # as the last start left it
                 else:
                     new["at"] = time.time()   # an unknown one keeps its time: results are looked for since then
+                    q = rec["queue"]
+                    new["result_id"] = ident(self.cfg.outbox(q) / new["result"]) if new["result"] else None
+                    done, failed = new["state"] == "done" and new["kept"], new["state"] == "failed"
+                    new["kept_id"] = ident(self.cfg.state_dir("done", q) / new["kept"]) if done else None
+                    new["note_id"] = ident(self.cfg.failed(q) / reason_name(new["kept"])) if failed else None
                 self._forget(rec["id"], rec)
                 self._remember(rec["id"], new)
                 self._save(new)
@@ -186,105 +237,23 @@ class FileIndex:
                 logger.info("web: {} ({}) was finished by the last run, which stopped before recording it; the "
                             "folders say: {}, {}", rec["name"], rec["queue"], new["state"],
                             new["result"] or new["reason"])
+            if not self._indexed:
+                self._indexed = True
+                listing.index_found(self)
 
-    # -- uploads, retry, delete --
+    # -- uploads, retry, delete (moves.py) --
 
     def upload(self, queue: str, filename: str, source: BinaryIO) -> dict:
-        """Write source into the queue's inbox under a temporary name, then link it to a free input name; the
-        watcher takes it from there as any dropped file. Refused: 404 unknown queue, 413 over max_file_mb,
-        415 not an image name."""
-        if queue not in self.cfg.queues:
-            raise Refused(404, f"no queue {queue!r}; queues: {', '.join(self.cfg.queues)}")
-        name = upload_name(filename)
-        inbox = self.cfg.inbox(queue)
-        inbox.mkdir(parents=True, exist_ok=True)
-        limit = int(self.cfg.limits.max_file_mb * 1e6)
-        tmp = inbox / temp_name("web")
-        try:
-            with open(tmp, "xb") as out:
-                copied = 0
-                while chunk := source.read(1 << 20):
-                    copied += len(chunk)
-                    if copied > limit:
-                        raise Refused(413, f"larger than [limits] max_file_mb = {self.cfg.limits.max_file_mb:g} "
-                                           "MB; the inbox would refuse it too")
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            return self._enter(queue, name, tmp, None)
-        finally:
-            tmp.unlink(missing_ok=True)
-
-    def _enter(self, queue: str, name: str, staged: Path, rec: dict | None) -> dict:
-        """Link staged into the inbox under the first free input name (also free of uploads not yet placed);
-        the record is written first, so the service cannot finish the file before its id is known."""
-        inbox = self.cfg.inbox(queue)
-        with self._lock:
-            for candidate in inbox_names(name):
-                if (queue, candidate) in self._pending or os.path.lexists(inbox / candidate):
-                    continue
-                if rec is None:
-                    new = self._new(queue, candidate, "waiting", upload=True)
-                else:
-                    self._forget(rec["id"], rec)
-                    new = {**rec, "name": candidate, "state": "waiting", "result": None, "kept": None,
-                           "reason": "", "at": time.time()}
-                    self._remember(new["id"], new)
-                try:
-                    os.link(staged, inbox / candidate)
-                except FileExistsError:
-                    self._forget(new["id"], new)
-                    continue
-                new.update(identity(staged))   # to know it again in failed/ or done/ (settle)
-                self._save(new, sync=True)
-                return new
-        raise Refused(409, f"no free name for {name} in the inbox")
+        """Write source into the queue's inbox under a free input name; the watcher takes it from there."""
+        return moves.upload(self, queue, filename, source)
 
     def retry(self, rid: str) -> dict:
-        """Put a failed input back into its inbox (the normal claim path takes it), its reason note removed."""
-        rec = self._failed_record(rid)
-        failed = self.cfg.failed(rec["queue"])
-        src = failed / rec["kept"]
-        st = os.lstat(src)
-        if not stat.S_ISREG(st.st_mode):
-            raise Refused(409, f"{rec['kept']} is not a regular file (a link, say): it would fail again; "
-                               "copy the file itself into the inbox")
-        staged, inbox = src, self.cfg.inbox(rec["queue"])
-        if st.st_dev != os.stat(inbox).st_dev:   # inbox on another filesystem: copy beside it first
-            staged = inbox / temp_name("web")
-            copy_entry(src, staged, st)
-        try:
-            name = rec["name"] if is_input(rec["name"]) else upload_name(rec["kept"])
-            new = self._enter(rec["queue"], name, staged, rec)
-        finally:
-            if staged != src:
-                staged.unlink(missing_ok=True)
-        src.unlink(missing_ok=True)
-        (failed / reason_name(rec["kept"])).unlink(missing_ok=True)
-        logger.info("{}: {} put back into the inbox as {} (retry from the web)", rec["queue"], rec["kept"],
-                    new["name"])
-        return new
+        """Put a failed input back into its inbox; one at a time per id (409 for the others)."""
+        return moves.retry(self, rid)
 
     def delete(self, rid: str) -> None:
         """Remove a failed input and its reason note, and its record."""
-        rec = self._failed_record(rid)
-        failed = self.cfg.failed(rec["queue"])
-        (failed / rec["kept"]).unlink(missing_ok=True)   # a link is removed, never followed
-        (failed / reason_name(rec["kept"])).unlink(missing_ok=True)
-        with self._lock:
-            self._forget(rid, rec)
-            self._save({"id": rid, "deleted": True})
-        self._drop_pictures(rid)
-        logger.info("{}: {} deleted from the failed folder (from the web)", rec["queue"], rec["kept"])
-
-    def _failed_record(self, rid: str) -> dict:
-        rec = self.records.get(rid)
-        if rec is None or rec["queue"] not in self.cfg.queues:
-            raise Refused(404, "no such file")
-        if rec["state"] != "failed" or not rec.get("kept") or \
-                not os.path.lexists(self.cfg.failed(rec["queue"]) / rec["kept"]):
-            raise Refused(409, f"{rec['name']} is {self.state(rid)['state']}, not waiting in the failed folder")
-        return rec
+        moves.delete(self, rid)
 
     # -- reading --
 
@@ -304,17 +273,18 @@ class FileIndex:
         return out
 
     def result(self, rid: str) -> Opened | None:
+        """The result of a done file, when it is still the file written for it, or None."""
         rec = self.records.get(rid)
         if rec is None or rec["state"] != "done" or rec["queue"] not in self.cfg.queues:
             return None
-        return open_written(self.cfg.outbox(rec["queue"]), rec.get("result"))
+        return open_written(self.cfg.outbox(rec["queue"]), rec.get("result"), rec.get("result_id"))
 
     def before(self, rid: str) -> Opened | None:
-        """The input of a done file, kept in done/ ([output] keep_inputs), or None."""
+        """The input of a done file, kept in done/ ([output] keep_inputs), when it is still that file, or None."""
         rec = self.records.get(rid)
         if rec is None or rec["state"] != "done" or rec["queue"] not in self.cfg.queues:
             return None
-        return open_written(self.cfg.state_dir("done", rec["queue"]), rec.get("kept"))
+        return open_written(self.cfg.state_dir("done", rec["queue"]), rec.get("kept"), rec.get("kept_id"))
 
     def done(self, page: int = 0, per_page: int = 24) -> tuple[list[dict], int]:
         """(the done records of one page, newest first; how many there are)."""
@@ -322,30 +292,7 @@ class FileIndex:
             done = [r for r in reversed(self.records.values()) if r["state"] == "done"]
         return done[page * per_page:(page + 1) * per_page], len(done)
 
-    def failed(self) -> list[dict]:
-        """Every input now in a queue's failed folder, newest first, each with a record (made for those
-        quarantined while [web] was off, or before) and its reason."""
-        found = []
-        for q in self.cfg.queues:
-            folder = self.cfg.failed(q)
-            try:
-                entries = [e for e in os.scandir(folder) if not e.name.startswith(".")
-                           and not e.name.endswith(".reason.txt") and not e.is_dir(follow_symlinks=False)]
-            except OSError:
-                continue
-            for e in entries:
-                with self._lock:
-                    rid = self._failed.get((q, e.name))
-                    if rid is None:
-                        rec = self._new(q, e.name, "failed", kept=e.name, result=None,
-                                        reason=read_reason(folder / reason_name(e.name)))
-                        self._save(rec)
-                        rid = rec["id"]
-                rec = self.records[rid]
-                try:
-                    when = os.lstat(folder / reason_name(e.name)).st_mtime
-                except OSError:
-                    when = rec["at"]
-                found.append({**rec, "at": when})
-        return sorted(found, key=lambda r: r["at"], reverse=True)
+    def failed(self, offset: int = 0, limit: int = listing.PAGE) -> tuple[list[dict], int]:
+        """(one page of the inputs now in the failed folders, newest first, each with a record; how many)."""
+        return listing.failed_page(self, offset, limit)
 

@@ -1,5 +1,6 @@
 """The web's names and files on disk, never a path from a request: the inbox name an upload gets, and a file
-the service wrote opened without following links (what files.FileIndex hands the routes and thumbs.py)."""
+the service wrote opened without following links, only while it is the file recorded (what files.FileIndex
+hands the routes and thumbs.py)."""
 
 from __future__ import annotations
 
@@ -62,8 +63,23 @@ class Opened:
     mtime: float
 
 
-def open_written(folder: Path, name: str | None) -> Opened | None:
-    """folder/name when name is a plain name and the file a regular file (never through a link); else None."""
+def ident(path: Path | None) -> list[int] | None:
+    """[device, inode, size, mtime in ns] of a regular file the service wrote, to know it again (None: none
+    there); the time too, as a file deleted gives its inode to the next file made, often of the same size."""
+    try:
+        st = os.lstat(path) if path is not None else None
+    except OSError:
+        return None
+    return _ident(st) if st is not None and stat.S_ISREG(st.st_mode) else None
+
+
+def _ident(st: os.stat_result) -> list[int]:
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
+
+
+def open_written(folder: Path, name: str | None, expect: list[int] | None = None) -> Opened | None:
+    """folder/name when name is a plain name and the file a regular file (never through a link), and the file
+    expect (its ident(), when known) says: another file under the name since is None, as a gone one is."""
     if not name or "/" in name or "\0" in name or name in (".", ".."):
         return None
     try:
@@ -71,7 +87,7 @@ def open_written(folder: Path, name: str | None) -> Opened | None:
     except OSError:
         return None  # gone, or a link planted under the name (ELOOP)
     st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
+    if not stat.S_ISREG(st.st_mode) or (expect and _ident(st)[:len(expect)] != list(expect)):
         os.close(fd)
         return None
     return Opened(fd, st.st_size, name, st.st_mtime)

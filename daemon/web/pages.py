@@ -2,7 +2,7 @@
 
     /            Overview: each queue's counts, rate, model and batch size; live (polls /api/status)
     /results     recent results as before/after thumbnails, paged; /results/{id} compares them full size
-    /failed      failed inputs with their reasons: Retry, Delete
+    /failed      failed inputs with their reasons, 100 a page: Retry, Delete
     /models      per queue the versions and scores, the champion marked, report pictures: Promote, Roll back
     /training    pairs, halves waiting, the next run, the last run's decision and report: Train now
     /upload      drop files into a queue
@@ -30,12 +30,14 @@ from starlette.templating import Jinja2Templates
 from . import actions
 from .api import who
 from .files import ID
+from .listing import page_size
 from .ondisk import Refused
 from .security import COOKIE, client_address, csrf_ok, same_token, set_cookie
 from .thumbs import Unreadable, thumbnail, viewable
 
 HERE = Path(__file__).parent
 PER_PAGE = 24
+FAILED_PER_PAGE = 100
 NAV = [("/", "Overview"), ("/results", "Results"), ("/failed", "Failed"), ("/models", "Models"),
        ("/training", "Training"), ("/upload", "Upload")]
 
@@ -46,6 +48,13 @@ def _when(t: float) -> str:
 
 def _num(x, spec=".2f") -> str:
     return format(x, spec) if isinstance(x, (int, float)) and math.isfinite(x) else "-"
+
+
+def _page_no(request: Request) -> int:
+    try:
+        return max(0, int(request.query_params.get("page", "0")))
+    except ValueError:
+        return 0
 
 
 def static_urls(folder: Path = HERE / "static") -> dict[str, str]:
@@ -105,10 +114,7 @@ def routes(ctx, sessions, misses) -> tuple[list[Route], callable]:
         return page(request, "overview.html", doc=doc, why=why)
 
     async def results(request):
-        try:
-            n = max(0, int(request.query_params.get("page", "0")))
-        except ValueError:
-            n = 0
+        n = _page_no(request)
         rows, total = ctx.index.done(n, PER_PAGE)
         return page(request, "results.html", rows=rows, page_no=n, pages=max(1, -(-total // PER_PAGE)),
                     total=total)
@@ -122,7 +128,9 @@ def routes(ctx, sessions, misses) -> tuple[list[Route], callable]:
                     ctx.cfg.output.keep_inputs)
 
     async def failed(request):
-        return page(request, "failed.html", rows=await run_in_threadpool(ctx.index.failed))
+        n, per = _page_no(request), page_size(ctx.index, FAILED_PER_PAGE)
+        rows, total = await run_in_threadpool(ctx.index.failed, n * per, per)
+        return page(request, "failed.html", rows=rows, page_no=n, pages=max(1, -(-total // per)), total=total)
 
     async def retry(request):
         rid = request.path_params["id"]

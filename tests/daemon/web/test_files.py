@@ -143,7 +143,7 @@ def test_records_the_service_never_settled_are_settled_from_the_folders(tmp_path
     assert again.records[conv["id"]]["kept"] == "c_before-1.png" and again.before(conv["id"]).size == 9
     got = again.state(bad["id"])
     assert got["state"] == "failed" and got["reason"] == "cannot decode image: broken data"
-    assert [r["id"] for r in again.failed()] == [bad["id"]], "the Failed list has it once"
+    assert [r["id"] for r in again.failed()[0]] == [bad["id"]], "the Failed list has it once"
     got = again.state(lost["id"])
     assert got["state"] == "unknown" and "l_before.png" in got["reason"] and "no result of it" in got["reason"]
     assert again.state(busy["id"])["state"] == "working" and again.state(waiting["id"])["state"] == "waiting"
