@@ -92,7 +92,8 @@ def test_a_folder_of_many_wrong_names_keeps_the_list_short_and_counts_them_all(r
     for i in range(3000):
         (inbox / f"scan{i:05d}.jpg").write_bytes(b"")
     rig.start()
-    c = poll(lambda: (q := queue(rig))["ignored"]["count"] == 3000 and q, 60, "all 3000 counted", rig)
+    # A hang guard, not a speed bar: a busy machine took over a minute to scan 3000 names.
+    c = poll(lambda: (q := queue(rig))["ignored"]["count"] == 3000 and q, 600, "all 3000 counted", rig)
     assert len(c["ignored"]["files"]) == 20
     assert (rig.cfg.paths.state / "status.json").stat().st_size < 20_000
     assert "... and 2995 more (reverser status --json lists 20)" in status(rig)
