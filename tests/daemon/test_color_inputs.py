@@ -55,6 +55,10 @@ def test_a_color_photo_is_kept_recolored_or_failed_as_each_queue_says(tmp_path, 
             wait_for(lambda: results <= set(names(cfg.outbox(q))), 30, f"the {q} queue's results")
         wait_for(lambda: {"photo_before.png.reason.txt", "palette_before.gif.reason.txt"} <= set(
             names(cfg.failed("fail"))), 30, "the fail queue's quarantined photos")
+        # A result's line is written after the result is in place: wait for the lines too.
+        said = ["keep: photo_before.png", "recolor: photo_before.png", "fail: photo_before.png failed"]
+        said += [f"{q}: gray_before.jpg" for q in CHOICES]
+        wait_for(lambda: all(w in s.log() for w in said), 30, "the results' log lines")
         log = s.log()
     photo = (tmp_path / "stage" / "keep" / "photo_before.png")   # moved away: compare with a new copy
     original = make_image(tmp_path / "again.png", (96, 64)).read_bytes()
