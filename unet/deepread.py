@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from .imageerror import ImageError, check_size
-from .tiffchain import is_tiff, page_offsets
+from .tiffchain import is_tiff_source, page_offsets
 
 
 def is_deep(im: Image.Image) -> bool:
@@ -194,7 +194,7 @@ def tiff_alone(source, max_pixels: int | None) -> tuple[Image.Image, np.ndarray 
     RGBa TIFF; an extra band not said to be alpha is left out, as Pillow
     leaves it. The orientation tag is honoured as exif_transpose would.
     """
-    if not _is_tiff_file(source):
+    if not is_tiff_source(source):
         return None
     import tifffile   # only for these files
 
@@ -255,7 +255,7 @@ def _normalise_rows(rows: np.ndarray, bits: int, min_is_white: bool, premultipli
 def tiff_alone_header(source) -> tuple[int, int, str, bool] | None:
     """For a TIFF Pillow cannot open that tiff_alone reads: (width, height, its mode as Pillow would
     name it, whether its samples are 16-bit), from the header; None otherwise."""
-    if not _is_tiff_file(source):
+    if not is_tiff_source(source):
         return None
     import tifffile
 
@@ -265,17 +265,6 @@ def tiff_alone_header(source) -> tuple[int, int, str, bool] | None:
             return page.imagewidth, page.imagelength, _alone_mode(page), page.dtype == np.uint16
     except Exception:
         return None
-
-
-def _is_tiff_file(source) -> bool:
-    if hasattr(source, "seek"):
-        source.seek(0)
-        head = source.read(4)
-        source.seek(0)
-    else:
-        with open(source, "rb") as f:
-            head = f.read(4)
-    return is_tiff(head)
 
 
 def _photometric(page) -> int:

@@ -26,7 +26,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .deepread import is_png16, png16, tiff16, tiff_alone
 from .imageerror import ImageError, check_size  # noqa: F401 (ImageError: unet.images is where callers find it)
-from .tiffchain import FromPage, is_tiff, page_offsets
+from .tiffchain import FromPage, is_tiff_source, page_offsets
 
 # HEIC/HEIF (phones scan prints as HEIC) is read through pillow-heif, whose wheels carry libheif;
 # AVIF is Pillow's own (its wheels carry libavif).
@@ -64,7 +64,7 @@ def open_image(path: str | Path, max_pixels: int | None = None, page: int = 0,
     pages: tuple[int, ...] = ()
     if page:   # that page read as the file's first: the chain is not walked again (tiffchain.FromPage)
         path = FromPage(_bytes(path), page, getattr(path, "shown", str(path)))
-    elif _is_tiff(path):
+    elif is_tiff_source(path):
         pages = page_offsets(path, max_pages)   # once, for the whole file: a loop or too many pages fail here
         pages = pages if len(pages) > 1 else ()
     try:
@@ -93,17 +93,6 @@ def open_image(path: str | Path, max_pixels: int | None = None, page: int = 0,
         return p
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
         raise ImageError(f"cannot decode image: {e}") from e
-
-
-def _is_tiff(source) -> bool:
-    if hasattr(source, "seek"):
-        source.seek(0)
-        head = source.read(4)
-        source.seek(0)
-    else:
-        with open(source, "rb") as f:
-            head = f.read(4)
-    return is_tiff(head)
 
 
 def _bytes(source) -> bytes:

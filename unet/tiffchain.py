@@ -25,6 +25,18 @@ def is_tiff(head: bytes) -> bool:
     return head[:4] in TIFF_MAGIC
 
 
+def is_tiff_source(source) -> bool:
+    """Whether a path or a seekable file starts as a TIFF (a file is left at its start)."""
+    if hasattr(source, "seek"):
+        source.seek(0)
+        head = source.read(4)
+        source.seek(0)
+    else:
+        with open(source, "rb") as f:
+            head = f.read(4)
+    return is_tiff(head)
+
+
 def page_offsets(source, max_pages: int | None = None) -> tuple[int, ...]:
     """The offsets of a TIFF's pages' IFDs, in order: the first, and those after it that are not
     reduced-resolution copies (previews: NewSubfileType bit 0) a scanner may add; ImageError where the chain loops back or holds more than
