@@ -33,6 +33,9 @@ REASON_SUFFIX = ".reason.txt"
 _BEFORE = re.compile(r"_before$", re.IGNORECASE)
 _HALF = re.compile(r"^(?P<name>.+)_(?P<half>before|after)$", re.IGNORECASE)
 _HALF_END = re.compile(r"_(before|after)$", re.IGNORECASE)
+# NAME_hints.json or NAME_hints.png beside NAME_before.EXT: its color points (unet/hints.py).
+HINTS_EXTS = (".json", ".png")
+_HINTS = re.compile(r"^(?P<name>.+)_hints$", re.IGNORECASE)
 
 
 def is_image(name: str) -> bool:
@@ -65,6 +68,27 @@ def pair_half(stem: str) -> tuple[str, str] | None:
     """NAME_before -> (NAME, 'before'), NAME_after -> (NAME, 'after'); None for any other stem."""
     m = _HALF.match(stem)
     return (m["name"], m["half"].lower()) if m else None
+
+
+def is_hints(name: str) -> bool:
+    """NAME_hints.json or NAME_hints.png (any case): color points for NAME_before.EXT, not an input."""
+    stem, ext = os.path.splitext(name)
+    return not is_partial(name) and ext.lower() in HINTS_EXTS and _HINTS.match(stem) is not None
+
+
+def hints_stem(name: str) -> str:
+    """NAME_hints.json -> NAME; NAME_before.EXT -> NAME: the stem a picture and its hints share."""
+    stem = os.path.splitext(name)[0]
+    m = _HINTS.match(stem)
+    return m["name"] if m else _BEFORE.sub("", stem)
+
+
+def hints_names(input_name: str) -> list[str]:
+    """The names NAME_before.EXT's hints may have, json first: NAME_hints.json, NAME_hints.png, each
+    with the marker and extension in lower or upper case (NAME itself as it is spelled)."""
+    stem = hints_stem(input_name)
+    return [stem + marker + ext for ext in HINTS_EXTS for marker, ext in
+            (("_hints", ext), ("_HINTS", ext.upper()), ("_hints", ext.upper()), ("_HINTS", ext))]
 
 
 def output_name(input_name: str, fmt: str = "same") -> str:
