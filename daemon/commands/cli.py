@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--color-inputs", choices=("keep", "recolor", "fail"),
                    help="colorize: what becomes of an input that has color already (default: the queue's "
                         "color_inputs in the config)")
+    c.add_argument("--hints", type=Path, metavar="FILE",
+                   help="colorize: color points (a hints JSON or stroke PNG) for the one input given; without it, "
+                        "X_hints.json or X_hints.png beside an input X is taken")
     c.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files or folders of them")
 
     c = cmd("train", "train a queue's model now, in the foreground, with the nightly job's promotion rule")

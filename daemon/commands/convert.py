@@ -10,11 +10,13 @@ from pathlib import Path
 
 from unet import Predictor
 from unet.checkpoint import CheckpointError
+from unet.hints import HintError, load_hints
 
 from ..conversion import autobatch
 from ..conversion.pipeline import Job, JobOutcome, Pipeline, PipelineSettings
 from ..core.config import Config, load_config
-from ..core.names import is_convertible, output_name
+from ..conversion.sidecar import hints_beside, merged_hints
+from ..core.names import is_convertible, is_hints, output_name
 from ..errors import EX_CONFIG, EX_DATAERR, EX_OK, UsageError
 from ..learning.serving import model_dir
 from ..ops.logs import setup_logging
@@ -23,11 +25,11 @@ AUTO_MEASURE_FROM = 32   # inputs; fewer run at batch 1 when max_batch is "auto"
 
 
 def find_inputs(paths: list[Path]) -> list[Path]:
-    """Files as given; folders contribute their image files (not recursively, not hidden ones)."""
+    """Files as given; folders contribute their image files (not recursively, not hidden ones, not hints)."""
     found = []
     for p in paths:
         if p.is_dir():
-            found += sorted(f for f in p.iterdir() if f.is_file() and is_convertible(f.name))
+            found += sorted(f for f in p.iterdir() if f.is_file() and is_convertible(f.name) and not is_hints(f.name))
         elif p.exists():
             found.append(p)
         else:
@@ -44,6 +46,15 @@ def main(args) -> int:
     if not inputs:
         print("reverser convert: no image files found", file=sys.stderr)
         return EX_DATAERR
+    hints = getattr(args, "hints", None)
+    if hints is not None:
+        if len(inputs) != 1:
+            raise UsageError(f"--hints is for one input; {len(inputs)} were given (put X_hints.json beside each)")
+        try:
+            hints = load_hints(hints)
+        except (HintError, OSError) as e:
+            print(f"reverser convert: {args.hints}: {e}", file=sys.stderr)
+            return EX_DATAERR
     # The bar and the per-file lines are the output; the pipeline's own lines only when they matter.
     setup_logging(replace(cfg.logging, level="WARNING", file=None), bars=True)  # lines above the bar
     if cfg.runtime.torch_threads:
@@ -55,14 +66,15 @@ def main(args) -> int:
     except (CheckpointError, ValueError) as e:
         print(f"reverser convert: cannot load the {queue!r} model: {e}", file=sys.stderr)
         return EX_CONFIG
-    failed = convert_files(predictor, inputs, cfg, args.output, queue, args.color_inputs)
+    failed = convert_files(predictor, inputs, cfg, args.output, queue, args.color_inputs, hints)
     return EX_DATAERR if failed else EX_OK
 
 
 def convert_files(predictor: Predictor, inputs: list[Path], cfg: Config, out_dir: Path | None,
-                  queue: str = "convert", color_inputs: str | None = None) -> int:
+                  queue: str = "convert", color_inputs: str | None = None, hints=None) -> int:
     """Convert each input through the service's pipeline; return how many failed. color_inputs: what becomes
-    of a color input in a colorize queue (default: the queue's [queues.<q>] color_inputs)."""
+    of a color input in a colorize queue (default: the queue's [queues.<q>] color_inputs). hints: the color
+    points of a single input (--hints); without them each input takes the X_hints.json or .png beside it."""
     if color_inputs is None:
         color_inputs = cfg.queues[queue].color_inputs if queue in cfg.queues else "recolor"
     from tqdm import tqdm
@@ -88,9 +100,14 @@ def convert_files(predictor: Predictor, inputs: list[Path], cfg: Config, out_dir
     pipeline = Pipeline({queue: predictor}, {queue: max_batch}, PipelineSettings.from_config(cfg))
     try:
         for path in inputs:
+            try:
+                said = hints if hints is not None else merged_hints(hints_beside(path.parent, path.name))
+            except (HintError, OSError) as e:   # the picture is not converted without the points it was given
+                done(Job(queue, path, path.parent, "", done), JobOutcome(False, error=f"bad hints: {e}"))
+                continue
             pipeline.reserve()  # blocks while the pipeline is full: memory stays bounded for any number of inputs
             pipeline.submit(Job(queue, path, out_dir or path.parent, output_name(path.name, cfg.output.format),
-                                done, label=path.name, color_inputs=color_inputs))
+                                done, label=path.name, color_inputs=color_inputs, hints=said))
         pipeline.wait_idle()
     finally:
         pipeline.close(time.monotonic() + 5.0)

@@ -70,3 +70,4 @@ class Job:
     color_inputs: str = "recolor"               # a colorize queue's input that has color already: keep, recolor
                                                 # or fail (QueueConfig.color_inputs); recolor: as any input
     doc: Any = None                             # a multi-page TIFF's document.Document, converted page by page
+    hints: Any = None                           # unet.hints.Hints: color points for a colorize queue's picture

@@ -52,6 +52,7 @@ import torch
 from loguru import logger
 
 from unet import ImageError, Predictor, open_image
+from unet.hints import HintError
 from unet.images import Plain
 from unet.tasks import Prepared
 
@@ -226,10 +227,12 @@ class Pipeline:
             color = "" if doc else color_choice(job, predictor, source)   # a color picture: keep it?
             kept = data if color == "keep" else None
             del data
-            prepared = predictor.prepare(source) if color in ("", "recolor") else None
+            prepared = predictor.prepare(source, None if doc else job.hints) if color in ("", "recolor") else None
         except Exception as e:  # Pillow raises a zoo of errors on hostile files
             caught = e
-            if isinstance(e, ImageError):
+            if isinstance(e, HintError):   # points for a model that does not colorize
+                error, decoding = f"{where}{e}", False
+            elif isinstance(e, ImageError):
                 error, decoding = where + str(e), str(e).startswith("cannot decode")
             else:
                 error, decoding = f"{where}cannot decode image: {type(e).__name__}: {e}", True
@@ -244,6 +247,8 @@ class Pipeline:
         if color == "fail":
             return self._fail(job, *refusal(job))
         note = doc.note if doc else color_note(job, color)
+        if job.hints and prepared is not None and not doc:
+            note = "; ".join(filter(None, [note, f"colored with {job.hints.describe()}"]))
         if source.pages and prepared is not None and not doc:
             if keeps_pages(Path(job.out_name).suffix):
                 job.doc = Document(source.pages, predictor, job.path.parent)
