@@ -8,24 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from daemon.conversion.owners import Owner
 from daemon.conversion.sidecar import claim_hints, hints_beside, merged_hints
 from daemon.conversion.spool import Spool
-from daemon.core.config import parse_config
 from daemon.core.names import hints_names, hints_stem, is_hints, is_input
 from unet.hints import HintError
-
-
-@pytest.fixture
-def cfg(tmp_path):
-    return parse_config({"queues": {"colorize": {"task": "colorize", "model": "m"}}}, base=tmp_path)
-
-
-@pytest.fixture
-def owner(cfg):
-    o = Owner(cfg.state_dir("work"))
-    yield o
-    o.close()
 
 
 def points(*pts) -> bytes:

@@ -19,18 +19,6 @@ from tests.support.processes import PYTHON, ROOT
 from tests.support.service import names
 
 
-@pytest.fixture
-def cfg(tmp_path):
-    return parse_config({"queues": {"colorize": {"task": "colorize", "model": "m"}}}, base=tmp_path)
-
-
-@pytest.fixture
-def owner(cfg):
-    o = Owner(cfg.state_dir("work"))
-    yield o
-    o.close()
-
-
 def drop(cfg, name: str, data: bytes = b"image bytes") -> Path:
     path = cfg.inbox("colorize") / name
     path.parent.mkdir(parents=True, exist_ok=True)
