@@ -51,7 +51,7 @@ from .conversion.watcher import Watcher
 from .core import memory
 from .core.config import Config, ConfigError, load_config
 from .core.fs import sweep_temp
-from .core.names import input_name, is_input, is_pair_file
+from .core.names import input_name, is_inbox_file, is_pair_file
 from .errors import EX_OK
 from .learning.counts import read_counts
 from .learning.intake import PairIntake
@@ -206,7 +206,7 @@ class Service:
             self.web.ctx.memory = self.pipeline.memory   # the dashboard's picture decodes take from it too
         self.feed.recover(recover_own)
         w = cfg.watch
-        self.watcher = Watcher({cfg.inbox(q): partial(self.feed.take, q) for q in cfg.queues}, is_input,
+        self.watcher = Watcher({cfg.inbox(q): partial(self.feed.take, q) for q in cfg.queues}, is_inbox_file,
                                settle=w.settle_seconds, rescan=w.rescan_seconds, observer=w.observer,
                                poll=w.poll_seconds, threads=2, label="inbox",
                                expect="NAME_before.<image ext>", rename=input_name,
@@ -315,7 +315,8 @@ class Service:
             self.metrics.queue_depth(q, waiting[q] + self.pipeline.inflight.get(q, 0))  # metrics:
         self.waiting = waiting
         extra = {q: {"pairs": read_counts(cfg.state_dir("pairs", q))} for q in cfg.queues}
-        add_seen(cfg, (self.watcher, self.pairs_watcher), self.intakes, extra)
+        add_seen(cfg, (self.watcher, self.pairs_watcher), self.intakes, extra,
+                 self.feed.hints_waiting if self.feed else None)
         self.status_file.write(cfg, lambda: self.board.write(cfg.paths.state, waiting, dict(self.pipeline.inflight),
                                                              cfg.status.interval_seconds, extra, writer=self.owner.id))
 

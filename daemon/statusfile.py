@@ -20,9 +20,10 @@ from .core.names import shown
 from .ops.status import LIST_MAX, STATUS_FILE, iso_time, listing
 
 
-def add_seen(cfg: Config, watchers, intakes: dict, extra: dict[str, dict]) -> None:
+def add_seen(cfg: Config, watchers, intakes: dict, extra: dict[str, dict], hints: dict | None = None) -> None:
     """Into extra, per queue: the files left alone in its inbox and train/ folders (what watchers logged),
-    the training halves waiting for their partner, and the training files refused (the intakes')."""
+    the training halves waiting for their partner, and the training files refused (the intakes'); hints:
+    per queue the color points waiting for their picture (the feed's sidecar.Waiting)."""
     ignored: dict[str, list] = {q: [] for q in cfg.queues}
     counts: dict[str, int] = dict.fromkeys(cfg.queues, 0)
     where = {Path(os.path.abspath(cfg.inbox(q))): (q, "inbox") for q in cfg.queues}
@@ -41,6 +42,8 @@ def add_seen(cfg: Config, watchers, intakes: dict, extra: dict[str, dict]) -> No
         files = [{**e, "since": iso_time(e["since"])} for e in sorted(ignored[q], key=lambda e: -e["since"])]
         extra[q]["ignored"] = listing(counts[q], files[:LIST_MAX])
         extra[q]["halves_waiting"] = listing(*intakes[q].waiting(LIST_MAX))
+        if hints and q in hints:
+            extra[q]["hints_waiting"] = listing(*hints[q].listing(LIST_MAX))
         count, files, earlier = intakes[q].refused()
         extra[q]["training_refused"] = {**listing(count, files), "earlier": earlier}
 

@@ -28,9 +28,13 @@ from typing import Callable
 from loguru import logger
 
 from ..core.config import Config
-from ..core.names import is_input, is_partial, output_name
+from ..core.fs import passing
+from ..core.names import hints_stem, is_hints, is_input, is_partial, output_name
 from .leftovers import Leftovers
+from unet.hints import HintError
+
 from .pipeline import Job, JobOutcome, Pipeline
+from .sidecar import Waiting, claim_hints, kept_picture, merged_hints, picture_waits
 from .spool import Claimed, Lost, Spool
 from .watcher import Arrival
 from .workers import later
@@ -51,6 +55,8 @@ class InboxFeed:
                  on_result: Callable[[str, bool, float | None], None]):
         self.cfg, self.spools, self.pipeline, self.on_result = cfg, spools, pipeline, on_result
         self.leftovers = Leftovers()   # finished inputs that done/ or failed/ could not take yet
+        # Hints files that match no picture, per queue (conversion/sidecar.py): refused after the pairs' timeout.
+        self.hints_waiting = {q: Waiting(cfg.retrain.pair_timeout_minutes * 60) for q in spools}
         # Told when an unfinished file goes back to the inbox (path, seconds): the watcher's hold().
         self.on_put_back: Callable[[Path, float], None] | None = None
         # Told where each finished input went: (queue, the name it was dropped under, the result or None,
@@ -95,8 +101,11 @@ class InboxFeed:
             self.on_result(spool.queue, True, None)   # its run died before counting it; how long it took is lost
 
     def take(self, q: str, arrival: Arrival) -> None:
-        """Watcher handler: claim a complete inbox file and start it through the pipeline."""
+        """Watcher handler: claim a complete inbox file and start it through the pipeline (a hints file
+        alone: re-color its picture, or wait for it)."""
         pipeline, spool = self.pipeline, self.spools[q]
+        if is_hints(arrival.path.name):
+            return self._hints_alone(spool, arrival)
         if not pipeline.reserve():
             return  # closing: the file stays in the inbox
         try:
@@ -111,6 +120,47 @@ class InboxFeed:
                            arrival.path, e.strerror or e)
             return
         self._start(spool, item, arrival.at)
+
+    def _hints_alone(self, spool: Spool, arrival: Arrival) -> None:
+        """A complete hints file with no picture claimed beside it: where done/ keeps its picture, claim that
+        back with it and convert it again; where its picture is still in the inbox, leave it for that claim;
+        else it waits (offered again at each scan) until the timeout refuses it."""
+        path, stem, waiting = arrival.path, hints_stem(arrival.path.name), self.hints_waiting[spool.queue]
+        if picture_waits(spool.inbox, stem):
+            return
+        kept = kept_picture(spool.done_dir, stem)
+        if kept is None:
+            waited = waiting.wait(path)
+            if waited > waiting.timeout_s:
+                waiting.gone(path)
+                self._refuse_hints(spool, path, waited)
+            return
+        waiting.gone(path)
+        if not self.pipeline.reserve():
+            return   # closing: the hints wait in the inbox, the picture in done/
+        try:
+            item = claim_hints(spool, spool.claim(kept[0], kept[1]))
+        except (Lost, OSError) as e:
+            self.pipeline.unreserve()
+            if not isinstance(e, Lost):
+                logger.warning("{}: cannot take {} back from {} to re-color it ({}); trying again at the next "
+                               "scan", spool.queue, kept[1], spool.done_dir, e)
+            return
+        logger.bind(queue=spool.queue, file=item.name).info(
+            "{}: {} came for {}, which {} keeps: coloring it again (the earlier result stays)",
+            spool.queue, path.name, item.name, spool.done_dir)
+        self._start(spool, item, arrival.at)
+
+    def _refuse_hints(self, spool: Spool, path: Path, waited: float) -> None:
+        try:
+            item = spool.claim(path)
+        except (Lost, OSError):
+            return
+        minutes = self.cfg.retrain.pair_timeout_minutes
+        self._quarantine(spool, item, f"{path.name} waited {waited / 60:.0f} minutes for its picture "
+                         f"{hints_stem(path.name)}_before.* and none came, and done/ keeps none of that name "
+                         f"(pair_timeout_minutes = {minutes:g})",
+                         f"drop the picture and its hints into {spool.inbox} together")
 
     def _claim(self, spool: Spool, path: Path) -> Claimed:
         lim = self.cfg.limits
@@ -134,6 +184,17 @@ class InboxFeed:
             pipeline.unreserve()
             logger.warning("{}: {} vanished from work/ ({})", spool.queue, item.name, e)
             return
+        try:   # its color points, claimed with it (or, recovered without them, from the inbox now)
+            item = claim_hints(spool, item) if not item.companions else item
+            hints = merged_hints(spool.companion_paths(item))
+        except (HintError, OSError) as e:
+            pipeline.unreserve()
+            if passing(e):   # short of file handles: the pair waits, as a picture alone would
+                self._put_back(spool, item, str(e), True)
+                return
+            self._quarantine(spool, item, f"bad hints: {e}", "fix the hints file (docs: Telling it the colors) "
+                             "and drop the picture with it again")
+            return
         if not stat.S_ISREG(st.st_mode):
             pipeline.unreserve()
             if stat.S_ISLNK(st.st_mode):
@@ -147,7 +208,8 @@ class InboxFeed:
                   output_name(item.name, self.cfg.output.format),
                   partial(self._finished, spool, item, (st.st_dev, st.st_ino)),
                   complete_at, label=item.name, size=st.st_size, receipt=spool.receipt(item),
-                  claimed=(st.st_size, st.st_mtime_ns), color_inputs=self.cfg.queues[spool.queue].color_inputs)
+                  claimed=(st.st_size, st.st_mtime_ns), color_inputs=self.cfg.queues[spool.queue].color_inputs,
+                  hints=hints)
         if not pipeline.submit(job):
             logger.debug("{}: {} stays in work/ (stopping)", spool.queue, item.name)
 

@@ -139,3 +139,8 @@ def reason_name(name: str) -> str:
     """NAME.reason.txt, the name cut short when the whole would not fit (the note names the file in full)."""
     return fitted(name, REASON_SUFFIX)
 
+
+
+def is_inbox_file(name: str) -> bool:
+    """What the inbox watcher hands on: a picture, or a picture's hints (which may come alone: a re-color)."""
+    return is_input(name) or is_hints(name)

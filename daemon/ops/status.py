@@ -187,6 +187,10 @@ def _seen(q: str, c: dict) -> list[str]:
          lambda e: f"train/{e['name']} waits for {e['waits_for']} since {_clock(e['since'])} "
                    f"({_minutes(e['waited_seconds'])}; refused in {_minutes(e['refused_in_seconds'])} "
                    f"if none comes)"),
+        ("hints_waiting", "color points waiting for their picture",
+         lambda e: f"{e['name']} waits for {e['waits_for']} since {_clock(e['since'])} "
+                   f"({_minutes(e['waited_seconds'])}; refused in {_minutes(e['refused_in_seconds'])} "
+                   f"if none comes)"),
         ("training_refused", "training files refused (they are in failed/ with a reason note)",
          lambda e: f"{e['name']} ({_clock(e['when'])}): {e['reason']}"),
     )
