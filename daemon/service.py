@@ -204,6 +204,7 @@ class Service:
         self.feed.on_recovered = self.web.ctx.index.settle if self.web.ctx else None  # web: and those a kill hid
         if self.web.ctx:
             self.web.ctx.memory = self.pipeline.memory   # the dashboard's picture decodes take from it too
+            self.web.ctx.predictor = self.pipeline.predictor   # the live view of color points runs the same model
         self.feed.recover(recover_own)
         w = cfg.watch
         self.watcher = Watcher({cfg.inbox(q): partial(self.feed.take, q) for q in cfg.queues}, is_inbox_file,

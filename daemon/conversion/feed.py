@@ -124,9 +124,14 @@ class InboxFeed:
     def _hints_alone(self, spool: Spool, arrival: Arrival) -> None:
         """A complete hints file with no picture claimed beside it: where done/ keeps its picture, claim that
         back with it and convert it again; where its picture is still in the inbox, leave it for that claim;
-        else it waits (offered again at each scan) until the timeout refuses it."""
+        else it waits (offered again at each scan) until the timeout refuses it. Hints younger than the
+        settle time wait too: their picture may be on its way (the web places the hints first)."""
         path, stem, waiting = arrival.path, hints_stem(arrival.path.name), self.hints_waiting[spool.queue]
-        if picture_waits(spool.inbox, stem):
+        try:
+            young = time.time() - os.stat(path).st_ctime < self.cfg.watch.settle_seconds
+        except OSError:
+            return   # gone: its picture took it
+        if young or picture_waits(spool.inbox, stem):
             return
         kept = kept_picture(spool.done_dir, stem)
         if kept is None:

@@ -1,12 +1,16 @@
 """The HTTP API: JSON routes under /api/ (README, "Web dashboard and HTTP API", has a curl line for each).
 
     GET  /api/status                                   status.json, as `reverser status --json` prints it
-    POST /api/queues/{queue}/files                     multipart field "file" -> 202 {"id", "url"}
+    POST /api/queues/{queue}/files                     multipart field "file" (and optional "hints", the
+                                                       color points' JSON) -> 202 {"id", "url"}
     GET  /api/files/{id}                               {"state": waiting|working|done|failed|unknown,
                                                         "result"|"reason"} (unknown: finished before a crash,
                                                         not found again after it; the reason says what was)
     GET  /api/files/{id}/result                        the result's bytes
     POST /api/files/{id}/retry, /api/files/{id}/delete a failed input back into the inbox, or removed
+    POST /api/files/{id}/hints                         {"points": [...]}: a done file colored again, full
+                                                       size, as a new file -> 202 {"id", "url"} (recolor.py)
+    POST /api/files/{id}/preview                       {"points": [...]}: its working-size PNG with them
     GET  /api/results?page=N                           the results, 24 a page, newest first, and how many
     GET  /api/failed?offset=N&limit=M                  failed inputs, newest first (limit 100, at most 500),
                                                        and how many in all ("total")
@@ -33,10 +37,12 @@ from starlette.routing import Route
 
 from . import actions
 from .files import ID
+from .hints import checked
 from .listing import PAGE, page_size
 from .ondisk import Opened, Refused
 
 UPLOAD_SLACK = 1 << 16     # multipart headers and boundaries around the file's bytes
+HINTS_MAX = 1 << 20        # a hints body: some 20 000 points
 
 
 class TooLarge(Exception):
@@ -53,6 +59,19 @@ def file_id(request: Request) -> str:
     if not ID.match(rid):
         raise Refused(404, "no such file")
     return rid
+
+
+async def body(request: Request, limit: int) -> bytes:
+    """A request's body, refused (413) past limit bytes, whether it says its length or not."""
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > limit):
+        raise Refused(413 if length.isdigit() else 400, f"a body of at most {limit} bytes is expected")
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > limit:
+            raise Refused(413, f"a body of at most {limit} bytes is expected")
+    return bytes(data)
 
 
 def number(request: Request, key: str, default: int) -> int:
@@ -126,7 +145,11 @@ def routes(ctx) -> list[Route]:
             upload = form.get("file")
             if not isinstance(upload, UploadFile):
                 raise Refused(400, "expected a multipart/form-data body with a field 'file' (curl -F file=@NAME)")
-            rec = await run_in_threadpool(ctx.index.upload, queue, upload.filename or "", upload.file)
+            said = form.get("hints")   # optional color points: a text field, or a file part
+            if isinstance(said, UploadFile):
+                said = await said.read(HINTS_MAX + 1)
+            points = checked(said.encode() if isinstance(said, str) else said) if said else None
+            rec = await run_in_threadpool(ctx.index.upload, queue, upload.filename or "", upload.file, points)
         finally:
             await form.close()
         return JSONResponse({"id": rec["id"], "url": f"/api/files/{rec['id']}", "queue": queue,
@@ -147,6 +170,17 @@ def routes(ctx) -> list[Route]:
     async def retry(request):
         rec = await run_in_threadpool(ctx.index.retry, file_id(request))
         return JSONResponse({"id": rec["id"], "url": f"/api/files/{rec['id']}", "name": rec["name"]}, 202)
+
+    async def hints(request):
+        points = checked(await body(request, HINTS_MAX))
+        rec = await run_in_threadpool(ctx.index.recolor, file_id(request), points)
+        return JSONResponse({"id": rec["id"], "url": f"/api/files/{rec['id']}", "name": rec["name"]}, 202)
+
+    async def preview(request):
+        png, took = await run_in_threadpool(ctx.previews.render, ctx, file_id(request),
+                                            await body(request, HINTS_MAX))
+        timing = ", ".join(f"{k};dur={v:.1f}" for k, v in took.items())
+        return Response(png, media_type="image/png", headers={"Server-Timing": timing, "Cache-Control": "no-store"})
 
     async def delete(request):
         await run_in_threadpool(ctx.index.delete, file_id(request))
@@ -204,6 +238,8 @@ def routes(ctx) -> list[Route]:
         ("/api/files/{id}", delete, "DELETE"),
         ("/api/files/{id}/result", result, "GET"),
         ("/api/files/{id}/retry", retry, "POST"),
+        ("/api/files/{id}/hints", hints, "POST"),
+        ("/api/files/{id}/preview", preview, "POST"),
         ("/api/files/{id}/delete", delete, "POST"),
         ("/api/results", results, "GET"),
         ("/api/failed", failed, "GET"),

@@ -243,9 +243,14 @@ class FileIndex:
 
     # -- uploads, retry, delete (moves.py) --
 
-    def upload(self, queue: str, filename: str, source: BinaryIO) -> dict:
-        """Write source into the queue's inbox under a free input name; the watcher takes it from there."""
-        return moves.upload(self, queue, filename, source)
+    def upload(self, queue: str, filename: str, source: BinaryIO, hints: bytes | None = None) -> dict:
+        """Write source into the queue's inbox under a free input name (hints: its color points, placed
+        beside it first); the watcher takes it from there."""
+        return moves.upload(self, queue, filename, source, hints)
+
+    def recolor(self, rid: str, hints: bytes) -> dict:
+        """Color a done file again with hints, as a new file with its own id (moves.recolor)."""
+        return moves.recolor(self, rid, hints)
 
     def retry(self, rid: str) -> dict:
         """Put a failed input back into its inbox; one at a time per id (409 for the others)."""

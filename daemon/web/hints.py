@@ -3,7 +3,8 @@
 The inbox contract: a picture's ``NAME_hints.json`` is placed (temp file, then
 rename) under the picture's final inbox name stem BEFORE the picture
 ``NAME_before.EXT`` is placed, so the service that claims the picture finds its
-hints beside it. The routes (preview, re-color) are not built yet.
+hints beside it (moves.py). The routes that read points are in api.py and
+recolor.py.
 """
 
 from __future__ import annotations
@@ -14,10 +15,8 @@ from pathlib import Path
 from unet.hints import HintError, parse_hints
 
 from ..core.fs import temp_name
+from ..core.names import hints_stem
 from .ondisk import Refused
-
-SUFFIX = "_before"
-
 
 def checked(body: bytes) -> bytes:
     """A hints body as canonical JSON bytes, or Refused(400) with the HintError's reason."""
@@ -32,14 +31,12 @@ def checked(body: bytes) -> bytes:
 
 def sidecar_name(picture_name: str) -> str:
     """NAME_before.EXT -> NAME_hints.json (the stem the picture will have in the inbox)."""
-    stem = Path(picture_name).stem
-    if stem.endswith(SUFFIX):
-        stem = stem[: -len(SUFFIX)]
-    return f"{stem}_hints.json"
+    return f"{hints_stem(picture_name)}_hints.json"
 
 
 def place_sidecar(inbox: Path, picture_name: str, body: bytes) -> Path:
-    """Write body as the picture's sidecar in inbox atomically (temp file, fsync, rename); returns it."""
+    """Write body as the picture's sidecar in inbox whole (temp file, fsync, then its name), never over a
+    file of that name (FileExistsError); returns it."""
     tmp = inbox / temp_name("web-hints")
     final = inbox / sidecar_name(picture_name)
     try:
@@ -47,7 +44,12 @@ def place_sidecar(inbox: Path, picture_name: str, body: bytes) -> Path:
             out.write(body)
             out.flush()
             os.fsync(out.fileno())
-        os.replace(tmp, final)
+        try:
+            os.link(tmp, final)
+        except OSError as e:
+            if isinstance(e, FileExistsError) or os.path.lexists(final):
+                raise FileExistsError(final) from None
+            os.rename(tmp, final)   # no hard links here
     finally:
         tmp.unlink(missing_ok=True)
     return final

@@ -6,6 +6,12 @@
     retry   failed/<q>/NAME --rename--> failed/<q>/.reverser-retry-<id> --link--> inbox/<q>/NAME_before.EXT,
             then the staged name and the reason note removed
     delete  failed/<q>/NAME and its reason note removed, then the record
+    recolor done/<q>/NAME --copy--> inbox/<q>/.reverser-web-HEX.tmp, then entered as an upload with hints
+
+An upload with color points places NAME_hints.json (hints.place_sidecar) under
+the name it chose before it links the picture, so the claim that takes the
+picture finds its hints beside it; a name whose hints file is taken (a
+person's own, waiting) is not chosen.
 
 A retry or delete holds its id while it moves the file (FileIndex._busy, with
 the index's lock), so of eight sent at once one does it and the others are
@@ -27,20 +33,25 @@ from loguru import logger
 
 from ..conversion.spool import FALLBACK_WORK
 from ..core.fs import TEMP_PREFIX, copy_entry, temp_name
-from ..core.names import is_input, reason_name
+from ..core.names import hints_names, is_input, reason_name
+from .hints import place_sidecar
 from .ondisk import Refused, ident, inbox_names, upload_name
 from .unreported import identity
 
 RETRY_PREFIX = TEMP_PREFIX + "retry-"     # + the id: a failed input a retry is moving (failed/ stays its home)
 
 
-def upload(index: "FileIndex", queue: str, filename: str, source: BinaryIO) -> dict:
+def upload(index: "FileIndex", queue: str, filename: str, source: BinaryIO, hints: bytes | None = None,
+           **more) -> dict:
     """Write source into the queue's inbox under a temporary name, then link it to a free input name; the
-    watcher takes it from there as any dropped file. Refused: 404 unknown queue, 413 over max_file_mb,
-    415 not an image name."""
+    watcher takes it from there as any dropped file. hints: its color points (hints.checked JSON), placed
+    first. Refused: 404 unknown queue, 413 over max_file_mb, 415 not an image name, 400 points for a queue
+    that does not colorize."""
     cfg = index.cfg
     if queue not in cfg.queues:
         raise Refused(404, f"no queue {queue!r}; queues: {', '.join(cfg.queues)}")
+    if hints is not None and cfg.queues[queue].task != "colorize":
+        raise Refused(400, f"bad hints: queue {queue!r} does not colorize; color points are for colorize queues")
     name = upload_name(filename)
     inbox = cfg.inbox(queue)
     inbox.mkdir(parents=True, exist_ok=True)
@@ -57,9 +68,27 @@ def upload(index: "FileIndex", queue: str, filename: str, source: BinaryIO) -> d
                 out.write(chunk)
             out.flush()
             os.fsync(out.fileno())
-        return _enter(index, queue, name, tmp, None)
+        return _enter(index, queue, name, tmp, None, hints, **more)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def recolor(index: "FileIndex", rid: str, hints: bytes) -> dict:
+    """A done file colored again with hints: a copy of its kept input entered as a new upload (its own id;
+    the earlier file and result stay). Refused: 404 unknown, 409 not done or its input not kept."""
+    rec = index.records.get(rid)
+    if rec is None or rec["queue"] not in index.cfg.queues:
+        raise Refused(404, "no such file")
+    opened = index.before(rid)
+    if opened is None:
+        why = "is not done" if rec["state"] != "done" else \
+            "has no input kept in done/ ([output] keep_inputs, done_keep_days) to color again"
+        raise Refused(409, f"{rec['name']} {why}")
+    with os.fdopen(opened.fd, "rb") as source:
+        new = upload(index, rec["queue"], rec["name"], source, hints, recolor_of=rid)
+    logger.info("{}: {} entered as {} to be colored again with color points (from the web)", rec["queue"],
+                rec["name"], new["name"])
+    return new
 
 
 def in_work(index: "FileIndex", queue: str) -> set[str]:
@@ -83,26 +112,37 @@ def in_work(index: "FileIndex", queue: str) -> set[str]:
     return names
 
 
-def _enter(index: "FileIndex", queue: str, name: str, staged: Path, rec: dict | None) -> dict:
+def _enter(index: "FileIndex", queue: str, name: str, staged: Path, rec: dict | None, hints: bytes | None = None,
+           **more) -> dict:
     """Link staged into the inbox under the first free input name (free of uploads not yet placed and of the
-    files in work/); the record is written first, so the service cannot finish the file before its id is known."""
+    files in work/; with hints, of hints files too), its hints placed first; the record is written first, so
+    the service cannot finish the file before its id is known."""
     inbox = index.cfg.inbox(queue)
     with index._lock:
         claimed = in_work(index, queue)
         for candidate in inbox_names(name):
             if (queue, candidate) in index._pending or candidate in claimed or os.path.lexists(inbox / candidate):
                 continue
+            if hints is not None and any(os.path.lexists(inbox / h) for h in hints_names(candidate)):
+                continue
             if rec is None:
-                new = index._new(queue, candidate, "waiting", upload=True)
+                new = index._new(queue, candidate, "waiting", upload=True, **more)
             else:
                 index._forget(rec["id"], rec)
                 new = {**rec, "name": candidate, "state": "waiting", "result": None, "kept": None,
                        "reason": "", "at": time.time(), "result_id": None, "kept_id": None, "note_id": None}
                 index._remember(new["id"], new)
             try:
+                sidecar = place_sidecar(inbox, candidate, hints) if hints is not None else None
+            except FileExistsError:   # a person's hints file dropped under that name just now
+                index._forget(new["id"], new)
+                continue
+            try:
                 os.link(staged, inbox / candidate)
             except FileExistsError:
                 index._forget(new["id"], new)
+                if sidecar is not None:
+                    sidecar.unlink(missing_ok=True)
                 continue
             new.update(identity(staged))   # to know it again in failed/ or done/ (settle), and its report
             index._save(new, sync=True)

@@ -20,7 +20,7 @@ import asyncio
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import uvicorn
@@ -35,6 +35,7 @@ from . import api, limits, pages
 from .actions import TrainNow
 from .files import FileIndex
 from .limits import route_uvicorn_logs
+from .recolor import Previews
 from .security import Guard, Misses, Sessions
 
 HERE = Path(__file__).parent
@@ -59,6 +60,8 @@ class WebContext:
     metrics_app: object | None = None    # prometheus_client's ASGI app over the service's registry
     train: TrainNow | None = None
     memory: object | None = None         # the pipeline's conversion.budget.MemoryBudget: pictures' decodes take from it
+    predictor: object | None = None      # queue -> its serving unet Predictor (the pipeline's): the live view's model
+    previews: Previews = field(default_factory=Previews)   # the live views' propagations (recolor.py)
 
 
 def create_app(ctx: WebContext) -> Starlette:
