@@ -124,8 +124,9 @@ def routes(ctx, sessions, misses) -> tuple[list[Route], callable]:
         rec = ctx.index.records.get(rid) if ID.match(rid) else None
         if rec is None or rec["state"] != "done":
             return page(request, "missing.html", 404)
+        q = ctx.cfg.queues.get(rec["queue"])
         return page(request, "compare.html", rec=rec, has_before=bool(rec.get("kept")) and
-                    ctx.cfg.output.keep_inputs)
+                    ctx.cfg.output.keep_inputs, points=q is not None and q.task == "colorize")
 
     async def failed(request):
         n, per = _page_no(request), page_size(ctx.index, FAILED_PER_PAGE)

@@ -53,7 +53,7 @@ MISS_MEMORY_SECONDS = 3600   # an address with no miss for this long starts afre
 MAX_ADDRESSES = 10_000       # addresses remembered at most (the oldest miss goes first)
 HEADERS = {
     "X-Content-Type-Options": "nosniff",
-    "Content-Security-Policy": "default-src 'self'; img-src 'self'; script-src 'self'; style-src 'self'; "
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob:; script-src 'self'; style-src 'self'; "
                                "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "same-origin",

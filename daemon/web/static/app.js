@@ -55,6 +55,8 @@ function uploads(form) {
     const [name, qc, state, result] = [0, 1, 2, 3].map((i) => row.insertCell(i));
     name.textContent = file.name; qc.textContent = q; state.textContent = "sending";
     const data = new FormData(); data.append("file", file);
+    const hints = form.querySelector("#hints")?.value.trim();
+    if (hints) data.append("hints", hints);
     const r = await fetch("/api/queues/" + encodeURIComponent(q) + "/files",
                           {method: "POST", body: data, credentials: "same-origin", headers: {"X-CSRF-Token": csrf()}});
     const got = await r.json().catch(() => ({}));
