@@ -157,6 +157,7 @@ def test_a_failed_file_is_shown_with_its_reason_and_retried(web, browser):
     # A person puts a good copy in its place, then presses Retry: it goes through the inbox again.
     shutil.copy(make_image(web.root / "src" / "fixed.jpg", (64, 48), "L"), web.folder("failed") / "torn_scan_before.jpg")
     row.find_element(By.XPATH, ".//button[text()='Retry']").click()
+    until(b, "document.querySelector('.flash') !== null", "the retry's answer")
     assert "torn_scan_before.jpg is back in the colorize inbox" in b.find_element(By.CSS_SELECTOR, ".flash").text
     wait_for(lambda: (web.folder("outbox") / "torn_scan_after.jpg").exists(), 60, "the retried file's result",
              log=web.service.log)
@@ -178,6 +179,7 @@ def test_models_and_training_pages_show_the_registry(web, browser):
     assert not b.find_elements(By.XPATH, "//button[starts-with(text(), 'Roll back')]")
     shot(b, "models")
     b.get(web.url + "/training")
+    until(b, "document.querySelector('main') !== null", "the training page")   # a busy machine parses slowly
     assert "pairs filed" in b.page_source and "Train now" in b.page_source
     assert f"drop NAME_before.jpg and NAME_after.jpg into {web.folder('inbox')}/train/, or color photos" in \
         b.find_element(By.TAG_NAME, "main").text   # no pairs yet: where they go
