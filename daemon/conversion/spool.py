@@ -56,11 +56,10 @@ from ..core.config import Config
 from ..core.fs import RECEIPT_PREFIX, TEMP_PREFIX, move_into, other_link, placed_copy
 from ..core.names import NAME_MAX, is_hints, output_name
 from ..core.quarantine import quarantine
+from . import companions
 from .owners import Owner
 
 FALLBACK_WORK = ".reverser-work"  # used when the inbox and <state> are on different filesystems
-# Where a picture's companions go, said in their names before the picture leaves work/ (see above).
-FATES = {"done": ".done@", "failed": ".failed@", "back": ".back@"}
 
 
 class Lost(Exception):
@@ -137,25 +136,16 @@ class Spool:
     def take_companions(self, item: Claimed, paths: list[Path]) -> Claimed:
         """Claim paths (the picture's hints files in the inbox) beside item under its ticket, one rename
         each; a file gone meanwhile is skipped. item with them among its companions."""
-        taken = list(item.companions)
-        for path in paths:
-            if path.name in taken:
-                continue
-            try:
-                os.rename(path, _companion(item, path.name))
-            except FileNotFoundError:
-                continue
-            taken.append(path.name)
-        return Claimed(item.queue, item.path, item.name, tuple(taken))
+        return Claimed(item.queue, item.path, item.name, companions.take(item, paths))
 
     def companion_paths(self, item: Claimed) -> list[Path]:
         """Where item's companions are in work/ now (marked or not); those gone are left out."""
-        return [p for p in (_companion_now(item, n) for n in item.companions) if p is not None]
+        return [p for p in (companions.now(item, n) for n in item.companions) if p is not None]
 
     def done(self, item: Claimed) -> Path | None:
         """The input succeeded: keep it in done/ (never replacing an older one) or delete it; its
         companions go the same way after it."""
-        self._mark(item, "done")
+        companions.mark(item, "done")
         if not self.keep_inputs:
             item.path.unlink(missing_ok=True)
             final = None
@@ -166,58 +156,20 @@ class Spool:
                 pass   # not ours to stamp: it keeps its own time
             final = move_into(item.path, self.done_dir, item.name, writer=self.owner.id)
         for name in item.companions:
-            self._companion_done(_companion_now(item, name), name)
+            companions.to_done(self, companions.now(item, name), name)
         _left(item)
         return final
 
     def quarantine(self, item: Claimed, problem: str, hint: str = "") -> Path:
         """Move a failed input to outbox/<q>/failed/ with NAME.reason.txt beside it; return its new path.
         Its companions follow it there, each with a note that names it."""
-        self._mark(item, "failed")
+        companions.mark(item, "failed")
         final = quarantine(item.path, self.failed_dir, item.name, problem, hint, queue=self.queue,
                            inbox=self.inbox, writer=self.owner.id)
         for name in item.companions:
-            self._companion_failed(_companion_now(item, name), name, f"its picture {item.name} failed: {problem}")
+            companions.to_failed(self, companions.now(item, name), name, f"its picture {item.name} failed: {problem}")
         _left(item)
         return final
-
-    def _mark(self, item: Claimed, fate: str) -> None:
-        """Say in item's companions' names where the picture goes, before it goes (see the module docstring)."""
-        for name in item.companions:
-            now = _companion_now(item, name)
-            if now is not None:
-                os.rename(now, _companion(item, name, FATES[fate]))
-
-    def _companion_done(self, path: Path | None, name: str) -> None:
-        if path is None:
-            return
-        if self.keep_inputs:
-            move_into(path, self.done_dir, name, writer=self.owner.id)
-        else:
-            path.unlink(missing_ok=True)
-
-    def _companion_failed(self, path: Path | None, name: str, problem: str) -> None:
-        if path is not None:
-            quarantine(path, self.failed_dir, name, problem, "drop the picture and its points again",
-                       queue=self.queue, inbox=self.inbox, writer=self.owner.id)
-
-    def _companion_back(self, path: Path | None, name: str) -> None:
-        """A companion back to the inbox beside its picture; where a new file of its name waits there, the
-        old one goes to failed/ with its reason."""
-        if path is None:
-            return
-        try:
-            os.link(path, self.inbox / name)
-            os.unlink(path)
-        except FileExistsError:
-            self._companion_failed(path, name, "a newer file of its name was dropped while it was claimed")
-        except OSError as e:
-            if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
-                raise
-            if os.path.lexists(self.inbox / name):
-                self._companion_failed(path, name, "a newer file of its name was dropped while it was claimed")
-            else:
-                os.rename(path, self.inbox / name)
 
     def put_back(self, item: Claimed) -> Path:
         """Return an unfinished file to the inbox under its name, for its writer to finish; never replaces a
@@ -225,7 +177,7 @@ class Spool:
         home = self.inbox / item.name
         try:
             os.link(item.path, home)
-            self._mark(item, "back")
+            companions.mark(item, "back")
             os.unlink(item.path)
         except FileExistsError:
             raise
@@ -234,10 +186,10 @@ class Spool:
                 raise
             if os.path.lexists(home):  # no hard links here: check, then rename
                 raise FileExistsError(home) from None
-            self._mark(item, "back")
+            companions.mark(item, "back")
             os.rename(item.path, home)
         for name in item.companions:
-            self._companion_back(_companion_now(item, name), name)
+            companions.to_inbox(self, companions.now(item, name), name)
         _left(item)
         return home
 
@@ -263,7 +215,7 @@ class Spool:
         found = []
         unowned, orphans = self._unowned(include_own)
         for path, name, fate in orphans:
-            self._settle_companion(path, name, fate)
+            companions.settle(self, path, name, fate)
         for old in unowned:
             work = old.path.parent.parent if old.path.parent.name.endswith("@") else old.path.parent
             try:
@@ -274,7 +226,7 @@ class Spool:
                 logger.error("{}: cannot take {} back from work/ ({}); it stays there until the next start",
                              self.queue, old.path, e)
                 continue
-            item = self._carry_companions(old, item)
+            item = Claimed(item.queue, item.path, item.name, companions.carry(self, old, item))
             _left(old)
             ours = old.ticket.rpartition("-")[0] == self.owner.id   # a reload's: told when it finished
             if not self._settled(item, self.receipt(old), None if ours else settled):
@@ -283,23 +235,6 @@ class Spool:
         for item in found:
             self._undo_quarantine(item)
         return found
-
-    def _carry_companions(self, old: Claimed, item: Claimed) -> Claimed:
-        """old's companions under item's ticket (their marks dropped: the picture is still here, so it
-        has not gone where they said)."""
-        taken = []
-        for name in old.companions:
-            now = _companion_now(old, name)
-            if now is None:
-                continue
-            try:
-                os.rename(now, _companion(item, name))
-            except OSError as e:
-                logger.error("{}: cannot take {} back from work/ ({}); it stays there until the next start",
-                             self.queue, now, e)
-                continue
-            taken.append(name)
-        return Claimed(item.queue, item.path, item.name, tuple(taken))
 
     def _undo_quarantine(self, item: Claimed) -> None:
         """A quarantine cut short after linking item into failed/ (before its reason was written):
@@ -372,7 +307,7 @@ class Spool:
     def _unowned(self, include_own: bool) -> tuple[list[Claimed], list[tuple[Path, str, str]]]:
         """The claims in work/ whose claimant is gone, oldest first, each with its companions; and the
         companions whose picture has left work/ already, as (path, name, fate: done, failed, back or '')."""
-        pictures, companions = {}, {}
+        pictures, beside = {}, {}
         for folder in self.work_dirs:
             try:
                 entries = list(os.scandir(folder))
@@ -397,57 +332,15 @@ class Spool:
                         Path(e.path).rmdir()  # killed between making the folder and the rename into it
                         continue
                 for path, name in inside:
-                    fate, bare = _fate(name)
+                    fate, bare = companions.fate(name)
                     if fate or is_hints(bare):
-                        companions.setdefault(key, []).append((path, bare, fate))
+                        beside.setdefault(key, []).append((path, bare, fate))
                     else:
                         pictures[key] = (path.lstat().st_mtime_ns, Claimed(self.queue, path, name))
-        found = [Claimed(c.queue, c.path, c.name, tuple(n for _, n, _ in companions.pop(key, [])))
+        found = [Claimed(c.queue, c.path, c.name, tuple(n for _, n, _ in beside.pop(key, [])))
                  for key, (_, c) in sorted(pictures.items(), key=lambda kv: kv[1][0])]
-        return found, [o for left in companions.values() for o in left]
+        return found, [o for left in beside.values() for o in left]
 
-    def _settle_companion(self, path: Path, name: str, fate: str) -> None:
-        """A companion whose picture left work/ before it (a crash between the two): where its mark says."""
-        try:
-            if fate == "done":
-                self._companion_done(path, name)
-            elif fate == "failed":
-                self._companion_failed(path, name, "its picture failed (its reason is beside it)")
-            else:
-                self._companion_back(path, name)
-        except OSError as e:
-            logger.error("{}: cannot move {} out of work/ ({}); it stays there until the next start",
-                         self.queue, path, e)
-            return
-        if path.parent.name.endswith("@"):
-            try:
-                path.parent.rmdir()
-            except OSError:
-                pass
-
-
-def _companion(item: Claimed, name: str, mark: str = "") -> Path:
-    """Where item's companion name is claimed: beside it, under its ticket (inside its folder for a long name)."""
-    if item.path.parent.name.endswith("@"):
-        return item.path.parent / f"{mark}{name}"
-    return item.path.parent / f"{item.ticket}@{mark}{name}"
-
-
-def _companion_now(item: Claimed, name: str) -> Path | None:
-    """item's companion name where it is now, marked or not; None when it is gone."""
-    for mark in ("", *FATES.values()):
-        path = _companion(item, name, mark)
-        if os.path.lexists(path):
-            return path
-    return None
-
-
-def _fate(name: str) -> tuple[str, str]:
-    """A name in work/ (after its ticket) -> (the fate its mark says, or '', the name without the mark)."""
-    for fate, mark in FATES.items():
-        if name.startswith(mark):
-            return fate, name[len(mark):]
-    return "", name
 
 
 def _left(item: Claimed) -> None:
