@@ -21,7 +21,7 @@ from typing import Callable, Collection
 
 from loguru import logger
 
-from ..core.names import hints_stem, is_hints, why_left_alone
+from ..core.names import why_left_alone
 
 NOTED_MAX = 10_000   # names kept as already logged 'left alone' (a bound on the state file)
 
@@ -67,10 +67,6 @@ class LeftAlone:
 
     def odd(self, path: Path, is_dir: bool) -> None:
         """A name that is not taken: say so once (a sub-folder that belongs there, silently not)."""
-        if not is_dir and is_hints(path.name):   # not misnamed: color points before their picture
-            self.note(path, f"color points waiting for their picture {hints_stem(path.name)}_before.*",
-                      "drop the picture beside it (conversion/sidecar.py)", ignored=True)
-            return
         if not is_dir:
             self.note(path, *why_left_alone(path.name, self.expect, self.rename), ignored=True)
         elif path.name not in self.subfolders and not path.name.startswith("."):

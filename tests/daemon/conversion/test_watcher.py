@@ -276,15 +276,3 @@ def test_a_backlog_is_handed_on_oldest_first(tmp_path):
     finally:
         w.stop()
     assert rec.names() == order
-
-
-def test_a_hints_file_is_left_waiting_for_its_picture_not_called_misnamed(watch):
-    with captured_logs("INFO") as lines:
-        w, rec, folder = watch()
-        (folder / "cat_hints.json").write_bytes(b"{}")
-        (folder / "last_before.jpg").write_bytes(b"z")
-        wait_for(lambda: "last_before.jpg" in rec.names() and any("cat_hints" in l for l in lines), 60,
-                 "the good file and the hints' line")
-    assert (folder / "cat_hints.json").exists() and rec.names() == ["last_before.jpg"]
-    [said] = [line for line in lines if "cat_hints.json" in line]
-    assert "waiting for their picture cat_before.*" in said and "the name is not" not in said
