@@ -22,7 +22,7 @@ import os
 import re
 import shutil
 import secrets
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,8 +102,16 @@ class Registry:
 
     @contextmanager
     def locked(self):
-        """Hold the registry's write lock (blocks while another process changes it)."""
-        with file_lock(self.root / LOCK):
+        """Hold the registry's write lock (blocks while another process changes it); a process out of file
+        handles is told to try again (RegistryError), as for a version it cannot check now."""
+        with ExitStack() as held:
+            try:
+                held.enter_context(file_lock(self.root / LOCK))
+            except OSError as e:
+                if passing(e):
+                    raise RegistryError(f"the registry in {self.root} cannot be changed now ({e.strerror}): too "
+                                        "many files are open; try again in a moment") from None
+                raise
             yield
 
     def import_shipped(self, folder: Path, who: str = "service") -> int | None:

@@ -167,3 +167,49 @@ def test_a_version_that_does_not_load_is_never_made_champion(cfg, tiny_models):
     with pytest.raises(RegistryError, match="does not load"):
         reg.promote(n, "t", "by hand")
     assert reg.champion_version() == 1 and reg.history()[-1]["action"] != "promote"
+
+
+# A process out of file handles: every handle taken, then the model checks run. Each must say "try again",
+# never that the model does not load (which would refuse a good version for good). A child process, so this
+# one keeps its handles.
+OUT_OF_HANDLES = r"""
+import os, resource, sys
+from pathlib import Path
+from daemon.core.config import load_config
+from daemon.learning.registry import RegistryError, open_registry
+from daemon.preflight import _check_model
+from unet.checkpoint import CheckpointError, load_model
+cfg = load_config(Path(sys.argv[1]))
+reg = open_registry(cfg, "colorize")
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+held = []
+try:
+    while True:
+        held.append(os.open(os.devnull, os.O_RDONLY))
+except OSError:
+    pass
+said = []
+try:
+    reg.promote(1, "test", "again")
+except RegistryError as e:
+    said.append(str(e))
+said.append(str(_check_model(cfg, "colorize")[1]))
+for fd in held:
+    os.close(fd)
+load_model(reg.champion_dir())   # with handles again, it loads
+print("\n=====\n".join(said))
+"""
+
+
+def test_a_model_check_short_of_file_handles_says_try_again_not_that_the_model_is_broken(cfg):
+    import subprocess
+
+    from tests.support.processes import PYTHON, child_env
+
+    r = subprocess.run([PYTHON, "-c", OUT_OF_HANDLES, str(cfg.file)], env=child_env(), capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    promote, check = r.stdout.strip().split("\n=====\n")
+    assert "too many files are open; try again in a moment" in promote and "does not load" not in promote
+    assert "cannot check the model now" in check and "try again in a moment" in check
