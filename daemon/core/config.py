@@ -84,6 +84,7 @@ class RetrainConfig:
     cron: str = "0 3 * * *"              # when, in the local time zone (minute hour day month weekday)
     min_new_pairs: int = 20              # skip the run when fewer new pairs arrived since the last one
     max_minutes: float = 60.0            # training budget of one run
+    max_epochs: int = 0                  # ... and at most this many epochs (0: the minutes alone decide)
     pair_timeout_minutes: float = 60.0   # a half left without its other half this long is quarantined
     val_percent: float = 15.0            # share of pairs held out (by a hash of the name) to score models
     margin: float = 0.05                 # a challenger must beat the champion's PSNR by this many dB
@@ -356,6 +357,7 @@ _RANGES = {
     (OutputConfig, "done_max_mb"): (lambda v: v >= 0, "0 (no cap) or a size in MB"),
     (RetrainConfig, "min_new_pairs"): (lambda v: v >= 0, "0 or more"),
     (RetrainConfig, "max_minutes"): (lambda v: 0 < v <= 24 * 60, "more than 0, at most 1440 minutes"),
+    (RetrainConfig, "max_epochs"): (lambda v: 0 <= v <= 100_000, "0 (no limit) to 100000 epochs"),
     (RetrainConfig, "pair_timeout_minutes"): (lambda v: v > 0, "a positive number of minutes"),
     (RetrainConfig, "val_percent"): (lambda v: 1 <= v <= 50, "1 to 50 percent"),
     (RetrainConfig, "margin"): (lambda v: v >= 0, "0 or more dB"),

@@ -78,7 +78,7 @@ def plan(cfg: Config, queue: str, *, out: Path, report: Path, start: Path | None
         given["pairs"] = pair_folders(cfg, queue)
     job = TrainJob(queue=queue, task=cfg.queues[queue].task, pairs=(), out=str(out), report=str(report),
                    start=str(start) if start else None, parent=parent, val_percent=rc.val_percent,
-                   minutes=rc.max_minutes, threads=rc.threads, nice=rc.nice)
+                   minutes=rc.max_minutes, epochs=rc.max_epochs or None, threads=rc.threads, nice=rc.nice)
     return replace(job, **given)
 
 
@@ -127,11 +127,13 @@ class Retrainer:
             started = now_iso()
             report = new_report_dir(cfg.state_dir("reports", queue))
             job = plan(cfg, queue, out=registry.staging(), report=report, start=registry.champion_dir(),
-                       parent=registry.champion_version(), epochs=epochs,
-                       **({"minutes": minutes} if minutes is not None else {}))
-            log.info("retrain {}: training a challenger from version {} on {} pairs ({} new), at most {:g} min, "
+                       parent=registry.champion_version(),
+                       **({"minutes": minutes} if minutes is not None else {}),
+                       **({"epochs": epochs} if epochs is not None else {}))
+            log.info("retrain {}: training a challenger from version {} on {} pairs ({} new), at most {:g} min{}, "
                      "in a child process ({} thread(s), nice {}); report in {}", queue, job.parent,
-                     counts["pairs"], counts["new"], job.minutes, job.threads, job.nice, report)
+                     counts["pairs"], counts["new"], job.minutes, f" or {job.epochs} epochs" if job.epochs else "",
+                     job.threads, job.nice, report)
             result, error = self._run_child(job)
             outcome = conclude(cfg, queue, job, result, who=who, started=started, registry=registry, error=error,
                                stopped=error == STOPPED)
