@@ -16,7 +16,7 @@ import threading
 
 import pytest
 
-from tests.daemon.web.conftest import free_port
+from tests.support.net import free_port
 from tests.support.images import make_image
 from tests.support.processes import PYTHON
 from tests.support.rig import QUICK

@@ -11,6 +11,7 @@ import urllib.request
 import pytest
 
 from daemon.ops.prometheus import Metrics, MetricsServer
+from tests.support.net import free_port
 
 
 def scrape(port: int, path: str = "/metrics") -> tuple[str, str]:
@@ -128,12 +129,6 @@ def test_the_service_sets_the_last_runs_psnr_gain(tmp_path, tiny_models):
     text = service.metrics.render()
     assert sample(text, "reverser_last_training_psnr_gain_db", queue="colorize") == 0.25
     assert sample(text, "reverser_last_training_timestamp_seconds", queue="colorize", result="promoted") > 0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_the_running_service_counts_a_processed_file(tmp_path, tiny_models, service_env):

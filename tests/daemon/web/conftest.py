@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,14 +12,9 @@ from tests.support.config import merge_sections, write_config
 from tests.support.processes import child_env
 from tests.support.rig import QUICK
 from tests.support.service import Service, wait_for
+from tests.support.net import free_port
 
 TOKEN = "s3cret-token-for-the-tests-0123"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -23,7 +23,7 @@ from daemon.core.fs import move_into
 from daemon.core.quarantine import quarantine
 from daemon.web.files import KEEP, FileIndex
 from daemon.web.server import WebContext, WebServer, create_app
-from tests.daemon.web.conftest import free_port
+from tests.support.net import free_port
 from tests.support.images import make_image
 
 Q = "colorize"

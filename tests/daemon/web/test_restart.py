@@ -14,7 +14,6 @@ import io
 import json
 import os
 import shutil
-import socket
 
 import httpx
 import pytest
@@ -23,16 +22,11 @@ from PIL import Image
 from tests.support.images import make_image
 from tests.support.rig import Rig, poll, without_file_permission_override
 from tests.support.service import names
+from tests.support.net import free_port
 
 NO_DAC = without_file_permission_override()
 pytestmark = pytest.mark.skipif(NO_DAC is None, reason="the service would run as root, which writes into "
                                                        "read-only folders (setpriv is missing)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class WebRig(Rig):

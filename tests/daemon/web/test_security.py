@@ -14,7 +14,8 @@ import pytest
 
 import daemon.web
 
-from tests.daemon.web.conftest import TOKEN, free_port
+from tests.daemon.web.conftest import TOKEN
+from tests.support.net import free_port
 from tests.support.config import merge_sections, write_config
 from tests.support.images import make_image
 from tests.support.processes import PYTHON, child_env
