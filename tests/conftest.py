@@ -6,10 +6,7 @@ from pathlib import Path
 
 import pytest
 
-# Helpers live in tests/support/; these names stay importable from here for the tests that still ask here.
-from tests.support.config import merge_sections as _merge_sections, write_config  # noqa: F401
-from tests.support.images import make_image  # noqa: F401
-from tests.support.processes import PLATES, PYTHON, ROOT, child_env  # noqa: F401
+from tests.support.processes import child_env
 
 
 def pytest_addoption(parser):

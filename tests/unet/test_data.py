@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.conftest import make_image
+from tests.support.images import make_image
 from unet.data import find_pairs, fingerprint, is_val, load_pair, split
 from unet.images import ImageError
 

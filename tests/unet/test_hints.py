@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from tests.conftest import ROOT
+from tests.support.processes import ROOT
 from unet import Predictor
 from unet.hints import MAX_POINTS, HintError, load_hints, parse_hints, read_strokes
 from unet.metrics import rgb_to_ab

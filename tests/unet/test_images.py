@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from tests.conftest import make_image
+from tests.support.images import make_image
 from tests.support.processes import ROOT
 from unet.deepread import is_deep
 from unet.images import ImageError, open_image

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import make_image
+from tests.support.images import make_image
 from unet import TaskConfig, UNetConfig, new_model
 from unet.objective import CHROMA_TO_RGB, Objective, error_floor
 from unet.tasks import vivid

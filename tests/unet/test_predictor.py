@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import make_image
+from tests.support.images import make_image
 from unet import Predictor, load_model, open_image
 from unet.images import plain
 

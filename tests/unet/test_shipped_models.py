@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import PLATES, PYTHON, ROOT
+from tests.support.processes import PLATES, PYTHON, ROOT
 from unet import load_model
 from unet.data import find_pairs
 from unet.train import evaluate

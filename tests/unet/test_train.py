@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from tests.conftest import make_image
+from tests.support.images import make_image
 from unet import TaskConfig, UNetConfig, new_model
 from unet.data import find_pairs
 from unet.train import DETAIL_GAINS, GAINS, TINT_GAINS, TrainConfig, TrainingError, train
