@@ -17,7 +17,7 @@ result), the time and whether anything was lost, failed or killed.
 one 48 MP image per (task, input: gray or color JPEG, 16-bit gray PNG or TIFF,
 16-bit color PNG, TIFF or LZW TIFF, finished at 16 bits) in a child process
 each, and prints the peak bytes per pixel over the child's baseline next to
-the estimate that conversion/budget.py makes from the header.
+the estimate that conversion/converting/budget.py makes from the header.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from daemon.conversion.budget import image_cost  # noqa: E402
+from daemon.conversion.converting.budget import image_cost  # noqa: E402
 
 
 def status_kb(pid: int, key: str) -> int:
@@ -127,9 +127,9 @@ sys.path.insert(0, sys.argv[4])
 import torch
 torch.set_num_threads(1)
 from unet import Predictor, open_image
-from daemon.conversion.encode import encode, keeps_depth, takes_ycc
-from daemon.conversion.encode16 import encode16
-from daemon.conversion.workers import Named
+from daemon.conversion.converting.encode import encode, keeps_depth, takes_ycc
+from daemon.conversion.converting.encode16 import encode16
+from daemon.conversion.converting.workers import Named
 def kb(key):
     return int(next(l for l in open("/proc/self/status") if l.startswith(key)).split()[1]) * 1024
 queue, mode, mp, ext, compression = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[5], sys.argv[6]

@@ -87,10 +87,10 @@ import sys, threading, resource
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 import os
-from daemon.conversion.budget import MemoryBudget
+from daemon.conversion.converting.budget import MemoryBudget
 from daemon.core import memory
-from daemon.web.ondisk import Opened
 from daemon.web import thumbs
+from daemon.web.ondisk import Opened
 memory.share_arenas()   # as the service does before it starts its threads
 if len(sys.argv) < 5:   # the baseline: the imports alone
     print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit()

@@ -29,7 +29,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from daemon.conversion.encode16 import encode16  # noqa: E402
+from daemon.conversion.converting.encode16 import encode16  # noqa: E402
 
 _READ = r"""
 import sys, time
@@ -37,7 +37,7 @@ if sys.argv[2] == "without":
     sys.modules["imagecodecs"] = None   # an install without it: import imagecodecs raises ImportError
 sys.path.insert(0, sys.argv[3])
 from unet.images import open_image
-from daemon.conversion.workers import Named
+from daemon.conversion.converting.workers import Named
 def kb(key):
     return int(next(l for l in open("/proc/self/status") if l.startswith(key)).split()[1]) * 1024
 data = open(sys.argv[1], "rb").read()

@@ -53,7 +53,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from daemon.conversion.autobatch import on_a_thread  # noqa: E402
+from daemon.conversion.converting.autobatch import on_a_thread  # noqa: E402
 from tests.support.images import make_image  # noqa: E402
 from unet import Predictor, load_model, new_model, open_image, save_model  # noqa: E402
 from unet.checkpoint import CheckpointError  # noqa: E402

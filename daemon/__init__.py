@@ -9,8 +9,9 @@ import-linter contracts, checked by `make test`):
     statusfile.py status.json's lists (files left alone, halves waiting), a failed write said once
     preflight.py  the checks before start-up (config, folders, device, models)
     web/          the dashboard and HTTP API ([web]): server, API, pages, security, files by id
-    conversion/   watcher, claim protocol (spool), inbox feed, pipeline, memory budget, encoding,
-                  batch sizing, hot swap
+    conversion/   the inbox feed and the hot swap on top of three rooms that know nothing of each other:
+                  watching/ (the watcher), claims/ (the claim protocol, owners, a picture's hints,
+                  leftovers, retention), converting/ (the pipeline, memory budget, encoding, batch sizing)
     learning/     pairs intake, registry, serving model, challenger, retraining, promotion, reports, scheduler
     ops/          status board, Prometheus metrics, systemd notify, the health check, logs, journal (no torch)
     core/         config, file operations (fs), name rules (names), quarantine, memory limits,
@@ -23,18 +24,19 @@ To change X, open Y:
 
     a config key or its default           core/config.py (and config.toml, which documents every key)
     which files are inputs, partial, pairs core/names.py
-    an image format read or written       unet/data.py IMAGE_EXTS (the table), conversion/encode.py (options)
+    an image format read or written       unet/data.py IMAGE_EXTS (the table), conversion/converting/encode.py (options)
     how results are named                 core/names.py output_name
     atomic writes, moves, free names      core/fs.py
     the reason note of a failed file      core/quarantine.py
-    claiming, done/, recovery after crash conversion/spool.py (which instance is alive: conversion/owners.py)
+    claiming, done/, recovery after crash conversion/claims/spool.py (which instance is alive: conversion/claims/owners.py)
     reading an image of any kind          unet/images.py open_image (16-bit samples, TIFFs Pillow cannot open:
                                           unet/deepread.py)
-    a multi-page TIFF's pages             conversion/document.py (the pipeline decodes one page at a time)
-    batching, decoding, writing results   conversion/pipeline.py
-    what an image costs in memory         conversion/budget.py (the default budget: core/memory.py)
-    when a file counts as complete        conversion/watcher.py, core/openfiles.py
+    a multi-page TIFF's pages             conversion/converting/document.py (the pipeline decodes one page at a time)
+    batching, decoding, writing results   conversion/converting/pipeline.py
+    what an image costs in memory         conversion/converting/budget.py (the default budget: core/memory.py)
+    when a file counts as complete        conversion/watching/watcher.py, core/openfiles.py
     what happens to an input after it     conversion/feed.py
+    color points beside a picture         conversion/claims/sidecar.py, companions.py; unet/hints.py, guide.py
     the promotion rule                    learning/promotion.py decide
     the nightly training run              learning/retrain.py (child: learning/challenger.py)
     report.json / report.png              learning/report.py

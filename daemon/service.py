@@ -40,14 +40,14 @@ from functools import partial
 
 from loguru import logger
 
-from .conversion import autobatch
+from .conversion.claims.owners import Owner
+from .conversion.claims.retention import DoneSweeper
+from .conversion.claims.spool import Spool
+from .conversion.converting import autobatch
+from .conversion.converting.pipeline import Pipeline, PipelineSettings
 from .conversion.feed import InboxFeed, count_waiting
 from .conversion.hotswap import ChampionWatch, model_key
-from .conversion.pipeline import Pipeline, PipelineSettings
-from .conversion.retention import DoneSweeper
-from .conversion.owners import Owner
-from .conversion.spool import Spool
-from .conversion.watcher import Watcher
+from .conversion.watching.watcher import Watcher
 from .core import memory
 from .core.config import Config, ConfigError, load_config
 from .core.fs import sweep_temp

@@ -12,10 +12,10 @@ from unet import Predictor
 from unet.checkpoint import CheckpointError
 from unet.hints import HintError, load_hints
 
-from ..conversion import autobatch
-from ..conversion.pipeline import Job, JobOutcome, Pipeline, PipelineSettings
+from ..conversion.claims.sidecar import hints_beside, merged_hints
+from ..conversion.converting import autobatch
+from ..conversion.converting.pipeline import Job, JobOutcome, Pipeline, PipelineSettings
 from ..core.config import Config, load_config
-from ..conversion.sidecar import hints_beside, merged_hints
 from ..core.names import is_convertible, is_hints, output_name
 from ..errors import EX_CONFIG, EX_DATAERR, EX_OK, UsageError
 from ..learning.serving import model_dir

@@ -27,17 +27,17 @@ from typing import Callable
 
 from loguru import logger
 
+from unet.hints import HintError
+
 from ..core.config import Config
 from ..core.fs import passing
 from ..core.names import hints_stem, is_hints, is_input, is_partial, output_name
-from .leftovers import Leftovers
-from unet.hints import HintError
-
-from .pipeline import Job, JobOutcome, Pipeline
-from .sidecar import Waiting, claim_hints, kept_picture, merged_hints, picture_waits
-from .spool import Claimed, Lost, Spool
-from .watcher import Arrival
-from .workers import later
+from .claims.leftovers import Leftovers
+from .claims.sidecar import Waiting, claim_hints, kept_picture, merged_hints, picture_waits
+from .claims.spool import Claimed, Lost, Spool
+from .converting.pipeline import Job, JobOutcome, Pipeline
+from .converting.workers import later
+from .watching.watcher import Arrival
 
 
 def count_waiting(inbox: Path) -> int:
@@ -55,7 +55,7 @@ class InboxFeed:
                  on_result: Callable[[str, bool, float | None], None]):
         self.cfg, self.spools, self.pipeline, self.on_result = cfg, spools, pipeline, on_result
         self.leftovers = Leftovers()   # finished inputs that done/ or failed/ could not take yet
-        # Hints files that match no picture, per queue (conversion/sidecar.py): refused after the pairs' timeout.
+        # Hints files that match no picture, per queue (conversion/claims/sidecar.py): refused after the pairs' timeout.
         self.hints_waiting = {q: Waiting(cfg.retrain.pair_timeout_minutes * 60) for q in spools}
         # Told when an unfinished file goes back to the inbox (path, seconds): the watcher's hold().
         self.on_put_back: Callable[[Path, float], None] | None = None

@@ -21,7 +21,7 @@ from unet import Predictor
 from unet.checkpoint import WEIGHTS, CheckpointError
 
 from ..core.fs import passing
-from .pipeline import Pipeline
+from .converting.pipeline import Pipeline
 
 POLL_SECONDS = 5.0
 

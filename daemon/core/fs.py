@@ -68,7 +68,7 @@ def write_atomic(folder: Path, name: str, data: bytes | typing.BinaryIO, on_exis
 
     receipt: write through folder/receipt (a hidden name) and keep it after the
     result is in place, as a second hard link to it, until the caller removes it.
-    A link count of 2 then proves the result was placed; see conversion/spool.py
+    A link count of 2 then proves the result was placed; see conversion/claims/spool.py
     for how a restart uses that. Where hard links are not supported the receipt
     is lost in the rename. writer: the instance id put into temporary names. mode: the file's
     permissions from its creation on (less the umask).

@@ -31,7 +31,7 @@ from typing import BinaryIO
 
 from loguru import logger
 
-from ..conversion.spool import FALLBACK_WORK
+from ..conversion.claims.spool import FALLBACK_WORK
 from ..core.fs import TEMP_PREFIX, copy_entry, temp_name
 from ..core.names import hints_names, is_input, reason_name
 from .hints import place_sidecar

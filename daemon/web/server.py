@@ -59,7 +59,7 @@ class WebContext:
     index: FileIndex
     metrics_app: object | None = None    # prometheus_client's ASGI app over the service's registry
     train: TrainNow | None = None
-    memory: object | None = None         # the pipeline's conversion.budget.MemoryBudget: pictures' decodes take from it
+    memory: object | None = None         # the pipeline's conversion.converting.budget.MemoryBudget: pictures' decodes take from it
     predictor: object | None = None      # queue -> its serving unet Predictor (the pipeline's): the live view's model
     previews: Previews = field(default_factory=Previews)   # the live views' propagations (recolor.py)
 

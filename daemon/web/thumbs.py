@@ -32,7 +32,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from unet.deepread import tiff_alone_header
 from unet.images import ImageError, open_image
 
-from ..conversion.budget import MemoryBudget
+from ..conversion.converting.budget import MemoryBudget
 from ..core.fs import write_atomic
 from .ondisk import Opened
 

@@ -131,7 +131,7 @@ def test_sixteen_bit_color_png_and_lzw_tiff_come_back_sixteen_bit_with_their_lum
     their results are 16-bit and carry the inputs' own 16-bit luminance, which an 8-bit read loses."""
     import tifffile
 
-    from daemon.conversion.encode16 import encode16
+    from daemon.conversion.converting.encode16 import encode16
     from tests.support.deep import color16, luminance16, png16, read_deep
 
     path = write_config(tmp_path, {"reverse": tiny_models["reverse"]}, QUICK)
@@ -176,7 +176,7 @@ def test_sixteen_bit_masters_with_transparency_and_tiffs_pillow_cannot_open_conv
     own luminance to a level and its 16-bit alpha exactly."""
     import tifffile
 
-    from daemon.conversion.encode16 import encode16
+    from daemon.conversion.converting.encode16 import encode16
     from tests.support.deep import color16, gray16, luminance16, read_deep
     from tests.unet.test_alpha16 import _alpha
 

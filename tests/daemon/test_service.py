@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
+from daemon.conversion.claims.owners import Owner
 from daemon.core.config import load_config
-from daemon.conversion.owners import Owner
 from tests.support.config import write_config
 from tests.support.images import make_image
 from tests.support.processes import child_env

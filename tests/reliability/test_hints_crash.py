@@ -2,7 +2,7 @@
 result colored with its points, and its hints file in done/ beside it; nothing lost, nothing done twice.
 
 A kill can land between claiming a picture and claiming its hints, and between moving the picture to
-done/ and moving its hints after it: the restart puts the pair back together (conversion/spool.py)."""
+done/ and moving its hints after it: the restart puts the pair back together (conversion/claims/spool.py)."""
 
 from __future__ import annotations
 

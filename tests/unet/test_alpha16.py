@@ -7,8 +7,8 @@ import pytest
 import tifffile
 from PIL import Image
 
-from daemon.conversion.encode import encode
-from daemon.conversion.encode16 import encode16
+from daemon.conversion.converting.encode import encode
+from daemon.conversion.converting.encode16 import encode16
 from tests.support.deep import color16, gray16, png16, read_deep
 from unet.deepread import is_deep, tiff_alone_header
 from unet.images import ImageError, open_image

@@ -209,7 +209,7 @@ def test_a_float_tiff_or_a_premultiplied_rgba_one_has_no_sixteen_bit_samples(tmp
 @pytest.mark.parametrize("orientation", [None, *range(1, 9)])
 def test_a_sixteen_bit_rgb_png_is_read_whole_and_turned_upright_like_its_8_bit_copy(tmp_path, orientation):
     """Pillow decodes only the high bytes of a 48-bit PNG; libpng reads its samples, turned by its EXIF."""
-    from daemon.conversion.encode16 import encode16
+    from daemon.conversion.converting.encode16 import encode16
     from tests.support.deep import color16
 
     rgb = color16((40, 24))
@@ -321,7 +321,7 @@ def test_without_imagecodecs_a_16_bit_color_png_and_lzw_tiff_are_read_at_8_bits_
 _PEAK_RGB16 = r"""
 import io, sys
 import numpy as np
-from daemon.conversion.encode16 import encode16
+from daemon.conversion.converting.encode16 import encode16
 from unet import open_image
 a = np.full((2000, 3000, 3), 30000, np.uint16)
 a[::97, ::89] = (60000, 20000, 1000)

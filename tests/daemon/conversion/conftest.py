@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from daemon.conversion.owners import Owner
+from daemon.conversion.claims.owners import Owner
 from daemon.core.config import parse_config
 
 

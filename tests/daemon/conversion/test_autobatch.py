@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import re
 
-from daemon.conversion import autobatch
-from daemon.conversion.autobatch import choose
+from daemon.conversion.converting import autobatch
+from daemon.conversion.converting.autobatch import choose
 from tests.support.pairs import tiny_champion
 from tests.support.rig import Rig, poll
 

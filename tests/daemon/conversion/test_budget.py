@@ -8,8 +8,8 @@ import time
 import numpy as np
 from PIL import Image
 
-from daemon.conversion.budget import MemoryBudget, image_cost
-from daemon.conversion.pipeline import Job, Pipeline, PipelineSettings
+from daemon.conversion.converting.budget import MemoryBudget, image_cost
+from daemon.conversion.converting.pipeline import Job, Pipeline, PipelineSettings
 from tests.daemon.conversion.test_pipeline import SETTINGS, Outcomes, colorizer  # noqa: F401 (fixture)
 from tests.support.images import make_image
 from tests.support.service import captured_logs, wait_for
@@ -35,8 +35,8 @@ def test_a_16_bit_color_png_or_lzw_tiff_is_admitted_at_the_cost_of_the_16_bit_ti
     TIFF; a JPEG result keeps 8 bits, and so does its estimate."""
     import tifffile
 
-    from daemon.conversion.budget import admit
-    from daemon.conversion.encode16 import encode16
+    from daemon.conversion.converting.budget import admit
+    from daemon.conversion.converting.encode16 import encode16
     from tests.support.deep import color16, png16
 
     rgb = color16((400, 300))
@@ -138,8 +138,8 @@ def test_a_16_bit_input_with_alpha_and_a_tiff_pillow_cannot_open_are_admitted_at
     """What bench/memory_bench.py --probe measured: a colorized 16-bit RGBA TIFF up to 40.0 bytes a pixel,
     a gray-and-alpha TIFF (Pillow cannot open it; its header is read by tifffile) 29.7, a color JPEG 2000
     TIFF (the same) 16.0."""
-    from daemon.conversion.budget import admit
-    from daemon.conversion.encode16 import encode16
+    from daemon.conversion.converting.budget import admit
+    from daemon.conversion.converting.encode16 import encode16
     from tests.support.deep import color16, gray16
 
     rgb, gray = color16((400, 300)), gray16((400, 300))
@@ -159,7 +159,7 @@ def test_a_16_bit_input_with_alpha_and_a_tiff_pillow_cannot_open_are_admitted_at
 def test_a_page_of_a_multi_page_tiff_is_admitted_at_its_own_size(tmp_path):
     import tifffile
 
-    from daemon.conversion.budget import admit
+    from daemon.conversion.converting.budget import admit
 
     with tifffile.TiffWriter(tmp_path / "b.tif") as tif:
         tif.write(np.zeros((30, 40), np.uint8), photometric="minisblack")

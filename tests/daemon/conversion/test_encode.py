@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
-from daemon.conversion.encode import encode, takes_ycc
+from daemon.conversion.converting.encode import encode, takes_ycc
 from unet.images import Plain
 
 
@@ -107,7 +107,7 @@ def test_a_huge_profile_is_not_copied_into_the_result(tmp_path, ext):
 
 @pytest.mark.parametrize("ext", [".png", ".tif"])
 def test_sixteen_bit_color_samples_are_written_at_sixteen_bits_with_profile_and_description(tmp_path, ext):
-    from daemon.conversion.encode import keeps_depth
+    from daemon.conversion.converting.encode import keeps_depth
     from tests.support.deep import gray16, read_deep
 
     rgb = np.stack([gray16((83, 41), s) for s in range(3)], -1)

@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
+from daemon.conversion.converting.pipeline import Job, Pipeline, PipelineSettings
 from daemon.conversion.hotswap import ChampionWatch
-from daemon.conversion.pipeline import Job, Pipeline, PipelineSettings
 from tests.support.images import make_image
 from tests.support.service import captured_logs, wait_for
 from unet import Predictor, load_model, save_model

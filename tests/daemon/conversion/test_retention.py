@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.conversion.retention import DAY, DoneSweeper, Kept, select
+from daemon.conversion.claims.retention import DAY, DoneSweeper, Kept, select
 from daemon.core.config import ConfigError, load_config
 from tests.support.config import write_config
 from tests.support.images import make_image

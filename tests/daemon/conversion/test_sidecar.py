@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from daemon.conversion.sidecar import claim_hints, hints_beside, merged_hints
-from daemon.conversion.owners import Owner
-from daemon.conversion.spool import Spool
+from daemon.conversion.claims.owners import Owner
+from daemon.conversion.claims.sidecar import claim_hints, hints_beside, merged_hints
+from daemon.conversion.claims.spool import Spool
 from daemon.core.names import hints_names, hints_stem, is_hints, is_input
 from unet.hints import HintError
 

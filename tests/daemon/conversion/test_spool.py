@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from daemon.conversion.claims.owners import Owner
+from daemon.conversion.claims.spool import Lost, Spool
 from daemon.core.config import parse_config
 from daemon.core.fs import move_into, sweep_temp
-from daemon.conversion.owners import Owner
-from daemon.conversion.spool import Lost, Spool
 from tests.support.filesystems import other_filesystem
 from tests.support.processes import PYTHON, ROOT
 from tests.support.service import names
@@ -232,9 +232,9 @@ def test_a_second_move_of_the_same_file_reuses_the_first_link(cfg):
 
 _RECOVER = """
 import sys
+from daemon.conversion.claims.owners import Owner
+from daemon.conversion.claims.spool import Spool
 from daemon.core.config import parse_config
-from daemon.conversion.owners import Owner
-from daemon.conversion.spool import Spool
 cfg = parse_config({"queues": {"colorize": {"task": "colorize", "model": "m"}}}, base=sys.argv[1])
 owner = Owner(cfg.state_dir("work"))
 spool = Spool(cfg, "colorize", owner)

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from daemon.conversion.pipeline import Job, Pipeline, PipelineSettings
+from daemon.conversion.converting.pipeline import Job, Pipeline, PipelineSettings
 from daemon.core.openfiles import open_for_writing
 from tests.daemon.conversion.test_pipeline import SETTINGS, Outcomes, colorizer  # noqa: F401 (fixture)
 from tests.support.images import make_image

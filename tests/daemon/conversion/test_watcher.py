@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.conversion.watcher import Watcher
+from daemon.conversion.watching.watcher import Watcher
 from daemon.core.names import is_partial
 from tests.support.service import captured_logs, wait_for
 

@@ -189,7 +189,7 @@ def test_behind_the_real_watcher_halves_pair_up_and_a_lone_half_times_out(tmp_pa
     import time
 
     from daemon.core.names import is_pair_file as accepts
-    from daemon.conversion.watcher import Watcher
+    from daemon.conversion.watching.watcher import Watcher
 
     cfg = load_config(write_config(tmp_path, tiny_models, "[retrain]\npair_timeout_minutes = 0.06\n"))
     intake = PairIntake(cfg, "colorize")

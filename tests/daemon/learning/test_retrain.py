@@ -52,7 +52,7 @@ def _colorizes(cfg) -> float:
 def serving(cfg):
     """A real conversion pipeline on the queue's champion, with the service's champion watch beside it."""
     from daemon.conversion.hotswap import ChampionWatch
-    from daemon.conversion.pipeline import Pipeline, PipelineSettings
+    from daemon.conversion.converting.pipeline import Pipeline, PipelineSettings
 
     open_registry(cfg, "colorize")   # as the service does at start: the shipped model is version 1
     pipe = Pipeline({"colorize": Predictor(model_dir(cfg, "colorize"), device="cpu")}, {"colorize": 1},

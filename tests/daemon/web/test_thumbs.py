@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from daemon.conversion.encode16 import encode16
+from daemon.conversion.converting.budget import MemoryBudget
+from daemon.conversion.converting.encode16 import encode16
 from daemon.web.ondisk import Opened
-from daemon.conversion.budget import MemoryBudget
 from daemon.web.thumbs import PER_PIXEL, Unreadable, thumbnail, viewable
 from tests.support.deep import gray16
 

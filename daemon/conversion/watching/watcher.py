@@ -49,8 +49,8 @@ from typing import Callable, Collection, Mapping
 from loguru import logger
 from watchdog.events import FileMovedEvent
 
-from ..core.names import is_partial
-from ..core.openfiles import open_for_writing
+from ...core.names import is_partial
+from ...core.openfiles import open_for_writing
 from .leftalone import LeftAlone, Note
 from .observers import KINDS, start_observer, stop_observer, watching
 

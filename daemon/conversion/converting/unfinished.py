@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 
-from ..core.openfiles import open_for_writing
+from ...core.openfiles import open_for_writing
 from .jobs import Job
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from loguru import logger
 
-from ..core.fs import move_into
-from ..core.quarantine import quarantine
+from ...core.fs import move_into
+from ...core.quarantine import quarantine
 
 # Where a picture's companions go, said in their names before the picture leaves work/.
 FATES = {"done": ".done@", "failed": ".failed@", "back": ".back@"}

@@ -26,7 +26,7 @@ from loguru import logger
 from unet import Predictor
 from unet.tasks import Prepared
 
-from ..core.fs import now_iso, write_json
+from ...core.fs import now_iso, write_json
 
 CPU_SIZES = (1, 2, 4, 8, 16)
 GPU_SIZES = (1, 2, 4, 8, 16, 32, 64)

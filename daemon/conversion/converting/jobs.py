@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..core import memory
-from ..core.config import Config
+from ...core import memory
+from ...core.config import Config
 
 
 @dataclass(frozen=True)

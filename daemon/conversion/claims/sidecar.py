@@ -27,9 +27,9 @@ import numpy as np
 
 from unet.hints import Hints, load_hints
 
-from ..core.fs import local_iso
-from ..core.namebytes import shown
-from ..core.names import hints_names, hints_stem, is_input
+from ...core.fs import local_iso
+from ...core.namebytes import shown
+from ...core.names import hints_names, hints_stem, is_input
 
 _NUMBERED = re.compile(r"-\d+(?=\.[^.]*$)")   # done/'s NAME_before-2.jpg: the second drop of NAME_before.jpg
 

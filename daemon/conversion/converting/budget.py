@@ -32,7 +32,7 @@ from PIL import Image
 from unet.deepread import is_deep, tiff_alone_header
 from unet.tiffchain import FromPage
 
-from ..core import memory
+from ...core import memory
 from .encode import keeps_depth
 from .jobs import Job
 from .workers import Named

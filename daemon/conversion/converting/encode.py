@@ -27,7 +27,7 @@ from PIL import Image
 
 from unet.images import Plain
 
-from ..core.names import EXT_FORMAT
+from ...core.names import EXT_FORMAT
 from .encode16 import encode16
 
 MAX_ICC_BYTES = 4 << 20     # real profiles are kilobytes, a large printer's a few megabytes; more is not one

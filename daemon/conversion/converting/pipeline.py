@@ -56,8 +56,8 @@ from unet.hints import HintError
 from unet.images import Plain
 from unet.tasks import Prepared
 
-from ..core import memory
-from ..core.fs import passing, write_atomic
+from ...core import memory
+from ...core.fs import passing, write_atomic
 from .batching import pick
 from .budget import MemoryBudget, admit
 from .colorinputs import color_choice, color_note, refusal, written_through

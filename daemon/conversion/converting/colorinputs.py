@@ -11,7 +11,7 @@ from __future__ import annotations
 from unet import Predictor
 from unet.images import Plain, has_color, with_alpha
 
-from ..core.names import EXT_FORMAT
+from ...core.names import EXT_FORMAT
 from .encode import encode, keeps_depth
 from .jobs import Job
 

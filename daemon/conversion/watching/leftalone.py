@@ -21,7 +21,7 @@ from typing import Callable, Collection
 
 from loguru import logger
 
-from ..core.names import why_left_alone
+from ...core.names import why_left_alone
 
 NOTED_MAX = 10_000   # names kept as already logged 'left alone' (a bound on the state file)
 

@@ -28,7 +28,7 @@ receipt's other name) and where the input went, as a finished file would have
 told them. A receipt with a count of 1 is an attempt that never placed its
 result (a crash while writing it), and the file is converted as any other.
 
-A picture's color points (NAME_hints.json / .png, conversion/sidecar.py) are
+A picture's color points (NAME_hints.json / .png, conversion/claims/sidecar.py) are
 claimed after it under the same ticket, work/<q>/<ticket>@NAME_hints.json, and
 follow it out: before the picture leaves work/ they are renamed to say where
 it goes (<ticket>@.done@..., .failed@, .back@), and they move after it. A
@@ -52,11 +52,11 @@ from typing import Callable
 
 from loguru import logger
 
-from ..core.config import Config
-from ..core.fs import RECEIPT_PREFIX, TEMP_PREFIX, move_into, other_link, placed_copy
-from ..core.names import NAME_MAX, is_hints, output_name
-from ..core.quarantine import quarantine
 from . import companions
+from ...core.config import Config
+from ...core.fs import RECEIPT_PREFIX, TEMP_PREFIX, move_into, other_link, placed_copy
+from ...core.names import NAME_MAX, is_hints, output_name
+from ...core.quarantine import quarantine
 from .owners import Owner
 
 FALLBACK_WORK = ".reverser-work"  # used when the inbox and <state> are on different filesystems
@@ -150,7 +150,7 @@ class Spool:
             item.path.unlink(missing_ok=True)
             final = None
         else:
-            try:   # the time it was processed, which [output] done_keep_days counts from (conversion/retention.py)
+            try:   # the time it was processed, which [output] done_keep_days counts from (conversion/claims/retention.py)
                 os.utime(item.path, follow_symlinks=False)
             except OSError:
                 pass   # not ours to stamp: it keeps its own time
