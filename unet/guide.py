@@ -88,17 +88,17 @@ def target_chroma(colors: np.ndarray, luma: np.ndarray) -> np.ndarray:
 
 
 def guide_features(probs: torch.Tensor | None, size: tuple[int, int]) -> np.ndarray | None:
-    """(K, hn, wn) bin probabilities at the network's grid -> (RANK, h, w) at the working size, or None."""
+    """(K, hn, wn) bin probabilities at the network's grid -> (RANK, h, w) float32 at the working size, or None."""
     if probs is None:
         return None
     k, hn, wn = probs.shape
     x = probs.float().clamp(min=0).sqrt().reshape(k, -1)
     x = x - x.mean(dim=1, keepdim=True)
     # The leading principal directions keep most of the distances between pixels at RANK/K of the cost.
-    u, s, _ = torch.linalg.svd(x @ x.T)
-    proj = (u[:, :RANK].T @ x).reshape(-1, 1, hn, wn)
+    _, u = torch.linalg.eigh(x @ x.T)
+    proj = (u[:, -RANK:].T @ x).reshape(-1, 1, hn, wn)
     up = F.interpolate(proj, size=size, mode="bilinear", align_corners=False)[:, 0]
-    return up.numpy().astype(np.float64) * FEATURE_GAIN
+    return up.numpy() * np.float32(FEATURE_GAIN)
 
 
 def upsample_chroma(c: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -108,24 +108,17 @@ def upsample_chroma(c: np.ndarray, size: tuple[int, int]) -> np.ndarray:
                      for ch in c]).astype(np.float64)
 
 
-def laplacian(gray: np.ndarray, feats: np.ndarray | None) -> sp.csc_matrix:
-    """The graph Laplacian of a working-size picture over 8 neighbours (diagonals at half weight)."""
-    h, w = gray.shape
-    f = gray[None] if feats is None else np.concatenate([gray[None], feats])
-    f = f.reshape(len(f), -1)
-    idx = np.arange(h * w).reshape(h, w)
-    pairs = [(idx[:, :-1], idx[:, 1:], 1.0), (idx[:-1, :], idx[1:, :], 1.0),
-             (idx[:-1, :-1], idx[1:, 1:], 0.5), (idx[:-1, 1:], idx[1:, :-1], 0.5)]
-    rows, cols, vals = [], [], []
-    for a, b, scale in pairs:
-        a, b = a.ravel(), b.ravel()
-        wt = scale * np.exp(-((f[:, a] - f[:, b]) ** 2).sum(0) / (2 * SIGMA ** 2))
-        rows += [a, b]
-        cols += [b, a]
-        vals += [-wt, -wt]
-    n = h * w
-    W = sp.csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
-    return (W - sp.diags(np.asarray(W.sum(axis=0)).ravel())).tocsc()
+def edge_weights(gray: np.ndarray, feats: np.ndarray | None) -> np.ndarray:
+    """The affinities of a working-size picture's 8-neighbour edges (diagonals at half weight), in Grid's edge order."""
+    f = gray[None].astype(np.float32) if feats is None else np.concatenate([gray[None].astype(np.float32), feats])
+    scale = np.float32(-1.0 / (2 * SIGMA ** 2))
+    out = []
+    for a, b, half in ((f[:, :, :-1], f[:, :, 1:], False), (f[:, :-1], f[:, 1:], False),
+                       (f[:, :-1, :-1], f[:, 1:, 1:], True), (f[:, :-1, 1:], f[:, 1:, :-1], True)):
+        d = a - b
+        wt = np.exp(np.einsum("chw,chw->hw", d, d) * scale).ravel()
+        out.append(wt * np.float32(0.5) if half else wt)
+    return np.concatenate(out)
 
 
 @functools.lru_cache(maxsize=16)
@@ -158,13 +151,50 @@ def dissection(h: int, w: int, leaf: int = 64) -> np.ndarray:
     return np.concatenate(out)
 
 
+class Grid:
+    """The 8-neighbour matrix pattern of an h x w grid, in its dissection order, to fill with one picture's values."""
+
+    def __init__(self, h: int, w: int):
+        idx = np.arange(h * w).reshape(h, w)
+        pairs = [(idx[:, :-1], idx[:, 1:]), (idx[:-1], idx[1:]),
+                 (idx[:-1, :-1], idx[1:, 1:]), (idx[:-1, 1:], idx[1:, :-1])]
+        self.a = np.concatenate([a.ravel() for a, _ in pairs])
+        self.b = np.concatenate([b.ravel() for _, b in pairs])
+        self.n = h * w
+        self.perm = dissection(h, w)
+        rank = np.empty(self.n, dtype=np.int64)
+        rank[self.perm] = np.arange(self.n)
+        rows = np.concatenate([rank[self.a], rank[self.b], np.arange(self.n)])
+        cols = np.concatenate([rank[self.b], rank[self.a], np.arange(self.n)])
+        # Each entry's place in the values [-w (a, b), -w (b, a), diagonal], carried through to CSC order.
+        m = sp.csc_matrix((np.arange(1, len(rows) + 1, dtype=np.float64), (rows, cols)), shape=(self.n, self.n))
+        m.sort_indices()
+        self.indptr, self.indices, self.src = m.indptr, m.indices, m.data.astype(np.int64) - 1
+
+    def degree(self, wt: np.ndarray) -> np.ndarray:
+        """Each pixel's summed affinity (float64)."""
+        return np.bincount(self.a, wt, self.n) + np.bincount(self.b, wt, self.n)
+
+    def matrix(self, wt: np.ndarray, diag: np.ndarray) -> sp.csc_matrix:
+        """The matrix with -wt off the diagonal and diag (natural order) on it, in dissection order, float32."""
+        neg = -wt.astype(np.float32)
+        vals = np.concatenate([neg, neg, diag[self.perm].astype(np.float32)])
+        return sp.csc_matrix((vals[self.src], self.indices, self.indptr), shape=(self.n, self.n))
+
+
+@functools.lru_cache(maxsize=16)
+def grid(h: int, w: int) -> Grid:
+    return Grid(h, w)
+
+
 class Factor:
     """A symmetric positive definite grid matrix factored in the grid's dissection order (single precision)."""
 
-    def __init__(self, m: sp.spmatrix, size: tuple[int, int]):
-        self.perm = dissection(*size)
-        mp = m.tocsr()[self.perm][:, self.perm].tocsc().astype(np.float32)
-        self.lu = spl.splu(mp, permc_spec="NATURAL", diag_pivot_thresh=0.0, options={"SymmetricMode": True})
+    def __init__(self, wt: np.ndarray, diag: np.ndarray, size: tuple[int, int]):
+        g = grid(*size)
+        self.perm = g.perm
+        self.lu = spl.splu(g.matrix(wt, diag), permc_spec="NATURAL", diag_pivot_thresh=0.0,
+                           options={"SymmetricMode": True})
 
     def solve(self, b: np.ndarray) -> np.ndarray:
         x = np.empty(b.shape, dtype=np.float64)
@@ -178,7 +208,8 @@ class Guide:
 
     gray: np.ndarray          # (h, w) float64 in [0, 1]
     prior: np.ndarray         # (2, h, w) float64 Cb/Cr
-    lap: sp.csc_matrix        # (n, n)
+    weights: np.ndarray       # (edges,) float32 affinities, in Grid order
+    degree: np.ndarray        # (n,) float64 summed affinity of each pixel
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _factor: object = field(default=None, repr=False)
     _columns: OrderedDict = field(default_factory=OrderedDict, repr=False)
@@ -188,7 +219,8 @@ class Guide:
         """gray (h, w) in [0, 1] at the working size; chroma (2, hn, wn) and probs (K, hn, wn) at the network's."""
         size = gray.shape
         gray = np.asarray(gray, dtype=np.float64)
-        return cls(gray, upsample_chroma(np.asarray(chroma), size), laplacian(gray, guide_features(probs, size)))
+        wt = edge_weights(gray, guide_features(probs, size))
+        return cls(gray, upsample_chroma(np.asarray(chroma), size), wt, grid(*size).degree(wt))
 
     @property
     def size(self) -> tuple[int, int]:
@@ -239,23 +271,21 @@ class Guide:
         return (self.prior + u.T.reshape(self.prior.shape)).astype(np.float32)
 
     def _direct(self, pix, weight, delta) -> np.ndarray:
-        n = self.lap.shape[0]
-        data = np.full(n, PULL)
-        data[pix] += weight
-        rhs = np.zeros((n, delta.shape[1]))
+        diag = self.degree + PULL
+        diag[pix] += weight
+        rhs = np.zeros((len(diag), delta.shape[1]))
         rhs[pix] = weight[:, None] * delta
-        return Factor(self.lap + sp.diags(data), self.size).solve(rhs)
+        return Factor(self.weights, diag, self.size).solve(rhs)
 
     def _woodbury(self, pix, weight, delta) -> np.ndarray:
         """(M0 + P D P^T) u = P D d with M0 = L + PULL I factored once: u = Z (D^-1 + P^T Z)^-1 d, Z = M0^-1 P."""
         if self._factor is None:
-            n = self.lap.shape[0]
-            self._factor = Factor(self.lap + sp.diags(np.full(n, PULL)), self.size)
+            self._factor = Factor(self.weights, self.degree + PULL, self.size)
         if len(pix) > LIVE_COLUMNS:   # more pixels than columns kept: one direct solve is cheaper
             return self._direct(pix, weight, delta)
         new = [p for p in pix if p not in self._columns]
         if new:
-            e = np.zeros((self.lap.shape[0], len(new)))
+            e = np.zeros((len(self.degree), len(new)))
             e[new, np.arange(len(new))] = 1.0
             for p, col in zip(new, self._factor.solve(e).T):
                 self._columns[p] = col.astype(np.float32)
