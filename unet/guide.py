@@ -26,18 +26,16 @@ from them: the same correction, at the cost of the new points alone.
 
 from __future__ import annotations
 
-import functools
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
-import scipy.sparse as sp
-import scipy.sparse.linalg as spl
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .frontal import FrontalFactor, plan
 from .hints import STROKE_ALPHA, Hints
 
 SIGMA = 0.04         # affinity scale, on gray in [0, 1]
@@ -109,7 +107,7 @@ def upsample_chroma(c: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def edge_weights(gray: np.ndarray, feats: np.ndarray | None) -> np.ndarray:
-    """The affinities of a working-size picture's 8-neighbour edges (diagonals at half weight), in Grid's edge order."""
+    """The affinities of a working-size picture's 8-neighbour edges (diagonals at half weight), in frontal.edges order."""
     f = gray[None].astype(np.float32) if feats is None else np.concatenate([gray[None].astype(np.float32), feats])
     scale = np.float32(-1.0 / (2 * SIGMA ** 2))
     out = []
@@ -121,85 +119,14 @@ def edge_weights(gray: np.ndarray, feats: np.ndarray | None) -> np.ndarray:
     return np.concatenate(out)
 
 
-@functools.lru_cache(maxsize=16)
-def dissection(h: int, w: int, leaf: int = 64) -> np.ndarray:
-    """A nested-dissection order of an h x w grid: each half before the line that parts them, recursively.
-
-    A grid's own geometry gives the elimination order with the least fill
-    (George 1973); SuperLU's minimum-degree orders on the same 192x128
-    Laplacian took some 1.5x the time to factor.
-    """
-    out: list[np.ndarray] = []
-    idx = np.arange(h * w).reshape(h, w)
-
-    def part(block: np.ndarray) -> None:
-        r, c = block.shape
-        if r * c <= leaf:
-            out.append(block.ravel())
-        elif r >= c:
-            m = r // 2
-            part(block[:m])
-            part(block[m + 1:])
-            out.append(block[m])
-        else:
-            m = c // 2
-            part(block[:, :m])
-            part(block[:, m + 1:])
-            out.append(block[:, m])
-
-    part(idx)
-    return np.concatenate(out)
-
-
-class Grid:
-    """The 8-neighbour matrix pattern of an h x w grid, in its dissection order, to fill with one picture's values."""
-
-    def __init__(self, h: int, w: int):
-        idx = np.arange(h * w).reshape(h, w)
-        pairs = [(idx[:, :-1], idx[:, 1:]), (idx[:-1], idx[1:]),
-                 (idx[:-1, :-1], idx[1:, 1:]), (idx[:-1, 1:], idx[1:, :-1])]
-        self.a = np.concatenate([a.ravel() for a, _ in pairs])
-        self.b = np.concatenate([b.ravel() for _, b in pairs])
-        self.n = h * w
-        self.perm = dissection(h, w)
-        rank = np.empty(self.n, dtype=np.int64)
-        rank[self.perm] = np.arange(self.n)
-        rows = np.concatenate([rank[self.a], rank[self.b], np.arange(self.n)])
-        cols = np.concatenate([rank[self.b], rank[self.a], np.arange(self.n)])
-        # Each entry's place in the values [-w (a, b), -w (b, a), diagonal], carried through to CSC order.
-        m = sp.csc_matrix((np.arange(1, len(rows) + 1, dtype=np.float64), (rows, cols)), shape=(self.n, self.n))
-        m.sort_indices()
-        self.indptr, self.indices, self.src = m.indptr, m.indices, m.data.astype(np.int64) - 1
-
-    def degree(self, wt: np.ndarray) -> np.ndarray:
-        """Each pixel's summed affinity (float64)."""
-        return np.bincount(self.a, wt, self.n) + np.bincount(self.b, wt, self.n)
-
-    def matrix(self, wt: np.ndarray, diag: np.ndarray) -> sp.csc_matrix:
-        """The matrix with -wt off the diagonal and diag (natural order) on it, in dissection order, float32."""
-        neg = -wt.astype(np.float32)
-        vals = np.concatenate([neg, neg, diag[self.perm].astype(np.float32)])
-        return sp.csc_matrix((vals[self.src], self.indices, self.indptr), shape=(self.n, self.n))
-
-
-@functools.lru_cache(maxsize=16)
-def grid(h: int, w: int) -> Grid:
-    return Grid(h, w)
-
-
 class Factor:
-    """A symmetric positive definite grid matrix factored in the grid's dissection order (single precision)."""
+    """L + diag(diag) of one picture factored (frontal.py), to solve for any number of right-hand sides."""
 
     def __init__(self, wt: np.ndarray, diag: np.ndarray, size: tuple[int, int]):
-        g = grid(*size)
-        self.perm = g.perm
-        self.lu = spl.splu(g.matrix(wt, diag), permc_spec="NATURAL", diag_pivot_thresh=0.0,
-                           options={"SymmetricMode": True})
+        self._f = FrontalFactor(plan(*size), np.concatenate([-wt, -wt, diag]))
 
     def solve(self, b: np.ndarray) -> np.ndarray:
-        x = np.empty(b.shape, dtype=np.float64)
-        x[self.perm] = self.lu.solve(np.ascontiguousarray(b[self.perm], dtype=np.float32))
-        return x
+        return self._f.solve(b)
 
 
 @dataclass
@@ -208,7 +135,7 @@ class Guide:
 
     gray: np.ndarray          # (h, w) float64 in [0, 1]
     prior: np.ndarray         # (2, h, w) float64 Cb/Cr
-    weights: np.ndarray       # (edges,) float32 affinities, in Grid order
+    weights: np.ndarray       # (edges,) float32 affinities, in frontal.edges order
     degree: np.ndarray        # (n,) float64 summed affinity of each pixel
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _factor: object = field(default=None, repr=False)
@@ -220,7 +147,9 @@ class Guide:
         size = gray.shape
         gray = np.asarray(gray, dtype=np.float64)
         wt = edge_weights(gray, guide_features(probs, size))
-        return cls(gray, upsample_chroma(np.asarray(chroma), size), wt, grid(*size).degree(wt))
+        p = plan(*size)
+        degree = np.bincount(p.a, wt, p.n) + np.bincount(p.b, wt, p.n)
+        return cls(gray, upsample_chroma(np.asarray(chroma), size), wt, degree)
 
     @property
     def size(self) -> tuple[int, int]:
