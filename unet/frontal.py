@@ -179,7 +179,7 @@ class FrontalFactor:
             # One triangular solve gives L^-1 A_sr and L^-1 itself, so that solves are products alone.
             rhs = torch.cat([torch.eye(s).expand(B, s, s), front[:, :s, s:]], dim=2)
             W = torch.linalg.solve_triangular(L, rhs, upper=False)
-            inv, X = W[:, :, :s], W[:, :, s:]
+            inv, X = W[:, :, :s].contiguous(), W[:, :, s:].contiguous()   # products of views are slow
             below = torch.baddbmm(front[:, s:, s:], X.mT, X, alpha=-1.0)
             self.parts.append((lv, inv, X))
 
