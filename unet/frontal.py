@@ -41,7 +41,7 @@ class Level:
 
 
 def _index(a: np.ndarray) -> torch.Tensor:
-    """Indices as int32, half the memory of a plan (some 16 MB at 192x128)."""
+    """The factor's index lists as int32: half a plan's memory (some 16 MB at 192x128), no slower there."""
     return torch.from_numpy(a.astype(np.int32))
 
 
@@ -156,10 +156,10 @@ class Plan:
                 p = local(np.full(len(kid_rings[j]), blk[5]), kid_rings[j])
                 lift[j, :len(p), :len(p)] = blk[5] * F * F + p[:, None] * F + p[None, :]
             lift = _index(lift.ravel())
-        t = _index
+        t = torch.from_numpy   # the solve's (small) lists stay int64: int32 made each solve 1.5x slower
         return Level(t(np.where(sep < 0, self.zero, sep)), t(np.where(sep < 0, self.trash, sep)),
                      t(np.where(ring < 0, self.zero, ring)), t(np.where(ring < 0, self.trash, ring)),
-                     t(mine), t(dst), t(padded[:, 0] * F * F + padded[:, 1] * (F + 1)), lift)
+                     _index(mine), _index(dst), _index(padded[:, 0] * F * F + padded[:, 1] * (F + 1)), lift)
 
 
 class FrontalFactor:
