@@ -119,16 +119,6 @@ def edge_weights(gray: np.ndarray, feats: np.ndarray | None) -> np.ndarray:
     return np.concatenate(out)
 
 
-class Factor:
-    """L + diag(diag) of one picture factored (frontal.py), to solve for any number of right-hand sides."""
-
-    def __init__(self, wt: np.ndarray, diag: np.ndarray, size: tuple[int, int]):
-        self._f = FrontalFactor(plan(*size), np.concatenate([-wt, -wt, diag]))
-
-    def solve(self, b: np.ndarray) -> np.ndarray:
-        return self._f.solve(b)
-
-
 @dataclass
 class Guide:
     """One picture's propagation at the working size: its gray, the automatic chroma, the affinities."""
@@ -199,17 +189,21 @@ class Guide:
             u = u[:, :2] / np.maximum(u[:, 2:], FADE)
         return (self.prior + u.T.reshape(self.prior.shape)).astype(np.float32)
 
+    def _factor_of(self, diag: np.ndarray) -> FrontalFactor:
+        """L + diag(diag), factored (frontal.py)."""
+        return FrontalFactor(plan(*self.size), np.concatenate([-self.weights, -self.weights, diag]))
+
     def _direct(self, pix, weight, delta) -> np.ndarray:
         diag = self.degree + PULL
         diag[pix] += weight
         rhs = np.zeros((len(diag), delta.shape[1]))
         rhs[pix] = weight[:, None] * delta
-        return Factor(self.weights, diag, self.size).solve(rhs)
+        return self._factor_of(diag).solve(rhs)
 
     def _woodbury(self, pix, weight, delta) -> np.ndarray:
         """(M0 + P D P^T) u = P D d with M0 = L + PULL I factored once: u = Z (D^-1 + P^T Z)^-1 d, Z = M0^-1 P."""
         if self._factor is None:
-            self._factor = Factor(self.weights, self.degree + PULL, self.size)
+            self._factor = self._factor_of(self.degree + PULL)
         if len(pix) > LIVE_COLUMNS:   # more pixels than columns kept: one direct solve is cheaper
             return self._direct(pix, weight, delta)
         new = [p for p in pix if p not in self._columns]
