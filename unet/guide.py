@@ -26,18 +26,16 @@ from them: the same correction, at the cost of the new points alone.
 
 from __future__ import annotations
 
-import functools
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
-import scipy.sparse as sp
-import scipy.sparse.linalg as spl
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .frontal import FrontalFactor, plan
 from .hints import STROKE_ALPHA, Hints
 
 SIGMA = 0.04         # affinity scale, on gray in [0, 1]
@@ -88,17 +86,17 @@ def target_chroma(colors: np.ndarray, luma: np.ndarray) -> np.ndarray:
 
 
 def guide_features(probs: torch.Tensor | None, size: tuple[int, int]) -> np.ndarray | None:
-    """(K, hn, wn) bin probabilities at the network's grid -> (RANK, h, w) at the working size, or None."""
+    """(K, hn, wn) bin probabilities at the network's grid -> (RANK, h, w) float32 at the working size, or None."""
     if probs is None:
         return None
     k, hn, wn = probs.shape
     x = probs.float().clamp(min=0).sqrt().reshape(k, -1)
     x = x - x.mean(dim=1, keepdim=True)
     # The leading principal directions keep most of the distances between pixels at RANK/K of the cost.
-    u, s, _ = torch.linalg.svd(x @ x.T)
-    proj = (u[:, :RANK].T @ x).reshape(-1, 1, hn, wn)
+    _, u = torch.linalg.eigh(x @ x.T)
+    proj = (u[:, -RANK:].T @ x).reshape(-1, 1, hn, wn)
     up = F.interpolate(proj, size=size, mode="bilinear", align_corners=False)[:, 0]
-    return up.numpy().astype(np.float64) * FEATURE_GAIN
+    return up.numpy() * np.float32(FEATURE_GAIN)
 
 
 def upsample_chroma(c: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -108,68 +106,17 @@ def upsample_chroma(c: np.ndarray, size: tuple[int, int]) -> np.ndarray:
                      for ch in c]).astype(np.float64)
 
 
-def laplacian(gray: np.ndarray, feats: np.ndarray | None) -> sp.csc_matrix:
-    """The graph Laplacian of a working-size picture over 8 neighbours (diagonals at half weight)."""
-    h, w = gray.shape
-    f = gray[None] if feats is None else np.concatenate([gray[None], feats])
-    f = f.reshape(len(f), -1)
-    idx = np.arange(h * w).reshape(h, w)
-    pairs = [(idx[:, :-1], idx[:, 1:], 1.0), (idx[:-1, :], idx[1:, :], 1.0),
-             (idx[:-1, :-1], idx[1:, 1:], 0.5), (idx[:-1, 1:], idx[1:, :-1], 0.5)]
-    rows, cols, vals = [], [], []
-    for a, b, scale in pairs:
-        a, b = a.ravel(), b.ravel()
-        wt = scale * np.exp(-((f[:, a] - f[:, b]) ** 2).sum(0) / (2 * SIGMA ** 2))
-        rows += [a, b]
-        cols += [b, a]
-        vals += [-wt, -wt]
-    n = h * w
-    W = sp.csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
-    return (W - sp.diags(np.asarray(W.sum(axis=0)).ravel())).tocsc()
-
-
-@functools.lru_cache(maxsize=16)
-def dissection(h: int, w: int, leaf: int = 64) -> np.ndarray:
-    """A nested-dissection order of an h x w grid: each half before the line that parts them, recursively.
-
-    A grid's own geometry gives the elimination order with the least fill
-    (George 1973); SuperLU's minimum-degree orders on the same 192x128
-    Laplacian took some 1.5x the time to factor.
-    """
-    out: list[np.ndarray] = []
-    idx = np.arange(h * w).reshape(h, w)
-
-    def part(block: np.ndarray) -> None:
-        r, c = block.shape
-        if r * c <= leaf:
-            out.append(block.ravel())
-        elif r >= c:
-            m = r // 2
-            part(block[:m])
-            part(block[m + 1:])
-            out.append(block[m])
-        else:
-            m = c // 2
-            part(block[:, :m])
-            part(block[:, m + 1:])
-            out.append(block[:, m])
-
-    part(idx)
+def edge_weights(gray: np.ndarray, feats: np.ndarray | None) -> np.ndarray:
+    """The affinities of a working-size picture's 8-neighbour edges (diagonals at half weight), in frontal.edges order."""
+    f = gray[None].astype(np.float32) if feats is None else np.concatenate([gray[None].astype(np.float32), feats])
+    scale = np.float32(-1.0 / (2 * SIGMA ** 2))
+    out = []
+    for a, b, half in ((f[:, :, :-1], f[:, :, 1:], False), (f[:, :-1], f[:, 1:], False),
+                       (f[:, :-1, :-1], f[:, 1:, 1:], True), (f[:, :-1, 1:], f[:, 1:, :-1], True)):
+        d = a - b
+        wt = np.exp(np.einsum("chw,chw->hw", d, d) * scale).ravel()
+        out.append(wt * np.float32(0.5) if half else wt)
     return np.concatenate(out)
-
-
-class Factor:
-    """A symmetric positive definite grid matrix factored in the grid's dissection order (single precision)."""
-
-    def __init__(self, m: sp.spmatrix, size: tuple[int, int]):
-        self.perm = dissection(*size)
-        mp = m.tocsr()[self.perm][:, self.perm].tocsc().astype(np.float32)
-        self.lu = spl.splu(mp, permc_spec="NATURAL", diag_pivot_thresh=0.0, options={"SymmetricMode": True})
-
-    def solve(self, b: np.ndarray) -> np.ndarray:
-        x = np.empty(b.shape, dtype=np.float64)
-        x[self.perm] = self.lu.solve(np.ascontiguousarray(b[self.perm], dtype=np.float32))
-        return x
 
 
 @dataclass
@@ -178,7 +125,8 @@ class Guide:
 
     gray: np.ndarray          # (h, w) float64 in [0, 1]
     prior: np.ndarray         # (2, h, w) float64 Cb/Cr
-    lap: sp.csc_matrix        # (n, n)
+    weights: np.ndarray       # (edges,) float32 affinities, in frontal.edges order
+    degree: np.ndarray        # (n,) float64 summed affinity of each pixel
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _factor: object = field(default=None, repr=False)
     _columns: OrderedDict = field(default_factory=OrderedDict, repr=False)
@@ -188,7 +136,10 @@ class Guide:
         """gray (h, w) in [0, 1] at the working size; chroma (2, hn, wn) and probs (K, hn, wn) at the network's."""
         size = gray.shape
         gray = np.asarray(gray, dtype=np.float64)
-        return cls(gray, upsample_chroma(np.asarray(chroma), size), laplacian(gray, guide_features(probs, size)))
+        wt = edge_weights(gray, guide_features(probs, size))
+        p = plan(*size)
+        degree = np.bincount(p.a, wt, p.n) + np.bincount(p.b, wt, p.n)
+        return cls(gray, upsample_chroma(np.asarray(chroma), size), wt, degree)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -238,24 +189,26 @@ class Guide:
             u = u[:, :2] / np.maximum(u[:, 2:], FADE)
         return (self.prior + u.T.reshape(self.prior.shape)).astype(np.float32)
 
+    def _factor_of(self, diag: np.ndarray) -> FrontalFactor:
+        """L + diag(diag), factored (frontal.py)."""
+        return FrontalFactor(plan(*self.size), np.concatenate([-self.weights, -self.weights, diag]))
+
     def _direct(self, pix, weight, delta) -> np.ndarray:
-        n = self.lap.shape[0]
-        data = np.full(n, PULL)
-        data[pix] += weight
-        rhs = np.zeros((n, delta.shape[1]))
+        diag = self.degree + PULL
+        diag[pix] += weight
+        rhs = np.zeros((len(diag), delta.shape[1]))
         rhs[pix] = weight[:, None] * delta
-        return Factor(self.lap + sp.diags(data), self.size).solve(rhs)
+        return self._factor_of(diag).solve(rhs)
 
     def _woodbury(self, pix, weight, delta) -> np.ndarray:
         """(M0 + P D P^T) u = P D d with M0 = L + PULL I factored once: u = Z (D^-1 + P^T Z)^-1 d, Z = M0^-1 P."""
         if self._factor is None:
-            n = self.lap.shape[0]
-            self._factor = Factor(self.lap + sp.diags(np.full(n, PULL)), self.size)
+            self._factor = self._factor_of(self.degree + PULL)
         if len(pix) > LIVE_COLUMNS:   # more pixels than columns kept: one direct solve is cheaper
             return self._direct(pix, weight, delta)
         new = [p for p in pix if p not in self._columns]
         if new:
-            e = np.zeros((self.lap.shape[0], len(new)))
+            e = np.zeros((len(self.degree), len(new)))
             e[new, np.arange(len(new))] = 1.0
             for p, col in zip(new, self._factor.solve(e).T):
                 self._columns[p] = col.astype(np.float32)
