@@ -154,7 +154,7 @@ class Service:
                     os.getpid(), device, torch.__version__, torch.get_num_threads())
         self._bring_up(cfg, predictors)
         self.retrainer = Retrainer(cfg)
-        self.retrainer.run = self._counted(self.retrainer.run)  # metrics: each run's outcome
+        self.retrainer.on_outcome = self._trained  # metrics: each run's outcome
         self.scheduler = RetrainScheduler(cfg, self.retrainer.run_due)
         self.scheduler.start()      # a night missed while the service was down runs now, once
         if cfg.metrics.enabled:  # metrics:
@@ -207,20 +207,15 @@ class Service:
             self.web.ctx.predictor = self.pipeline.predictor   # the live view of color points runs the same model
         self.feed.recover(recover_own)
         w = cfg.watch
-        self.watcher = Watcher({cfg.inbox(q): partial(self.feed.take, q) for q in cfg.queues}, is_inbox_file,
-                               settle=w.settle_seconds, rescan=w.rescan_seconds, observer=w.observer,
-                               poll=w.poll_seconds, threads=2, label="inbox",
-                               expect="NAME_before.<image ext>", rename=input_name,
-                               subfolders={cfg.train_inbox(q).name for q in cfg.queues},
-                               noted_file=cfg.paths.state / "left-alone-inbox.json")
+        self.watcher = _watcher(cfg, {cfg.inbox(q): partial(self.feed.take, q) for q in cfg.queues}, is_inbox_file,
+                                threads=2, label="inbox", expect="NAME_before.<image ext>", rename=input_name,
+                                subfolders={cfg.train_inbox(q).name for q in cfg.queues})
         self.feed.on_put_back = self.watcher.hold   # an unfinished file put back waits to be finished
         self.watcher.start()
         self.intakes = intakes = {q: PairIntake(cfg, q, writer=self.owner.id) for q in cfg.queues}
-        self.pairs_watcher = Watcher({cfg.train_inbox(q): intakes[q].handle for q in cfg.queues}, is_pair_file,
-                                     settle=w.settle_seconds, rescan=w.rescan_seconds, observer=w.observer,
-                                     poll=w.poll_seconds, threads=1, label="pairs",
-                                     expect="NAME_before/NAME_after.<image ext> or a color photo",
-                                     noted_file=cfg.paths.state / "left-alone-pairs.json")
+        self.pairs_watcher = _watcher(cfg, {cfg.train_inbox(q): intakes[q].handle for q in cfg.queues}, is_pair_file,
+                                      threads=1, label="pairs",
+                                      expect="NAME_before/NAME_after.<image ext> or a color photo")
         self.pairs_watcher.start()
         how = ("inotify: files are taken at close-after-write or rename" if self.watcher.close_events
                else f"{w.observer} observer: files are taken once unchanged for {w.settle_seconds:g} s")
@@ -289,13 +284,9 @@ class Service:
             self.metrics.batch(queue, size)
         return self.health.batch_started()
 
-    def _counted(self, run):
-        """metrics: wrap Retrainer.run to record each run's decision (Retrainer has no outcome hook)."""
-        def counted(queue: str, **kw):
-            outcome = run(queue, **kw)
-            self.metrics.training(queue, outcome.decision, outcome.psnr_gain_db)
-            return outcome
-        return counted
+    def _trained(self, outcome) -> None:
+        """metrics: each training run's decision."""
+        self.metrics.training(outcome.queue, outcome.decision, outcome.psnr_gain_db)
 
     def _serve_metrics(self, cfg: Config) -> MetricsServer:
         """metrics: the endpoint, or a ConfigError (exit 78) when it cannot listen."""
@@ -386,6 +377,14 @@ class Service:
         c = {q: (x.processed, x.failed) for q, x in self.board.queues.items()}
         logger.info("Stopped: {}.{}", ", ".join(f"{q} {p} converted, {f} failed" for q, (p, f) in c.items()),
                     f" {left} claimed file(s) stay in work/ and go through first at the next start." if left else "")
+
+
+def _watcher(cfg: Config, folders: dict, accept, *, label: str, **how) -> Watcher:
+    """A watcher of folders with [watch]'s settings, its notes on files left alone kept in
+    <state>/left-alone-<label>.json."""
+    w = cfg.watch
+    return Watcher(folders, accept, settle=w.settle_seconds, rescan=w.rescan_seconds, observer=w.observer,
+                   poll=w.poll_seconds, label=label, noted_file=cfg.paths.state / f"left-alone-{label}.json", **how)
 
 
 def _near(cfg: Config, path) -> str:

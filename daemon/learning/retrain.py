@@ -23,6 +23,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 from loguru import logger
 
@@ -89,6 +90,8 @@ class Retrainer:
         self.cfg = cfg
         self.child: subprocess.Popen | None = None   # the running training child, if any
         self._stopping = threading.Event()
+        # Told each run's outcome (skipped, promoted, rejected, failed) as run() returns it: the service's metrics.
+        self.on_outcome: Callable[[TrainingOutcome], None] | None = None
 
     def run_due(self) -> bool:
         """The scheduled job: every queue in turn. False when stop() interrupted it."""
@@ -111,7 +114,15 @@ class Retrainer:
 
     def run(self, queue: str, *, check_new: bool = True, minutes: float | None = None,
             epochs: int | None = None, who: str = "retrain (scheduled)") -> TrainingOutcome:
-        """One run for one queue, training in a child process; see the module docstring."""
+        """One run for one queue, training in a child process; see the module docstring. Its outcome is told
+        to on_outcome too."""
+        outcome = self._run(queue, check_new, minutes, epochs, who)
+        if self.on_outcome is not None:
+            self.on_outcome(outcome)
+        return outcome
+
+    def _run(self, queue: str, check_new: bool, minutes: float | None, epochs: int | None,
+             who: str) -> TrainingOutcome:
         cfg, rc = self.cfg, self.cfg.retrain
         log = logger.bind(queue=queue)
         pairs_dir = cfg.state_dir("pairs", queue)

@@ -312,3 +312,11 @@ def test_a_sigterm_during_a_nightly_run_is_a_normal_stop_not_an_error(tmp_path, 
     assert [line for line in text.splitlines() if " ERROR " in line] == []
     entry = Registry(cfg.state_dir("models", "colorize")).history()[-1]
     assert entry["action"] == "failed" and "stopping" in entry["why"]
+
+
+def test_each_runs_outcome_is_told_to_the_outcome_hook_even_a_skipped_one(cfg):
+    retrainer, told = Retrainer(cfg), []
+    retrainer.on_outcome = told.append            # the service's metrics listen here
+    _drop_pairs(cfg, n=10)                         # fewer than min_new_pairs = 20
+    outcome = retrainer.run("colorize")
+    assert outcome.decision == "skipped" and told == [outcome] and "min_new_pairs" in outcome.why
