@@ -232,21 +232,32 @@ def copy_entry(src: Path, dst: Path, st: os.stat_result) -> None:
         dst.touch()
 
 
+NO_HARD_LINKS = (errno.EPERM, errno.ENOTSUP, errno.EMLINK, errno.EOPNOTSUPP)   # os.link's "not here"
+
+
+def rename_new(src: Path, dst: Path) -> None:
+    """Move src to the new name dst, never replacing a file there (FileExistsError): a hard link, then src's
+    name removed; where the filesystem has no hard links (some network filesystems), a check, then a rename."""
+    try:
+        os.link(src, dst, follow_symlinks=False)
+    except FileExistsError:
+        raise
+    except OSError as e:
+        if e.errno not in NO_HARD_LINKS:
+            raise
+        if os.path.lexists(dst):
+            raise FileExistsError(dst) from None
+        os.rename(src, dst)
+        return
+    os.unlink(src)
+
+
 def _link_free(staged: Path, folder: Path, name: str) -> Path:
     for final in free_names(folder, name):
         try:
-            os.link(staged, final, follow_symlinks=False)
+            rename_new(staged, final)
         except FileExistsError:
             continue
-        except OSError as e:
-            if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EMLINK, errno.EOPNOTSUPP):
-                raise
-            # No hard links here (some network filesystems): check, then rename.
-            if os.path.lexists(final):
-                continue
-            os.rename(staged, final)
-            return final
-        os.unlink(staged)
         return final
     raise FileExistsError(f"{folder}: no free name for {name}")
 

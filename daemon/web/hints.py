@@ -14,7 +14,7 @@ from pathlib import Path
 
 from unet.hints import HintError, parse_hints
 
-from ..core.fs import temp_name
+from ..core.fs import rename_new, temp_name
 from ..core.names import hints_stem
 from .ondisk import Refused
 
@@ -44,12 +44,7 @@ def place_sidecar(inbox: Path, picture_name: str, body: bytes) -> Path:
             out.write(body)
             out.flush()
             os.fsync(out.fileno())
-        try:
-            os.link(tmp, final)
-        except OSError as e:
-            if isinstance(e, FileExistsError) or os.path.lexists(final):
-                raise FileExistsError(final) from None
-            os.rename(tmp, final)   # no hard links here
+        rename_new(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
     return final

@@ -13,13 +13,12 @@ they move between.
 
 from __future__ import annotations
 
-import errno
 import os
 from pathlib import Path
 
 from loguru import logger
 
-from ...core.fs import move_into
+from ...core.fs import move_into, rename_new
 from ...core.quarantine import quarantine
 
 # Where a picture's companions go, said in their names before the picture leaves work/.
@@ -111,19 +110,10 @@ def to_inbox(spool, path: Path | None, name: str) -> None:
     one goes to failed/ with its reason."""
     if path is None:
         return
-    home, newer = spool.inbox / name, "a newer file of its name was dropped while it was claimed"
     try:
-        os.link(path, home)
-        os.unlink(path)
+        rename_new(path, spool.inbox / name)
     except FileExistsError:
-        to_failed(spool, path, name, newer)
-    except OSError as e:
-        if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
-            raise
-        if os.path.lexists(home):   # no hard links here: check, then rename
-            to_failed(spool, path, name, newer)
-        else:
-            os.rename(path, home)
+        to_failed(spool, path, name, "a newer file of its name was dropped while it was claimed")
 
 
 def settle(spool, path: Path, name: str, said: str) -> None:

@@ -44,7 +44,6 @@ into failed/ (its reason not yet written) and tries the file again.
 
 from __future__ import annotations
 
-import errno
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +53,7 @@ from loguru import logger
 
 from . import companions
 from ...core.config import Config
-from ...core.fs import RECEIPT_PREFIX, TEMP_PREFIX, move_into, other_link, placed_copy
+from ...core.fs import RECEIPT_PREFIX, TEMP_PREFIX, move_into, other_link, placed_copy, rename_new
 from ...core.names import NAME_MAX, is_hints, output_name
 from ...core.quarantine import quarantine
 from .owners import Owner
@@ -175,19 +174,10 @@ class Spool:
         """Return an unfinished file to the inbox under its name, for its writer to finish; never replaces a
         file there (FileExistsError: the writer has started a new one under that name meanwhile)."""
         home = self.inbox / item.name
-        try:
-            os.link(item.path, home)
-            companions.mark(item, "back")
-            os.unlink(item.path)
-        except FileExistsError:
-            raise
-        except OSError as e:
-            if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
-                raise
-            if os.path.lexists(home):  # no hard links here: check, then rename
-                raise FileExistsError(home) from None
-            companions.mark(item, "back")
-            os.rename(item.path, home)
+        if os.path.lexists(home):
+            raise FileExistsError(home)
+        companions.mark(item, "back")   # before the picture goes: a kill between leaves it in work/ with them
+        rename_new(item.path, home)
         for name in item.companions:
             companions.to_inbox(self, companions.now(item, name), name)
         _left(item)
