@@ -1,7 +1,7 @@
 """File operations that never show a half-state: temp-then-rename writes, moves that never replace a file,
 free names, file locks, JSON and JSON-lines files, hashes and timestamps.
 
-Every writer in daemon/ goes through here (DESIGN: data never passes through a
+Every writer in daemon/ goes through here (docs/architecture.md: data never passes through a
 half-state a user can see). A temporary name may carry the id of the service
 instance that writes it (`writer`, the spool's Owner id), so that a restart
 can sweep a dead instance's leftovers at once instead of waiting for them to age.

@@ -1,4 +1,4 @@
-"""The HTTP API: JSON routes under /api/ (README, "Web dashboard and HTTP API", has a curl line for each).
+"""The HTTP API: JSON routes under /api/ (docs/service.md, "The API", has a curl line for each).
 
     GET  /api/status                                   status.json, as `reverser status --json` prints it
     POST /api/queues/{queue}/files                     multipart field "file" (and optional "hints", the

@@ -1,6 +1,6 @@
 """The reliability table: each scenario's test adds a row (files or rounds, lost, processed twice,
 peak RSS), and the session prints the table at its end and keeps a copy in pytest's cache folder
-(.pytest_cache/d/reliability/table.md), the same table the README shows."""
+(.pytest_cache/d/reliability/table.md), the same table docs/reliability.md shows."""
 
 from __future__ import annotations
 
