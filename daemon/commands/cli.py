@@ -8,11 +8,12 @@ only when it runs, so `reverser status` never loads torch.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
-from ..errors import EX_CONFIG, EX_USAGE, UsageError
+from ..errors import EX_CONFIG, EX_OK, EX_USAGE, UsageError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -44,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--hints", type=Path, metavar="FILE",
                    help="colorize: color points (a hints JSON or stroke PNG) for the one input given; without it, "
                         "X_hints.json or X_hints.png beside an input X is taken")
+    c.add_argument("--skip-existing", action="store_true",
+                   help="leave out inputs whose result (NAME_after.EXT) is there already: run again on a folder, "
+                        "only what is new is converted")
     c.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files or folders of them")
 
     c = cmd("train", "train a queue's model now, in the foreground, with the nightly job's promotion rule")
@@ -68,12 +72,18 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="print status.json as it is")
 
     c = cmd("models", "list, promote or roll back a queue's model versions")
-    c.add_argument("--queue", required=True)
+    c.add_argument("--queue", help="the queue (required; before or after the verb)")
     msub = c.add_subparsers(dest="action", required=True, parser_class=_Parser)
-    msub.add_parser("list", help="versions, scores and which one is the champion")
-    pr = msub.add_parser("promote", help="make VERSION the champion")
-    pr.add_argument("version", type=int)
-    msub.add_parser("rollback", help="make the champion's parent the champion again")
+
+    def verb(name, help):   # --queue and --config are taken after the verb too: `models list --queue q`
+        v = msub.add_parser(name, help=help, description=help)
+        v.add_argument("--queue", default=argparse.SUPPRESS)
+        v.add_argument("--config", type=Path, default=argparse.SUPPRESS)
+        return v
+
+    verb("list", "versions, scores and which one is the champion")
+    verb("promote", "make VERSION the champion").add_argument("version", type=int)
+    verb("rollback", "make the champion's parent the champion again")
 
     cmd("check", "validate the configuration and every model without starting anything; exit 78 if bad")
     return p
@@ -101,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
             from .models import main as run
         else:
             from .check import main as run
-        return run(args)
+        code = run(args)
+        sys.stdout.flush()   # here, where a reader that has gone is caught (below), not at exit
+        return code
     except ConfigError as e:
         print(f"reverser: configuration error: {e}", file=sys.stderr)
         return EX_CONFIG
@@ -110,3 +122,6 @@ def main(argv: list[str] | None = None) -> int:
         return EX_USAGE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:   # `reverser models list | head`: the reader has gone, which is no fault
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # nothing more to flush at exit
+        return EX_OK

@@ -46,6 +46,14 @@ def main(args) -> int:
     if not inputs:
         print("reverser convert: no image files found", file=sys.stderr)
         return EX_DATAERR
+    if getattr(args, "skip_existing", False):
+        todo = [p for p in inputs if not ((args.output or p.parent) / output_name(p.name, cfg.output.format)).exists()]
+        if len(todo) < len(inputs):
+            print(f"reverser convert: {len(inputs) - len(todo)} input(s) skipped: their result is there already",
+                  file=sys.stderr)
+        if not todo:
+            return EX_OK
+        inputs = todo
     hints = getattr(args, "hints", None)
     if hints is not None:
         if len(inputs) != 1:
@@ -83,7 +91,8 @@ def convert_files(predictor: Predictor, inputs: list[Path], cfg: Config, out_dir
     if max_batch == "auto":
         # Measuring costs a few forward passes: worth it for a folder, not for a handful of files.
         max_batch = autobatch.measure(predictor)[0] if len(inputs) >= AUTO_MEASURE_FROM else 1
-    bar = tqdm(total=len(inputs), unit="img", disable=not sys.stderr.isatty())
+    terminal = sys.stderr.isatty()
+    bar = tqdm(total=len(inputs), unit="img", disable=not terminal)
     failures = []
     lock = threading.Lock()
 
@@ -93,11 +102,14 @@ def convert_files(predictor: Predictor, inputs: list[Path], cfg: Config, out_dir
                 failures.append(job.path)
                 bar.write(f"{job.path}: failed: {outcome.error}" + (f"; {outcome.hint}" if outcome.hint else ""),
                           file=sys.stderr)
-            elif outcome.note:
-                bar.write(f"{job.path}: {outcome.note}", file=sys.stderr)
+            elif outcome.note or not terminal:   # a log or a pipe gets a line for every file, as the service's
+                bar.write(f"{job.path} -> {outcome.output}" + (f": {outcome.note}" if outcome.note else ""),
+                          file=sys.stderr)
             bar.update()
 
-    pipeline = Pipeline({queue: predictor}, {queue: max_batch}, PipelineSettings.from_config(cfg))
+    # No writer comes back to a file given on the command line: a broken one is judged on its content at once.
+    settings = replace(PipelineSettings.from_config(cfg), young_seconds=0.0)
+    pipeline = Pipeline({queue: predictor}, {queue: max_batch}, settings)
     try:
         for path in inputs:
             try:

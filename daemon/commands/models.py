@@ -49,6 +49,8 @@ SCORES_NOTE = ("Scores: on each run's own held-out training pairs (held out: N o
 
 def main(args) -> int:
     cfg = load_config(args.config)
+    if not args.queue:
+        raise UsageError(f"models: --queue is required (before or after the verb); queues: {', '.join(cfg.queues)}")
     if args.queue not in cfg.queues:
         raise UsageError(f"no queue {args.queue!r} in {cfg.file}; queues: {', '.join(cfg.queues)}")
     who = f"reverser models ({getpass.getuser()})"

@@ -29,6 +29,8 @@ def test_a_folder_is_converted_beside_its_inputs_and_a_bad_file_fails_alone(tmp_
     assert r.returncode == 65, r.stderr
     assert "broken_before.jpg: failed:" in r.stderr and "converted 4 of 5 file(s); 1 failed" in r.stderr
     assert "it/s" not in r.stderr and "img/s" not in r.stderr  # no progress bar when stderr is not a terminal
+    assert f"{folder / 'p1_before.jpg'} -> {folder / 'p1_after.jpg'}" in r.stderr   # but a line for each success
+    assert "writer may append" not in r.stderr   # no writer comes back to a file given on the command line
     assert names(folder) == sorted(["broken_before.jpg", "p0_after.jpg", "p0_before.jpg", "p1_after.jpg",
                                     "p1_before.jpg", "p2_after.jpg", "p2_before.jpg", "plain.png", "plain_after.png"])
     for i in range(3):
@@ -54,3 +56,17 @@ def test_an_unknown_queue_or_missing_file_is_a_usage_error(tmp_path, tiny_models
     assert "no queue 'nope'" in capsys.readouterr().err
     assert cli(["convert", "--config", str(cfg), str(tmp_path / "missing.jpg")]) == 64
     assert "no such file" in capsys.readouterr().err
+
+
+def test_run_again_with_skip_existing_converts_only_what_is_new(tmp_path, tiny_models, capsys):
+    cfg = write_config(tmp_path / "cfg", tiny_models)
+    folder = tmp_path / "photos"
+    make_image(folder / "a_before.png", (40, 30), "L")
+    assert cli(["convert", "--config", str(cfg), str(folder)]) == 0
+    make_image(folder / "b_before.png", (40, 30), "L", seed=2)
+    capsys.readouterr()
+    assert cli(["convert", "--config", str(cfg), "--skip-existing", str(folder)]) == 0
+    err = capsys.readouterr().err
+    assert "1 input(s) skipped: their result is there already" in err and "converted 1 of 1 file(s)" in err
+    assert names(folder) == ["a_after.png", "a_before.png", "b_after.png", "b_before.png"]   # no a_after-1.png
+    assert cli(["convert", "--config", str(cfg), "--skip-existing", str(folder)]) == 0   # nothing new: done

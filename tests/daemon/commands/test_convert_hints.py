@@ -40,7 +40,7 @@ def test_hints_beside_an_input_color_it_and_are_never_taken_for_a_picture(tmp_pa
     (folder / "a_hints.json").write_text(json.dumps(POINTS))
     assert cli(["convert", "--config", str(cfg), "--queue", "colorize", str(folder)]) == 0
     err = capsys.readouterr().err
-    assert "converted 2 of 2 file(s)" in err and "a_before.png: colored with 3 color points" in err
+    assert "converted 2 of 2 file(s)" in err and "a_after.png: colored with 3 color points" in err
     assert names(folder) == ["a_after.png", "a_before.png", "a_hints.json", "b.png", "b_after.png"]
     assert blue_gap(folder / "a_after.png") <= 10 < blue_gap(folder / "b_after.png")
 

@@ -213,3 +213,19 @@ def test_a_model_check_short_of_file_handles_says_try_again_not_that_the_model_i
     promote, check = r.stdout.strip().split("\n=====\n")
     assert "too many files are open; try again in a moment" in promote and "does not load" not in promote
     assert "cannot check the model now" in check and "try again in a moment" in check
+
+
+def test_models_takes_its_options_after_the_verb_and_a_closed_pipe_is_no_error(cfg, capsys):
+    import subprocess
+
+    from tests.support.processes import PYTHON, child_env
+
+    assert cli(["models", "list", "--config", str(cfg.file), "--queue", "colorize"]) == 0
+    assert "champion" in capsys.readouterr().out
+    assert cli(["models", "--config", str(cfg.file), "list"]) == 64
+    assert "--queue is required" in capsys.readouterr().err
+    # A reader that has gone before it is written to (`| head -1` done, here `| true`): the command ends
+    # quietly, without a traceback.
+    r = subprocess.run(f"'{PYTHON}' -m daemon models --config '{cfg.file}' --queue colorize list | true",
+                       shell=True, env=child_env(), capture_output=True, text=True, timeout=120)
+    assert "Traceback" not in r.stderr and "BrokenPipe" not in r.stderr, r.stderr
