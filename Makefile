@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# A package index for torch and torchvision alone, e.g. PyTorch's CPU builds on a machine without a GPU:
+#   make run TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
 
 .PHONY: setup run test soak bench check clean
 
@@ -11,6 +14,7 @@ setup: $(STAMP)
 # Re-install when the dependency list changes; the package itself is editable.
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(if $(TORCH_INDEX),$(PY) -m pip install --disable-pip-version-check -q --index-url '$(TORCH_INDEX)' torch torchvision)
 	$(PY) -m pip install --disable-pip-version-check -q -e '.[test]'
 	@touch $(STAMP)
 
