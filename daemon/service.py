@@ -212,7 +212,10 @@ class Service:
                                 subfolders={cfg.train_inbox(q).name for q in cfg.queues})
         self.feed.on_put_back = self.watcher.hold   # an unfinished file put back waits to be finished
         self.watcher.start()
-        self.intakes = intakes = {q: PairIntake(cfg, q, writer=self.owner.id) for q in cfg.queues}
+        old, self.intakes = self.intakes, {q: PairIntake(cfg, q, writer=self.owner.id) for q in cfg.queues}
+        for q in set(old) & set(self.intakes):   # a reload: the halves waiting keep their clocks
+            self.intakes[q].carry_from(old[q])
+        intakes = self.intakes
         self.pairs_watcher = _watcher(cfg, {cfg.train_inbox(q): intakes[q].handle for q in cfg.queues}, is_pair_file,
                                       threads=1, label="pairs",
                                       expect="NAME_before/NAME_after.<image ext> or a color photo")

@@ -10,7 +10,7 @@ with a note), and neither half's bytes are already there.
 
 Beside the pairs: index.jsonl (one line per filed pair: files, hashes, note),
 counts.json (pairs filed, new since the last training: counts.py) and refused.json (how
-many files were refused, the last REFUSED_KEPT with their reasons) for
+many files were refused, the last ones with their reasons: refusals.py) for
 `reverser status`, which also lists the halves waiting (waiting()).
 
 The watcher decides when a file is complete and calls handle(); it offers a
@@ -32,7 +32,6 @@ their hidden staging names, fit in the file-name limit: a long NAME is cut short
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -45,13 +44,13 @@ from unet.data import PairRef, load_pair
 from unet.images import ImageError, open_image
 
 from ..core.config import Config
-from ..core.fs import append_jsonl, local_iso, move, now_iso, numbered, read_jsonl, sha256_file, write_json
+from ..core.fs import append_jsonl, local_iso, move, now_iso, numbered, read_jsonl, sha256_file
 from ..core.names import EXT_FORMAT, NAME_MAX, fitted, is_pair_file, name_bytes, pair_half, shown
 from ..core.quarantine import quarantine
 from .counts import COUNTS, update_counts
+from .refusals import Refusals
 
-INDEX, REFUSED = "index.jsonl", "refused.json"
-REFUSED_KEPT = 20   # refusals kept with their reasons for `reverser status` (all are counted)
+INDEX = "index.jsonl"
 RETRY_FIRST_S, RETRY_MAX_S = 10.0, 600.0   # pauses before a file that could not be filed is tried again
 # The longest pair name whose files, NAME_before.EXT with any image extension, fit in a file name.
 PAIR_NAME_MAX = NAME_MAX - name_bytes("_before") - max(name_bytes(ext) for ext in EXT_FORMAT)
@@ -94,14 +93,21 @@ class PairIntake:
         self.writer = writer   # the service instance's id, for temporary names
         self.log = log or logger.bind(queue=queue)
         self._waiting: dict[str, dict[str, tuple[Path, float]]] = {}  # NAME -> half -> (path, since)
+        self._said: set[Path] = set()   # halves whose wait was logged: once each, when offered again alone
         self._hashes: dict[str, str] | None = None                    # sha256 -> pair name, loaded lazily
         self._taken: set[str] | None = None                           # pair names in dest (lower case), lazily
         self._failing: dict[Path, _Failing] = {}                      # path -> its failure, while it lasts
         self._counted = False       # counts.json's pair count was counted by this intake (then it counts up)
         self._uncounted = 0         # pairs filed whose counts.json update failed (a full disk): added next time
         self._lock = threading.Lock()
-        self._refused = self._load_refused()   # {"count": N, "recent": [...]}, newest first
-        self._refused_lock = threading.Lock()  # not _lock: status must not wait for a pair being checked
+        self.refusals = Refusals(self.dest, self.failed)   # its own lock: status never waits for a pair's check
+
+    def carry_from(self, old: "PairIntake") -> None:
+        """A reload's new intake takes over the halves the old one was waiting on, with their clocks and
+        whether their wait was logged, when it watches the same folder (a reload is no new arrival)."""
+        if old.inbox == self.inbox:
+            with old._lock:
+                self._waiting, self._said = old._waiting, old._said
 
     def scan(self) -> None:
         """Handle every file in the training inbox as complete (start-up, or without a watcher)."""
@@ -191,13 +197,16 @@ class PairIntake:
                 held = None  # the earlier file is gone: this one takes its place
             if held is None:
                 halves[half] = (path, self.clock())
-                if len(halves) < 2:
-                    self.log.info("training pair {}: {} arrived, waiting for its {} half (up to {:g} min)",
-                                  name, path.name, "after" if half == "before" else "before",
-                                  self.timeout_s / 60)
+            elif len(halves) < 2 and path not in self._said:
+                # Offered again and still alone: worth a line now (its other half, dropped with it, would
+                # have come within moments, and then the pair's one line says it was filed).
+                self._said.add(path)
+                self.log.info("training pair {}: {} is waiting for its {} half (up to {:g} min, then refused)",
+                              name, path.name, "after" if half == "before" else "before", self.timeout_s / 60)
             if len(halves) < 2:
                 return "waiting"
             del self._waiting[name]
+            self._said.difference_update(p for p, _ in halves.values())
             return self._file(name, halves["before"][0], halves["after"][0])
 
     def sweep(self) -> list[Path]:
@@ -218,6 +227,7 @@ class PairIntake:
                                                  f"{self.inbox}")
                         gone.append(path)
                         del halves[half]
+                        self._said.discard(path)
                 if not halves:
                     del self._waiting[name]
         return gone
@@ -243,34 +253,9 @@ class PairIntake:
         return len(halves), out
 
     def refused(self) -> tuple[int, list[dict], int]:
-        """Training files refused: how many of the latest (up to REFUSED_KEPT) are still in the failed folder
-        (one deleted or retried from there is no longer counted), those, newest first, each with its reason;
-        and how many were refused before those, which are counted apart as they are not named."""
-        with self._refused_lock:
-            count, recent = self._refused["count"], list(self._refused["recent"])
-        still = [{k: e[k] for k in ("name", "reason", "when", "moved_to")} for e in recent
-                 if os.path.lexists(self.failed / e.get("file", ""))]
-        return len(still), still, max(0, count - len(recent))
-
-    def _load_refused(self) -> dict:
-        try:
-            kept = json.loads((self.dest / REFUSED).read_text(encoding="utf-8"))
-            return {"count": int(kept["count"]), "recent": list(kept["recent"])[:REFUSED_KEPT]}
-        except (OSError, ValueError, TypeError, KeyError):
-            return {"count": 0, "recent": []}
-
-    def _note_refused(self, path: Path, dst: Path, reason: str) -> None:
-        """Keep a refusal for `reverser status` (refused.json; a full disk keeps it in memory only)."""
-        entry = {"name": shown(path.name), "reason": shown(reason), "when": now_iso(),
-                 "moved_to": shown(dst), "file": dst.name}
-        with self._refused_lock:
-            self._refused = {"count": self._refused["count"] + 1,
-                             "recent": [entry] + self._refused["recent"][:REFUSED_KEPT - 1]}
-            try:
-                self.dest.mkdir(parents=True, exist_ok=True)
-                write_json(self.dest / REFUSED, self._refused)
-            except OSError as e:
-                self.log.debug("cannot write {}: {}", self.dest / REFUSED, e)
+        """Training files refused (refusals.py): how many are still in the failed folder, those, and how many
+        were refused before those."""
+        return self.refusals.listing()
 
     # -- filing --
 
@@ -400,4 +385,4 @@ class PairIntake:
             dst = quarantine(path, self.failed, path.name, reason, queue=self.queue, inbox=self.inbox,
                              training=True, writer=self.writer)
             self.log.warning("training file {} refused: {} (moved to {})", path.name, reason, dst)
-            self._note_refused(path, dst, reason)
+            self.refusals.note(path, dst, reason)

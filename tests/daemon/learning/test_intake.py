@@ -273,3 +273,40 @@ def test_a_long_name_and_its_staging_name_fit(setup):
     assert len(names) == 4 and all(len(n) <= 255 for n in names)
     assert {n.rsplit("_", 1)[1] for n in names} == {"before.png", "after.png"}
     assert sorted({n.rsplit("_", 1)[0][-2:] for n in names}) == ["-2", "pp"]
+
+
+def test_a_pair_dropped_together_is_one_line_and_a_half_alone_is_said_once_when_offered_again(setup):
+    cfg, clock, intake = setup
+    inbox = cfg.train_inbox("colorize")
+    _pair(inbox, "duo", seed=3)
+    make_image(inbox / "solo_before.png", seed=4)
+    with captured_logs("INFO") as lines:
+        assert intake.handle(inbox / "duo_before.png") == "waiting"
+        assert intake.handle(inbox / "duo_after.png") == "filed"
+        assert intake.handle(inbox / "solo_before.png") == "waiting"
+        assert not [line for line in lines if "waiting for its" in line]   # nothing said on arrival
+        clock.t += 30
+        for _ in range(3):                                                 # offered again at each scan
+            assert intake.handle(inbox / "solo_before.png") == "waiting"
+    assert len([line for line in lines if "duo" in line]) == 1, lines      # the pair's one line: filed
+    [said] = [line for line in lines if "solo_before.png" in line]
+    assert "is waiting for its after half (up to 10 min, then refused)" in said
+
+
+def test_a_reload_keeps_the_halves_waiting_with_their_clocks(setup):
+    cfg, clock, intake = setup
+    inbox = cfg.train_inbox("colorize")
+    make_image(inbox / "solo_before.png", seed=4)
+    intake.handle(inbox / "solo_before.png")
+    clock.t += 60
+    intake.handle(inbox / "solo_before.png")                               # its wait said once
+    clock.t += 8 * 60
+    again = PairIntake(cfg, "colorize", clock=clock)                       # the reload's new intake
+    again.carry_from(intake)
+    with captured_logs("INFO") as lines:
+        assert again.handle(inbox / "solo_before.png") == "waiting"
+    assert not lines, lines                                                # not said again
+    [entry] = again.waiting(5)[1]
+    assert entry["waited_seconds"] == 9 * 60                               # its clock kept: refused in 1 min
+    clock.t += 2 * 60
+    assert again.sweep() == [inbox / "solo_before.png"]
