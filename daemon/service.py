@@ -46,7 +46,7 @@ from .conversion.claims.spool import Spool
 from .conversion.converting import autobatch
 from .conversion.converting.pipeline import Pipeline, PipelineSettings
 from .conversion.feed import InboxFeed, count_waiting
-from .conversion.hotswap import ChampionWatch, model_key
+from .conversion.hotswap import ChampionWatch
 from .conversion.watching.watcher import Watcher
 from .core import memory
 from .core.config import Config, ConfigError, load_config
@@ -88,15 +88,15 @@ class Service:
         self.sweeper: DoneSweeper | None = None       # [output] done_keep_days / done_max_mb
         self.spools: dict[str, Spool] = {}
         self.unfinished = False       # worker threads still busy when we return: exit without waiting
-        self._batch_cache: dict[tuple, tuple[int, str]] = {}
+        # max_batch = "auto": an earlier start's choice taken at once, measured again once the service is idle.
+        self.batch_sizes = autobatch.BatchSizes(cfg.paths.state / autobatch.KEPT_FILE, self._idle, self._measured)
         # systemd: notifications (no-ops outside systemd), and a watchdog fed only while work moves.
         self.notifier = Notifier()
         self.health = Health()        # fed by the pipeline's before_batch/after_batch hooks
         self.watchdog = Watchdog(self.notifier, self._stall)
         self.waiting: dict[str, int] = {}
         self.status_file = StatusFile()   # status.json, a failed write said once
-        # metrics: always counted (cheap), served only when [metrics] enabled.
-        self.metrics = Metrics(cfg.queues)
+        self.metrics = Metrics(cfg.queues)   # metrics: always counted (cheap), served only when [metrics] enabled
         self.metrics_server: MetricsServer | None = None
         # web: the dashboard and API ([web]), with /metrics; its context holds the file index the feed tells.
         self.web = WebHost(self.metrics)
@@ -166,14 +166,17 @@ class Service:
         logger.info("Ready: drop NAME_before.jpg into {}/<queue>/ ({}); results appear in {}/<queue>/.",
                     cfg.paths.inbox, ", ".join(cfg.queues), cfg.paths.outbox)
         self.notifier.ready(self.status_line())  # systemd: models loaded, device chosen, watchers running
+        self.batch_sizes.start()
 
-    def _max_batch(self, cfg: Config, q: str, predictor) -> tuple[int, str]:
-        if cfg.runtime.max_batch != "auto":
-            return cfg.runtime.max_batch, "configured"
-        key = (str(predictor.device), model_key(predictor.model.path))
-        if key not in self._batch_cache:  # a reload with the same model and device need not measure again
-            self._batch_cache[key] = autobatch.measure(predictor, kept_file=cfg.paths.state / autobatch.KEPT_FILE)
-        return self._batch_cache[key]
+    def _measured(self, q: str, predictor, choice) -> None:
+        """A kept batch size measured again while idle (autobatch.BatchSizes): used from the next batch on."""
+        if self.pipeline.predictor(q) is predictor and choice.size != self.pipeline.max_batch.get(q):
+            self.pipeline.max_batch[q] = choice.size   # read at each batch
+            self.board.set_model(q, predictor.model.path, predictor.version, choice.size, choice.why)
+
+    def _idle(self) -> bool:
+        cfg = self.cfg
+        return not sum(self.pipeline.inflight.values()) and not any(count_waiting(cfg.inbox(q)) for q in cfg.queues)
 
     def _bring_up(self, cfg: Config, predictors: dict, recover_own: bool = False) -> None:
         """Spools, pipeline, recovery of work/, the inbox watcher and the champion watch, for cfg."""
@@ -183,13 +186,16 @@ class Service:
             sweep_temp(folder, is_alive=self.owner.is_alive)  # half-written temporary files of a killed process
         batches = {}
         for q, p in predictors.items():
-            n, why = self._max_batch(cfg, q, p)
+            auto = cfg.runtime.max_batch == "auto"
+            choice = self.batch_sizes.choose(q, p) if auto else (cfg.runtime.max_batch, "configured")
+            n, why = choice[0], choice[1]
             batches[q] = n
             self.board.set_model(q, p.model.path, p.version, n, why)
             self.metrics.model_version(q, p.version)  # metrics:
             # Lines that fit a terminal: paths as the config names them, max_batch auto's figures on their own.
             logger.info("queue {} ({}): model version {} from {}; batch size {} ({})", q, p.task.name, p.version,
-                        _near(cfg, p.model.path), n, "configured" if why == "configured" else "measured")
+                        _near(cfg, p.model.path), n, "configured" if why == "configured" else
+                        "kept" if not getattr(choice, "measured", True) else "measured")
             logger.info("queue {}: {} -> {}", q, _near(cfg, cfg.inbox(q)), _near(cfg, cfg.outbox(q)))
             if why != "configured":
                 logger.info("queue {}: {}", q, why)
@@ -207,18 +213,19 @@ class Service:
             self.web.ctx.predictor = self.pipeline.predictor   # the live view of color points runs the same model
         self.feed.recover(recover_own)
         w = cfg.watch
-        self.watcher = _watcher(cfg, {cfg.inbox(q): partial(self.feed.take, q) for q in cfg.queues}, is_inbox_file,
-                                threads=2, label="inbox", expect="NAME_before.<image ext>", rename=input_name,
-                                subfolders={cfg.train_inbox(q).name for q in cfg.queues})
+        inboxes = {cfg.inbox(q): partial(self.feed.take, q) for q in cfg.queues}
+        self.watcher = Watcher.from_config(cfg, inboxes, is_inbox_file, threads=2, label="inbox", rename=input_name,
+                                           expect="NAME_before.<image ext>",
+                                           subfolders={cfg.train_inbox(q).name for q in cfg.queues})
         self.feed.on_put_back = self.watcher.hold   # an unfinished file put back waits to be finished
         self.watcher.start()
-        old, self.intakes = self.intakes, {q: PairIntake(cfg, q, writer=self.owner.id) for q in cfg.queues}
-        for q in set(old) & set(self.intakes):   # a reload: the halves waiting keep their clocks
-            self.intakes[q].carry_from(old[q])
-        intakes = self.intakes
-        self.pairs_watcher = _watcher(cfg, {cfg.train_inbox(q): intakes[q].handle for q in cfg.queues}, is_pair_file,
-                                      threads=1, label="pairs",
-                                      expect="NAME_before/NAME_after.<image ext> or a color photo")
+        old, intakes = self.intakes, {q: PairIntake(cfg, q, writer=self.owner.id) for q in cfg.queues}
+        for q in set(old) & set(intakes):   # a reload: the halves waiting keep their clocks
+            intakes[q].carry_from(old[q])
+        self.intakes = intakes
+        self.pairs_watcher = Watcher.from_config(cfg, {cfg.train_inbox(q): intakes[q].handle for q in cfg.queues},
+                                                 is_pair_file, threads=1, label="pairs",
+                                                 expect="NAME_before/NAME_after.<image ext> or a color photo")
         self.pairs_watcher.start()
         how = ("inotify: files are taken at close-after-write or rename" if self.watcher.close_events
                else f"{w.observer} observer: files are taken once unchanged for {w.settle_seconds:g} s")
@@ -347,6 +354,7 @@ class Service:
         logger.info("Reloaded: queues {}{}", ", ".join(new.queues),
                     f"; {left} claimed file(s) resumed" if left else "")
         self.notifier.ready(self.status_line())  # systemd:
+        self.batch_sizes.start()
 
     def _bring_down(self, deadline: float) -> int:
         """Stop watching, then finish the batch in flight by deadline; return files left in work/."""
@@ -361,6 +369,7 @@ class Service:
         return left
 
     def shutdown(self) -> None:
+        self.batch_sizes.stop()
         drain = self.cfg.runtime.drain_seconds
         self.scheduler.shutdown()
         self.retrainer.stop()       # a training child is killed; its run is recorded as failed
@@ -380,14 +389,6 @@ class Service:
         c = {q: (x.processed, x.failed) for q, x in self.board.queues.items()}
         logger.info("Stopped: {}.{}", ", ".join(f"{q} {p} converted, {f} failed" for q, (p, f) in c.items()),
                     f" {left} claimed file(s) stay in work/ and go through first at the next start." if left else "")
-
-
-def _watcher(cfg: Config, folders: dict, accept, *, label: str, **how) -> Watcher:
-    """A watcher of folders with [watch]'s settings, its notes on files left alone kept in
-    <state>/left-alone-<label>.json."""
-    w = cfg.watch
-    return Watcher(folders, accept, settle=w.settle_seconds, rescan=w.rescan_seconds, observer=w.observer,
-                   poll=w.poll_seconds, label=label, noted_file=cfg.paths.state / f"left-alone-{label}.json", **how)
 
 
 def _near(cfg: Config, path) -> str:

@@ -7,8 +7,10 @@ one timing per size on a busy machine is noise (five starts on one machine
 chose 16, 1, 2, 1 and 1). So each size is warmed up, then timed several
 times in interleaved rounds (a slow spell of the machine hits every size,
 not one), and its rate is the median. The choice is kept in the state folder
-(KEPT_FILE, per device, task, working size and network size), and the next
-start keeps it unless another size is clearly faster (CLEARLY: over 10%).
+(KEPT_FILE, per device, task, working size and network size). A start that
+finds a kept choice takes it at once (kept_choice: Ready in seconds), and the
+service measures again once it is idle, keeping the choice unless another
+size is clearly faster (CLEARLY: over 10%).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import statistics
 import threading
 import time
 from pathlib import Path
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 from loguru import logger
@@ -41,6 +43,17 @@ KEPT_MAX = 32            # machines-and-models kept in it, the most recent
 class Choice(NamedTuple):
     size: int
     why: str     # one short line: images/s by size and how the choice was made
+    measured: bool = True   # False: an earlier start's choice, taken without measuring (kept_choice)
+
+
+def kept_choice(predictor: Predictor, kept_file: Path) -> Choice | None:
+    """The choice an earlier start kept for this predictor on its device, without measuring; None if none."""
+    entry = _read_kept(kept_file).get(_key(predictor))
+    n = entry.get("batch") if isinstance(entry, dict) else None
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        return None
+    return Choice(n, f"{n} kept from the start of {entry.get('measured', 'an earlier run')}; measured again "
+                     f"once the service is idle", measured=False)
 
 
 def choose(rates: dict[int, float], kept: int | None) -> tuple[int, str]:
@@ -73,6 +86,49 @@ def measure(predictor: Predictor, sizes: tuple[int, ...] | None = None, seconds_
     if kept_file is not None:
         _keep(kept_file, key, n, rates)
     return Choice(n, why)
+
+
+class BatchSizes:
+    """The service's max_batch = "auto" choices: measured at a first start; an earlier start's choice taken at
+    once and measured again once the service is idle (idle()), each such result told to measured(queue,
+    predictor, Choice). A reload with the same network on the same device measures nothing."""
+
+    POLL_SECONDS = 1.0   # how often it looks whether the service is idle
+    BUDGET = 5.0         # seconds one measuring again may take (a first start's may take 20)
+
+    def __init__(self, kept_file: Path, idle: Callable[[], bool], measured: Callable[[str, Predictor, Choice], None]):
+        self.kept_file, self.idle, self.measured = kept_file, idle, measured
+        self._chosen: dict[str, Choice] = {}
+        self._todo: list[tuple[str, Predictor]] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def choose(self, queue: str, predictor: Predictor) -> Choice:
+        key = _key(predictor)
+        if key not in self._chosen:
+            kept = kept_choice(predictor, self.kept_file)   # an earlier start's: Ready without measuring
+            self._chosen[key] = kept or measure(predictor, kept_file=self.kept_file)
+            if kept is not None:
+                self._todo.append((queue, predictor))
+        return self._chosen[key]
+
+    def start(self) -> None:
+        """Measure again what was kept, if anything, on one thread (after Ready: a start, a reload)."""
+        if self._todo and (self._thread is None or not self._thread.is_alive()):
+            self._thread = threading.Thread(target=self._run, name="remeasure", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while self._todo and not self._stop.wait(self.POLL_SECONDS):
+            if not self.idle():
+                continue
+            queue, predictor = self._todo.pop(0)
+            choice = self._chosen[_key(predictor)] = measure(predictor, budget=self.BUDGET, kept_file=self.kept_file)
+            logger.info("queue {}: batch size {}, measured again while idle: {}", queue, choice.size, choice.why)
+            self.measured(queue, predictor, choice)
 
 
 def on_a_thread(fn, *args):

@@ -121,6 +121,13 @@ class Watcher:
 
     # -- life cycle -------------------------------------------------------------------------
 
+    @classmethod
+    def from_config(cls, cfg, folders: Mapping[Path, Handler], accept, *, label: str, **how) -> "Watcher":
+        """A watcher with [watch]'s settings, its notes on files left alone kept in <state>/left-alone-LABEL.json."""
+        w = cfg.watch
+        return cls(folders, accept, settle=w.settle_seconds, rescan=w.rescan_seconds, observer=w.observer,
+                   poll=w.poll_seconds, label=label, noted_file=cfg.paths.state / f"left-alone-{label}.json", **how)
+
     def start(self) -> None:
         """Create the folders, start the observer, then scan (so nothing dropped in between is missed)."""
         for folder in self.folders:
