@@ -37,51 +37,33 @@ comes is finished first; close() waits for it.
 
 from __future__ import annotations
 
-import os
 import queue
-import stat
 import threading
 import time
 from collections import defaultdict
-from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Callable
 
 import torch
 from loguru import logger
 
-from unet import ImageError, Predictor, open_image
-from unet.hints import HintError
-from unet.images import Plain
-from unet.tasks import Prepared
+from unet import ImageError, Predictor
 
 from ...core import memory
 from ...core.fs import passing, write_atomic
+from . import decoding
 from .batching import pick
 from .budget import MemoryBudget, admit
-from .colorinputs import color_choice, color_note, refusal, written_through
+from .colorinputs import refusal
 from .deadline import Deadlines
-from .document import Document
-from .encode import encode, keeps_depth, keeps_pages, takes_ycc
+from .decoding import Item
 from .jobs import Job, JobOutcome, PipelineSettings
 from .outbox import OUTBOX_FAULTS, Outbox
 from .unfinished import unfinished
-from .workers import Named, Pool, is_oom, later
+from .workers import Pool, is_oom, later
 
 
 TRIM_AFTER_SECONDS = 1.0  # idle this long after work: give freed memory back
-
-
-@dataclass
-class _Item:
-    job: Job
-    source: Plain
-    prepared: Prepared | None  # None: the input is written through as it is (kept)
-    predictor: Predictor     # the model that prepared it runs it, even across a hot swap
-    queued: float            # monotonic time it entered the batch queue
-    kept: bytes | None = None  # the file's bytes, for an input written through
-    note: str = ""           # for the log line: a color input kept or recolored
 
 
 _STOP = object()
@@ -203,14 +185,7 @@ class Pipeline:
         if self._closing:
             return
         try:
-            st = os.stat(job.path)
-            job.size = st.st_size
-            if not stat.S_ISREG(st.st_mode):
-                raise ImageError("not a regular file")
-            if st.st_size > self.s.max_file_bytes:
-                raise ImageError(f"the file is {st.st_size / 1e6:.1f} MB, over the limit of "
-                                 f"{self.s.max_file_bytes / 1e6:g} MB; raise limits.max_file_mb if it is wanted")
-            data = job.path.read_bytes()
+            data = decoding.read(job, self.s)
         except ImageError as e:
             return self._fail(job, str(e))
         except OSError as e:
@@ -219,49 +194,20 @@ class Pipeline:
         predictor = doc.predictor if doc else self._predictors[job.queue]
         if not admit(self.memory, job, data, predictor.task.name, self.s.max_pixels, doc.page if doc else 0):
             return  # closing: the file stays in work/
-        where = f"{doc.where()}: " if doc else ""
         ticket = self._deadlines.start(job)   # past [limits] decode_seconds, the job fails (deadline.py)
-        try:
-            source = open_image(Named(data, job.label or job.path.name), self.s.max_pixels, doc.page if doc else 0,
-                                self.s.max_pages)
-            color = "" if doc else color_choice(job, predictor, source)   # a color picture: keep it?
-            kept = data if color == "keep" else None
-            del data
-            prepared = predictor.prepare(source, None if doc else job.hints) if color in ("", "recolor") else None
-        except Exception as e:  # Pillow raises a zoo of errors on hostile files
-            caught = e
-            if isinstance(e, HintError):   # points for a model that does not colorize
-                error, decoding = f"{where}{e}", False
-            elif isinstance(e, ImageError):
-                error, decoding = where + str(e), str(e).startswith("cannot decode")
-            else:
-                error, decoding = f"{where}cannot decode image: {type(e).__name__}: {e}", True
-        else:
-            caught, error = None, ""
+        held = [data]
+        del data   # prepare() lets the file's bytes go once decoded, before the model's input is made
+        d = decoding.prepare(job, held, predictor, self.s)
         if not self._deadlines.end(ticket):
             return   # it came past its deadline: its job has failed already
-        if caught is not None and passing(caught):
-            return self._wait(job, caught)
-        if error:
-            return self._fail_or_wait(job, error, decoding)
-        if color == "fail":
+        if d.caught is not None and passing(d.caught):
+            return self._wait(job, d.caught)
+        if d.error:
+            return self._fail_or_wait(job, d.error, d.decoding)
+        if d.color == "fail":
             return self._fail(job, *refusal(job))
-        note = doc.note if doc else color_note(job, color)
-        if job.hints and prepared is not None and not doc:
-            note = "; ".join(filter(None, [note, f"colored with {job.hints.describe()}"]))
-        if source.pages and prepared is not None and not doc:
-            if keeps_pages(Path(job.out_name).suffix):
-                job.doc = Document(source.pages, predictor, job.path.parent)
-                note = job.doc.note = "; ".join(filter(None, [note, f"all {len(job.doc.pages)} pages"]))
-            else:
-                note = "; ".join(filter(None, [note, f"only page 1 of its {len(source.pages)} was converted: a "
-                                               f"{Path(job.out_name).suffix} result holds one page "
-                                               "([output] format = \"tiff\" keeps them all)"]))
-        if source.frames > 1 and kept is None:
-            note = "; ".join(filter(None, [note, f"the first of its {source.frames} frames was converted "
-                                                 "(an animation)"]))
-        item = _Item(job, source, prepared, predictor, time.monotonic(), kept, note)
-        if kept is not None:
+        item = Item(job, d.source, d.prepared, predictor, time.monotonic(), d.kept, decoding.notes(job, d, predictor))
+        if d.kept is not None:
             return self._encoders.submit(self._encode, item, None, 1)
         self._batchq.put(item)
 
@@ -302,7 +248,7 @@ class Pipeline:
     # -- batch and forward ----------------------------------------------------------------------
 
     def _batch_loop(self) -> None:
-        groups: dict[tuple, list[_Item]] = {}
+        groups: dict[tuple, list[Item]] = {}
         delay = self.s.max_delay_ms / 1000.0
         while not self._closing:
             now = time.monotonic()
@@ -325,7 +271,7 @@ class Pipeline:
                 except queue.Empty:
                     item = None
 
-    def _forward(self, items: list[_Item]) -> None:
+    def _forward(self, items: list[Item]) -> None:
         predictor, q = items[0].predictor, items[0].job.queue
         token = self._before_batch(q, len(items)) if self._before_batch else None
         t = time.perf_counter()
@@ -358,23 +304,12 @@ class Pipeline:
 
     # -- encode and write ---------------------------------------------------------------------
 
-    def _encode(self, item: _Item, y: torch.Tensor, attempt: int) -> None:
+    def _encode(self, item: Item, y: torch.Tensor, attempt: int) -> None:
         job = item.job
         try:
-            ext = Path(job.out_name).suffix
-            if job.doc is not None and job.doc.data is not None:
-                image, data = None, job.doc.data   # the last page is in already: a retry of the write
-            elif item.prepared is None:
-                image, data = None, written_through(item.source, item.kept, ext, self.s.jpeg_quality)
-            elif job.doc is not None:
-                image = item.predictor.finish(item.prepared, y, deep=True)
-                job.doc.add(image, item.source)
-                if job.doc.more:
-                    return self._next_page(item)
-                image, data = None, job.doc.data
-            else:
-                image = item.predictor.finish(item.prepared, y, ycc=takes_ycc(ext), deep=keeps_depth(ext))
-                data = encode(image, ext, self.s.jpeg_quality, item.source)
+            data = decoding.result(item, y, self.s)
+            if data is None:
+                return self._next_page(item)
         except Exception as e:
             item.source = item.prepared = item.kept = None
             if passing(e):
@@ -392,16 +327,16 @@ class Pipeline:
                     return self.outbox.hold(job, attempt, e, lambda n: self._encoders.submit(self._encode, item, y, n))
                 return self._retry(job, attempt, e, lambda n: self._encoders.submit(self._encode, item, y, n))
             self.outbox.unblocked(job.out_dir)
-            # Let go of the images before the budget gets their bytes back, or the next file's decode
+            # Let go of the result before the budget gets its bytes back, or the next file's decode
             # would overlap them.
-            del image, data
+            del data
             item.source = item.prepared = item.kept = None
             self._finish(job, JobOutcome(True, out, size=job.size, ms=1000 * (time.monotonic() - job.complete_at),
                                          note=item.note), entered=True)
         finally:
             self._leave()
 
-    def _next_page(self, item: _Item) -> None:
+    def _next_page(self, item: Item) -> None:
         """A document's page is in its result: give its memory back and decode the next page."""
         item.source = item.prepared = item.kept = None
         self.memory.give(item.job.memory)
