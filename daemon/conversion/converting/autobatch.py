@@ -119,7 +119,10 @@ class BatchSizes:
             self._thread.start()
 
     def stop(self) -> None:
+        """No more measuring; one under way is waited for (torch must not be running when the process ends)."""
         self._stop.set()
+        if self._thread is not None:
+            self._thread.join(self.BUDGET * 4)
 
     def _run(self) -> None:
         while self._todo and not self._stop.wait(self.POLL_SECONDS):

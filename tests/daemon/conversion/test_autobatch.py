@@ -51,5 +51,9 @@ def test_the_choice_is_kept_in_the_state_folder_and_read_back_at_the_next_start(
         status = rig.cfg.paths.state / "status.json"
         poll(lambda: json.loads(status.read_text())["queues"]["colorize"]["max_batch"] == chosen, 30,
              "status.json to show the size in use", rig)
+        # Stopped while it may be measuring again (a third start, at once): a clean exit, never an abort.
+        rig.stop()
+        rig.start()
+        assert rig.stop() == 0, rig.current.log()[-2000:]
     finally:
         rig.close()
