@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from unet import Predictor, load_model  # noqa: E402
 from unet.data import find_pairs, load_pair  # noqa: E402
-from unet.train import evaluate  # noqa: E402
+from unet.scores import evaluate  # noqa: E402
 
 
 def contact_sheet(columns: list[list[Image.Image]], labels: list[str], height: int = 192) -> Image.Image:
@@ -49,7 +49,7 @@ def main():
     args = ap.parse_args()
     model = load_model(args.model)
     pairs = find_pairs([args.pairs])
-    scores = evaluate(model, pairs)
+    scores = evaluate(model, pairs).as_dict()
     print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in scores.items()}, indent=2))
     if args.sheet:
         pred = Predictor(model, device="cpu")

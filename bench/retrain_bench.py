@@ -8,7 +8,7 @@ pairs in --held; --base-pairs holds the rest of that training set. The
 benchmark:
 
 1. scores MODEL_DIR on the --val pairs (PSNR and colorfulness at full size,
-   unet.train.evaluate, as bench/eval_pairs.py does);
+   unet.scores.evaluate, as bench/eval_pairs.py does);
 2. writes a config in the work folder (its own inbox, outbox and state; queue
    colorize with model = MODEL_DIR and base_pairs = [--base-pairs]; retraining
    on, max_minutes = --minutes, threads = --threads) and starts the real
@@ -71,7 +71,7 @@ from daemon.learning.counts import read_counts  # noqa: E402
 from daemon.learning.registry import Registry  # noqa: E402
 from unet import Predictor, load_model  # noqa: E402
 from unet.data import find_pairs, load_pair  # noqa: E402
-from unet.train import evaluate  # noqa: E402
+from unet.scores import evaluate  # noqa: E402
 
 QUEUE = "colorize"
 DROP_SIZE = (256, 384)    # width, height of the generated befores
@@ -142,7 +142,7 @@ def cpu_seconds(pid: int) -> float | None:
 def score(model_dir: Path, pairs) -> dict:
     """Full-size scores on pairs, as bench/eval_pairs.py prints them."""
     t = time.monotonic()
-    scores = evaluate(load_model(model_dir), pairs)
+    scores = evaluate(load_model(model_dir), pairs).as_dict()
     out = {k: round(scores[k], 3) if isinstance(scores[k], float) else scores[k] for k in SCORE_KEYS if k in scores}
     say(f"  {model_dir}: PSNR {out['psnr']:.2f} dB, colorfulness {out['colorfulness']:.1f} "
         f"(truth {out['truth_colorfulness']:.1f}) on {out['pairs']} pairs, in {time.monotonic() - t:.0f} s")

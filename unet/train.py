@@ -1,4 +1,5 @@
-"""Training: set-up, epochs, evaluation and model selection; the full-size scores a model is judged by."""
+"""Training: set-up, epochs, evaluation on the working-size objective and model selection; the full-size
+scores a model is judged by are scores.py's."""
 
 from __future__ import annotations
 
@@ -15,12 +16,11 @@ import torch
 
 from .calibration import DETAIL_GAINS, GAINS, TINT_GAINS, calibrate, working_scores  # noqa: F401 (re-exported)
 from .checkpoint import Model
-from .color import rgb_to_ycc
-from .data import PairRef, PairSet, load_pair
-from .images import plain
-from .metrics import AbAuc, colorfulness, mean, psnr, tint
+from .data import PairRef, PairSet
+from .metrics import mean
 from .objective import Objective, error_floor
-from .predictor import Predictor, pick_device
+from .predictor import pick_device
+from .scores import Scores, evaluate, mean_chroma
 from .tasks import make_task
 
 
@@ -80,7 +80,7 @@ class Loaded:
 class TrainResult:
     model: Model
     history: list[dict] = field(default_factory=list)   # one entry per evaluation
-    metrics: dict = field(default_factory=dict)          # final scores on the validation pairs
+    metrics: Scores = field(default_factory=Scores)      # final scores on the validation pairs
     stopped: str = ""                                    # why training ended
     seconds: dict = field(default_factory=dict)          # each phase's wall time: set_up, training,
                                                          # calibration, scoring (what a deadline must leave)
@@ -315,49 +315,9 @@ def _finish(run: _Run, val_pairs: list[PairRef]) -> TrainResult:
     t1 = time.monotonic()
     net.cpu()  # saved and served from the CPU; full-size recombination is CPU work anyway
     metrics = evaluate(model, val_pairs, mean_chroma=mean_chroma(run.train_set))
-    run.log("validation: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items() if isinstance(v, float)))
+    run.log("validation: " + metrics.described())
     seconds = {"calibration": round(t1 - t0, 1), "scoring": round(time.monotonic() - t1, 1)}
     return TrainResult(model, run.history, metrics, run.stopped, seconds)
-
-
-def mean_chroma(data: PairSet) -> tuple[float, float]:
-    """Mean (Cb, Cr) offsets of the training afters on 0..255: the mean-tint baseline's color."""
-    total, n = torch.zeros(2), 0
-    for _, after, _ in data.items:
-        c = rgb_to_ycc(after[None].float() / 255.0)[0, 1:]
-        total += c.sum(dim=(1, 2))
-        n += c[0].numel()
-    return tuple((total / max(n, 1) * 255).tolist())
-
-
-def evaluate(model: Model, pairs: list[PairRef], mean_chroma: tuple[float, float] | None = None,
-             device: str = "cpu") -> dict:
-    """Full-resolution scores over pairs: the model, and the baselines beside it."""
-    pred = Predictor(model, device=device, max_batch=8)
-    scores = {"psnr": [], "colorfulness": [], "truth_colorfulness": [], "gray_psnr": [], "tint_psnr": []}
-    auc, gray_auc = AbAuc(), AbAuc()   # hue right, not only vivid (colorize): the model's and gray's
-    tint_chroma = mean_chroma or tuple(model.meta.get("train_mean_chroma") or (0.0, 0.0))
-    for p in pairs:
-        before, after = load_pair(p)
-        out = pred.predict([plain(before)])[0]
-        truth = after if model.task.name == "colorize" or model.task.cfg.out_channels == 3 else after.convert("L")
-        scores["psnr"].append(psnr(out, truth))
-        scores["colorfulness"].append(colorfulness(out))
-        scores["truth_colorfulness"].append(colorfulness(truth))
-        gray = before.convert("L")
-        scores["gray_psnr"].append(psnr(gray.convert("RGB") if truth.mode == "RGB" else gray, truth))
-        if model.task.name == "colorize":
-            scores["tint_psnr"].append(psnr(tint(gray, *tint_chroma), truth))
-            auc.add(out, truth)
-            gray_auc.add(gray, truth)
-    out = {k: mean(v) for k, v in scores.items() if v}
-    out["pairs"] = len(pairs)
-    # Each pair's PSNR, in the order of pairs: the promotion rule compares two models image by image.
-    out["psnr_each"] = [round(v, 4) for v in scores["psnr"]]
-    if model.task.name == "colorize":
-        out["train_mean_chroma"] = list(tint_chroma)
-        out["auc"], out["gray_auc"] = auc.score(), gray_auc.score()
-    return out
 
 
 class _Average:

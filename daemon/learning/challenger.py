@@ -138,13 +138,13 @@ def train_challenger(job: TrainJob, log=print, progress: bool | None = None, sho
                    ends_by=None if budget is None else began + 60 * job.minutes - budget["kept_after_s"],
                    loaded=loaded)
     metrics = result.metrics
-    tint = tuple(metrics["train_mean_chroma"]) if "train_mean_chroma" in metrics else tint
+    tint = metrics.train_mean_chroma or tint
 
     challenger.meta = {}
     record = {"queue": job.queue, "parent": job.parent, "data_fingerprint": fingerprint(pairs),
               "pairs": len(pairs), "train_pairs": len(train_pairs), "val_pairs": len(val_pairs),
-              "metrics": metrics, "champion_metrics": champion_metrics,
-              "champion_served_metrics": served, "stopped": result.stopped,
+              "metrics": metrics.as_dict(), "champion_metrics": champion_metrics and champion_metrics.as_dict(),
+              "champion_served_metrics": served and served.as_dict(), "stopped": result.stopped,
               "trained_from": job.start, "started": started, "finished": now_iso(),
               "train_seconds": round(time.monotonic() - t0, 1)}
     if tint is not None:
@@ -165,7 +165,8 @@ def _score_champion(job: TrainJob, train_pairs, val_pairs, log):
     full-size scoring took: what the challenger's will take after training, the pairs as loaded or None).
     """
     from unet import load_model
-    from unet.train import TrainConfig, evaluate, train
+    from unet.scores import evaluate
+    from unet.train import TrainConfig, train
 
     champion, tint, after = load_model(job.start), None, None
     metrics, loaded = None, None
@@ -176,16 +177,16 @@ def _score_champion(job: TrainJob, train_pairs, val_pairs, log):
         # the same way (no training), and compare those scores.
         again = train(load_model(job.start), train_pairs, val_pairs, TrainConfig(epochs=0, threads=job.threads),
                       log=lambda m: None, progress=False)
-        metrics, tint, loaded = again.metrics, tuple(again.metrics["train_mean_chroma"]), again.loaded
+        metrics, tint, loaded = again.metrics, again.metrics.train_mean_chroma, again.loaded
         after = again.seconds["calibration"] + again.seconds["scoring"]
     t = time.monotonic()
     served = evaluate(champion, val_pairs, mean_chroma=tint)
     after = after if after is not None else time.monotonic() - t
-    log("champion as served, on the held-out pairs: " + _scores(served))
+    log("champion as served, on the held-out pairs: " + served.described())
     if metrics is not None:
         knobs = again.model.task_cfg
         log(f"champion calibrated like the challenger (gain {knobs.gain:g}, tint gain "
-            f"{knobs.gain if knobs.tint_gain is None else knobs.tint_gain:g}): " + _scores(metrics))
+            f"{knobs.gain if knobs.tint_gain is None else knobs.tint_gain:g}): " + metrics.described())
     return champion, served, metrics or served, tint, after, loaded
 
 
@@ -217,10 +218,6 @@ def _gray_afters(pairs) -> bool:
         if mode not in ("L", "LA", "1", "I", "I;16", "F"):
             return False
     return bool(pairs)
-
-
-def _scores(metrics: dict) -> str:
-    return ", ".join(f"{k} {v:.2f}" for k, v in metrics.items() if isinstance(v, float))
 
 
 def _contact_sheet(folder: Path, pairs, champion, challenger, task: str) -> list[dict]:

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 from loguru import logger
 
+from unet.scores import Scores
+
 from ..core.config import Config
 from ..core.fs import now_iso
 from .challenger import TrainJob
@@ -98,7 +100,7 @@ class TrainingOutcome:
     rule: dict | None = None    # the promotion rule's settings and figures (report.json "rule")
 
 
-def decide(task: str, challenger: dict, champion: dict | None, margin: float,
+def decide(task: str, challenger: Scores, champion: Scores | None, margin: float,
            force: bool = False, no_promote: bool = False, *, confidence: float | None = None,
            min_pairs: int = 0, few: str | None = None) -> tuple[bool, str]:
     """(promote?, why) by the promotion rule; force and no_promote override it, and say so.
@@ -106,17 +108,17 @@ def decide(task: str, challenger: dict, champion: dict | None, margin: float,
     With confidence, the per-image gains (psnr_each) must clear the margin at that confidence;
     with fewer than min_pairs held-out pairs nothing is promoted (few: the message saying so).
     """
-    psnr = challenger.get("psnr", math.nan)
+    psnr = challenger.psnr
     faults, sure = [], None
     if not math.isfinite(psnr):
         faults.append("its PSNR is not a number")
-    held = challenger.get("pairs")
-    if isinstance(held, int) and held < min_pairs:
+    held = challenger.pairs
+    if held < min_pairs:
         faults.append(few or f"only {held} held-out pairs scored it; promotion needs at least {min_pairs}")
     if champion is not None and math.isfinite(psnr):
-        gain = psnr - champion["psnr"]
+        gain = psnr - champion.psnr
         if gain < margin:
-            faults.append(f"PSNR {psnr:.2f} dB is {gain:+.2f} dB against the champion's {champion['psnr']:.2f}, "
+            faults.append(f"PSNR {psnr:.2f} dB is {gain:+.2f} dB against the champion's {champion.psnr:.2f}, "
                           f"short of the margin of {margin:g} dB")
         elif confidence is not None:
             test = gain_of(challenger, champion, confidence)
@@ -128,16 +130,17 @@ def decide(task: str, challenger: dict, champion: dict | None, margin: float,
                                  if test.top2_share >= 0.5 else ""))
             else:
                 sure = test.describe()
-        if task == "colorize" and challenger["colorfulness"] < champion["colorfulness"] * (1 - COLOR_TOLERANCE):
-            faults.append(f"it is less colorful ({challenger['colorfulness']:.1f} against the champion's "
-                          f"{champion['colorfulness']:.1f})")
-        if task == "colorize" and "auc" in challenger and "auc" in champion \
-                and challenger["auc"] < champion["auc"] - AUC_TOLERANCE:
-            faults.append(f"its hues are worse (ab AuC {challenger['auc']:.1f} against the champion's "
-                          f"{champion['auc']:.1f})")
-    for key, label in (("gray_psnr", "gray"), ("tint_psnr", "mean-tint")):
-        if key in challenger and math.isfinite(psnr) and psnr < challenger[key] + margin:
-            faults.append(f"it does not beat the {label} baseline ({psnr:.2f} dB against {challenger[key]:.2f})")
+        if task == "colorize" and challenger.colorfulness is not None and champion.colorfulness is not None \
+                and challenger.colorfulness < champion.colorfulness * (1 - COLOR_TOLERANCE):
+            faults.append(f"it is less colorful ({challenger.colorfulness:.1f} against the champion's "
+                          f"{champion.colorfulness:.1f})")
+        if task == "colorize" and challenger.auc is not None and champion.auc is not None \
+                and challenger.auc < champion.auc - AUC_TOLERANCE:
+            faults.append(f"its hues are worse (ab AuC {challenger.auc:.1f} against the champion's "
+                          f"{champion.auc:.1f})")
+    for base, label in ((challenger.gray_psnr, "gray"), (challenger.tint_psnr, "mean-tint")):
+        if base is not None and math.isfinite(psnr) and psnr < base + margin:
+            faults.append(f"it does not beat the {label} baseline ({psnr:.2f} dB against {base:.2f})")
     good = _summary(challenger, champion) + (f"; {sure}" if sure else "")
     if force:
         return True, f"forced (--force): {good}" + (f"; by the rule it would fail: {'; '.join(faults)}"
@@ -149,23 +152,23 @@ def decide(task: str, challenger: dict, champion: dict | None, margin: float,
     return True, good
 
 
-def gain_of(challenger: dict, champion: dict | None, confidence: float) -> PairedGain | None:
+def gain_of(challenger: Scores, champion: Scores | None, confidence: float) -> PairedGain | None:
     """The paired test of two models' per-image scores on the same pairs; None without them."""
-    ours, theirs = challenger.get("psnr_each"), (champion or {}).get("psnr_each")
+    ours, theirs = challenger.psnr_each, champion.psnr_each if champion else ()
     if not ours or not theirs or len(ours) != len(theirs):
         return None
     return paired_gain(ours, theirs, confidence)
 
 
-def _summary(ch: dict, champ: dict | None) -> str:
-    parts = [f"PSNR {champ['psnr']:.2f} -> {ch['psnr']:.2f} dB" if champ else f"PSNR {ch.get('psnr', math.nan):.2f} dB"]
-    if "colorfulness" in ch and "tint_psnr" in ch:
-        parts.append(f"colorfulness {champ['colorfulness']:.1f} -> {ch['colorfulness']:.1f}" if champ
-                     else f"colorfulness {ch['colorfulness']:.1f}")
-    if "auc" in ch:
-        parts.append(f"ab AuC {champ['auc']:.1f} -> {ch['auc']:.1f}" if champ and "auc" in champ
-                     else f"ab AuC {ch['auc']:.1f}")
-    base = [f"{label} {ch[k]:.2f}" for k, label in (("gray_psnr", "gray"), ("tint_psnr", "mean tint")) if k in ch]
+def _summary(ch: Scores, champ: Scores | None) -> str:
+    parts = [f"PSNR {champ.psnr:.2f} -> {ch.psnr:.2f} dB" if champ else f"PSNR {ch.psnr:.2f} dB"]
+    if ch.colorfulness is not None and ch.tint_psnr is not None:
+        parts.append(f"colorfulness {champ.colorfulness:.1f} -> {ch.colorfulness:.1f}"
+                     if champ and champ.colorfulness is not None else f"colorfulness {ch.colorfulness:.1f}")
+    if ch.auc is not None:
+        parts.append(f"ab AuC {champ.auc:.1f} -> {ch.auc:.1f}" if champ and champ.auc is not None
+                     else f"ab AuC {ch.auc:.1f}")
+    base = [f"{label} {v:.2f}" for v, label in ((ch.gray_psnr, "gray"), (ch.tint_psnr, "mean tint")) if v is not None]
     if base:
         parts.append("baselines " + ", ".join(base) + " dB")
     return "; ".join(parts)
@@ -199,9 +202,9 @@ def conclude(cfg: Config, queue: str, job: TrainJob, result: dict | None, *, who
         finish_report(report, data, outcome, result or {}, task)
         return outcome
 
-    challenger, champion = result["metrics"], result.get("champion_metrics")
+    challenger, champion = Scores.from_dict(result["metrics"]), Scores.from_dict(result.get("champion_metrics"))
     rc = cfg.retrain
-    held, total = result.get("val_pairs", challenger.get("pairs")), result.get("pairs") or 0
+    held, total = result.get("val_pairs", challenger.pairs), result.get("pairs") or 0
     few = too_few_held_out(held, total, rc.min_holdout_pairs, job.val_percent) \
         if isinstance(held, int) and held < rc.min_holdout_pairs else None
     test = gain_of(challenger, champion, rc.promotion_confidence)
@@ -230,8 +233,8 @@ def conclude(cfg: Config, queue: str, job: TrainJob, result: dict | None, *, who
             f"Against the model it started from: {why}" if champion else _summary(challenger, None))
         log.info("train {}: model written to {}: {}", queue, out, _summary(challenger, champion))
     gain = None
-    if champion and math.isfinite(challenger.get("psnr", math.nan)) and math.isfinite(champion.get("psnr", math.nan)):
-        gain = challenger["psnr"] - champion["psnr"]
+    if champion and math.isfinite(challenger.psnr) and math.isfinite(champion.psnr):
+        gain = challenger.psnr - champion.psnr
     outcome = TrainingOutcome(queue, decision, why, version, after, report, gain, data["rule"])
     finish_report(report, data, outcome, result, task)
     return outcome

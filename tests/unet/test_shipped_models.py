@@ -15,7 +15,7 @@ from PIL import Image
 from tests.support.processes import PLATES, PYTHON, ROOT
 from unet import load_model
 from unet.data import find_pairs
-from unet.train import evaluate
+from unet.scores import evaluate
 
 MODELS = ROOT / "models"
 needs_plates = pytest.mark.skipif(not (PLATES / "val").is_dir(), reason="the plates data set is not beside this checkout")
@@ -41,23 +41,23 @@ def colorize_scores():
 @needs_plates
 def test_colorize_beats_the_baselines_and_is_colorful_on_the_plates_validation_set(colorize_scores):
     scores = colorize_scores
-    assert scores["psnr"] > scores["tint_psnr"] > scores["gray_psnr"]
+    assert scores.psnr > scores.tint_psnr > scores.gray_psnr
     # The pretrained encoder's colors: more vivid than the earlier U-Net's 17.2, and hues nearer the truth
     # than gray's 67.7 by the rebalanced ab AuC.
-    assert scores["colorfulness"] >= 20
-    assert scores["auc"] >= scores["gray_auc"] + 3
+    assert scores.colorfulness >= 20
+    assert scores.auc >= scores.gray_auc + 3
 
 
 @needs_plates
 def test_colorize_reaches_the_psnr_bar_on_the_plates_validation_set(colorize_scores):
-    assert colorize_scores["psnr"] >= 27.4   # the shipped model: 27.44 (the earlier U-Net: 27.50, at 17.2 colorfulness)
+    assert colorize_scores.psnr >= 27.4   # the shipped model: 27.44 (the earlier U-Net: 27.50, at 17.2 colorfulness)
 
 
 @needs_plates
 def test_reverse_beats_the_bar_on_the_plates_validation_set():
     # The reverse direction: color in, the plates' own black-and-white out.
     scores = evaluate(load_model(MODELS / "reverse"), find_pairs([PLATES / "val"], swap=True))
-    assert scores["psnr"] >= 35
+    assert scores.psnr >= 35
 
 
 def test_a_large_photo_keeps_its_size_and_its_luminance(tmp_path, service_env):

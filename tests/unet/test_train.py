@@ -42,9 +42,9 @@ def test_a_short_run_lowers_the_loss(tmp_path, task):
     first, last = result.history[1], result.history[-1]
     assert last["train_loss"] < first["train_loss"]
     assert result.history[-1]["val_loss"] < result.history[0]["val_loss"]
-    assert math.isfinite(result.metrics["psnr"]) and result.metrics["pairs"] == 3
+    assert math.isfinite(result.metrics.psnr) and result.metrics.pairs == 3
     if task.name == "colorize":
-        assert {"colorfulness", "gray_psnr", "tint_psnr"} <= set(result.metrics)
+        assert {"colorfulness", "gray_psnr", "tint_psnr"} <= set(result.metrics.as_dict())
     if task.name == "colorize":  # the decoding is calibrated on the run's validation pairs
         line = next(line for line in logs if line.startswith("decoding "))
         assert "gain" in line and {"bins": "temperature", "blend": "blend"}.get(task.head, "gain") in line
@@ -148,7 +148,7 @@ def test_a_second_run_on_the_same_pairs_reuses_them_as_loaded(tmp_path):
     torch.manual_seed(0)
     fresh = train(new_model(task, arch), train_pairs, val_pairs, TrainConfig(epochs=1, threads=1),
                   log=lambda s: None, progress=False)
-    assert again.metrics["psnr"] == fresh.metrics["psnr"]                  # the same run, loaded or not
+    assert again.metrics.psnr == fresh.metrics.psnr                  # the same run, loaded or not
     other = train(new_model(TaskConfig("colorize", work_long=48, bins_per_axis=6), arch), train_pairs, val_pairs,
                   TrainConfig(epochs=0, threads=1), log=lambda s: None, progress=False, loaded=first.loaded)
     assert other.loaded.train_set is not first.loaded.train_set          # another working size loads its own

@@ -14,6 +14,7 @@ from daemon.learning.registry import Registry
 from tests.support.config import write_config
 from tests.support.pairs import by_rule, scene, tiny_champion
 from unet.data import is_val
+from unet.scores import Scores
 
 
 @pytest.fixture(autouse=True)
@@ -25,7 +26,7 @@ def one_thread():
 
 
 def _scores(each):
-    return {"psnr": float(np.mean(each)), "psnr_each": list(each), "pairs": len(each)}
+    return Scores(psnr=float(np.mean(each)), psnr_each=tuple(each), pairs=len(each))
 
 
 def test_a_gain_on_two_pictures_of_twenty_is_not_sure_and_a_gain_on_all_is():
@@ -100,7 +101,8 @@ def test_a_real_run_whose_gain_rests_on_two_pictures_is_not_promoted(tmp_path, c
     gains = sorted(paired["gains_db"], reverse=True)
     # What the run was built to be: the mean clears the margin, and only two pictures are better.
     assert paired["mean_db"] > data["margin"] and gains[1] > 2 and max(gains[2:]) < 0, gains
-    assert decide("colorize", data["challenger"], data["champion"], data["margin"])[0], \
+    assert decide("colorize", Scores.from_dict(data["challenger"]), Scores.from_dict(data["champion"]),
+                  data["margin"])[0], \
         "by the mean alone (and colorfulness, hues, baselines) it would be promoted"
     assert data["decision"] == "rejected" and data["why"].startswith("its gain is not sure"), data["why"]
     assert Registry(cfg.state_dir("models", "colorize")).champion_version() == 1

@@ -23,6 +23,7 @@ from tests.support.config import write_config
 from tests.support.pairs import scene, tiny_champion, write_pairs
 from unet import Predictor
 from unet.metrics import colorfulness
+from unet.scores import Scores
 
 EPOCHS = 20   # a few seconds of one CPU thread; enough for the rule in synthetic_pairs (the minutes, 60, never
 #              cut a run short: a slow machine trains as far, only later)
@@ -169,6 +170,7 @@ def test_too_few_pairs_fail_with_a_message_that_says_what_to_do(cfg):
     assert Registry(cfg.state_dir("models", "colorize")).champion_version() == 1
 
 
+S = Scores.from_dict   # the scores as result.json holds them, read back typed
 CHAMP = {"psnr": 22.0, "colorfulness": 20.0, "gray_psnr": 20.0, "tint_psnr": 20.5}
 
 
@@ -180,26 +182,26 @@ CHAMP = {"psnr": 22.0, "colorfulness": 20.0, "gray_psnr": 20.0, "tint_psnr": 20.
     ({"psnr": float("nan"), "colorfulness": 21.0, "gray_psnr": 20.0, "tint_psnr": 20.5}, False, "not a number"),
 ])
 def test_the_promotion_rule(challenger, promoted, words):
-    ok, why = decide("colorize", challenger, CHAMP, margin=0.05)
+    ok, why = decide("colorize", S(challenger), S(CHAMP), margin=0.05)
     assert ok is promoted and words in why
 
 
 def test_the_rule_refuses_worse_hues_beyond_the_noise_and_reads_models_without_the_score():
     champion = {**CHAMP, "auc": 74.0}
     better = {"psnr": 22.5, "colorfulness": 21.0, "gray_psnr": 20.0, "tint_psnr": 20.5}
-    ok, why = decide("colorize", {**better, "auc": 72.9}, champion, margin=0.05)
+    ok, why = decide("colorize", S({**better, "auc": 72.9}), S(champion), margin=0.05)
     assert not ok and "hues are worse (ab AuC 72.9 against the champion's 74.0)" in why
-    ok, why = decide("colorize", {**better, "auc": 73.7}, champion, margin=0.05)   # within the noise
+    ok, why = decide("colorize", S({**better, "auc": 73.7}), S(champion), margin=0.05)   # within the noise
     assert ok and "ab AuC 74.0 -> 73.7" in why
-    assert decide("colorize", {**better, "auc": 70.0}, CHAMP, margin=0.05)[0]      # a champion scored before AuC
+    assert decide("colorize", S({**better, "auc": 70.0}), S(CHAMP), margin=0.05)[0]   # a champion scored before AuC
 
 
 def test_force_and_no_promote_override_the_rule_and_say_so():
     worse = {"psnr": 21.0, "colorfulness": 21.0, "gray_psnr": 20.0, "tint_psnr": 20.5}
     better = {"psnr": 23.0, "colorfulness": 21.0, "gray_psnr": 20.0, "tint_psnr": 20.5}
-    ok, why = decide("colorize", worse, CHAMP, 0.05, force=True)
+    ok, why = decide("colorize", S(worse), S(CHAMP), 0.05, force=True)
     assert ok and "forced" in why and "short of the margin" in why
-    ok, why = decide("colorize", better, CHAMP, 0.05, no_promote=True)
+    ok, why = decide("colorize", S(better), S(CHAMP), 0.05, no_promote=True)
     assert not ok and "--no-promote" in why
 
 
