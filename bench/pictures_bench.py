@@ -46,6 +46,7 @@ def peak_of(cmd: list[str], cwd: Path) -> float:
 def config(tmp: Path, budget_mb: int, tree: Path) -> Path:
     text = (tree / "config.toml").read_text()
     text = re.sub(r"(?m)^memory_budget_mb = .*$", f"memory_budget_mb = {budget_mb}", text)
+    text = re.sub(r"(?m)^max_file_mb = .*$", "max_file_mb = 4000", text)   # a 16-page book of 24 MP: 330 MB
     text = re.sub(r'(?m)^state = .*$', f'state = "{tmp / "state"}"', text)
     text = re.sub(r'(?m)^model = "models/', f'model = "{tree / "models"}/', text)
     path = tmp / f"config-{abs(hash(str(tree)))}.toml"
