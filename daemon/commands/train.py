@@ -20,18 +20,16 @@ import signal
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 from loguru import logger
 
 from ..core.config import load_config
-from ..core.fs import now_iso
 from ..errors import EX_DATAERR, EX_OK, EX_TEMPFAIL, UsageError
 from ..learning.challenger import train_challenger
-from ..learning.counts import mark_trained, read_counts
-from ..learning.promotion import conclude
 from ..learning.registry import open_registry
-from ..learning.report import new_report_dir, rule_line
-from ..learning.retrain import Busy, pair_folders, plan, training_lock
+from ..learning.report import rule_line
+from ..learning.retrain import Busy, pair_folders, training_run
 from ..learning.serving import model_dir
 from ..ops.logs import setup_logging
 
@@ -116,34 +114,30 @@ def main(args) -> int:
     # A new network copies the shipped model's architecture when there is one, else the recipe's defaults.
     arch = shipped if start is None else None
 
-    counts = read_counts(cfg.state_dir("pairs", queue))
-    lock_root = registry.root if registry else cfg.state_dir("models", queue)
-    try:
-        with training_lock(lock_root):
-            if registry:
-                registry.clean_staging()
-                stage = registry.staging()
-            report = new_report_dir(cfg.state_dir("reports", queue))
-            job = plan(cfg, queue, out=stage, report=report, start=start, parent=parent, pairs=folders,
-                       arch=str(arch) if arch else None, val_percent=args.val_percent or cfg.retrain.val_percent,
-                       minutes=minutes, epochs=args.epochs, threads=None, nice=0, swap=args.swap, seed=args.seed)
-            job.save(report / "job.json")
-            logger.info("train {}: {} on {}, budget {}; report in {}", queue,
-                        f"fine-tuning {start}" if start else "a new network", ", ".join(folders),
-                        " and ".join(b for b in (f"{minutes:g} min" if minutes else "",
-                                                 f"{args.epochs} epochs" if args.epochs is not None else "") if b), report)
-            started = now_iso()
-            with _StopOnCtrlC() as stop:
-                from unet.train import TrainingError
+    def announce(job, counts) -> None:
+        job.save(Path(job.report) / "job.json")
+        logger.info("train {}: {} on {}, budget {}; report in {}", queue,
+                    f"fine-tuning {start}" if start else "a new network", ", ".join(folders),
+                    " and ".join(b for b in (f"{minutes:g} min" if minutes else "",
+                                             f"{args.epochs} epochs" if args.epochs is not None else "") if b),
+                    job.report)
 
-                try:
-                    result = train_challenger(job, log=lambda m: logger.info("{}", m), progress=None, began=began,
-                                              should_stop=lambda: stop.asked)
-                    error = None
-                except TrainingError as e:
-                    result, error = None, str(e)
-            outcome = conclude(cfg, queue, job, result, who=who, started=started, registry=registry, out=out,
-                               force=args.force, no_promote=args.no_promote, error=error)
+    def in_foreground(job):
+        from unet.train import TrainingError
+
+        with _StopOnCtrlC() as stop:
+            try:
+                return train_challenger(job, log=lambda m: logger.info("{}", m), progress=None, began=began,
+                                        should_stop=lambda: stop.asked), None
+            except TrainingError as e:
+                return None, str(e)
+
+    try:
+        outcome = training_run(cfg, queue, registry, who=who, train=in_foreground, announce=announce, stage=stage,
+                               out=out, mark=not args.pairs, force=args.force, no_promote=args.no_promote,
+                               start=start, parent=parent, pairs=folders, arch=str(arch) if arch else None,
+                               val_percent=args.val_percent or cfg.retrain.val_percent, minutes=minutes,
+                               epochs=args.epochs, threads=None, nice=0, swap=args.swap, seed=args.seed)
     except Busy as e:
         print(f"reverser train: {e}", file=sys.stderr)
         return EX_TEMPFAIL
@@ -155,8 +149,6 @@ def main(args) -> int:
 
     logger.info("train {}: {:.0f} s in all{}", queue, time.monotonic() - began,
                 f", of a budget of {minutes:g} min" if minutes else "")
-    if outcome.decision in ("promoted", "rejected") and not args.pairs:
-        mark_trained(cfg.state_dir("pairs", queue), qcfg.task == "colorize", counts["new"])
     print(_summary(outcome))
     return EX_DATAERR if outcome.decision == "failed" else EX_OK
 

@@ -8,7 +8,9 @@ One run for one queue:
      register it as rejected, with its scores;
   4. record the decision in the registry history and the run's report folder.
 A child that crashes, is killed or finds a NaN changes nothing but the history: the
-champion keeps serving. `reverser train` reuses plan() and conclude() in the foreground.
+champion keeps serving. The sequence itself (the lock, staging, the report folder, the plan,
+training, the decision, the pairs marked trained) is training_run(), which `reverser train` runs
+too, training in the foreground instead of in a child.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from ..core.fs import file_lock, now_iso
 from .challenger import PARENT_ENV, RESULT, TrainJob
 from .counts import mark_trained, read_counts
 from .promotion import TrainingOutcome, conclude
-from .registry import open_registry
+from .registry import Registry, open_registry
 from .report import new_report_dir
 
 KILL_GRACE_S = 120        # after SIGTERM at the deadline, how long the child may take to finish scoring
@@ -83,6 +85,38 @@ def plan(cfg: Config, queue: str, *, out: Path, report: Path, start: Path | None
     return replace(job, **given)
 
 
+def training_run(cfg: Config, queue: str, registry: Registry | None, *, who: str,
+                 train: Callable[[TrainJob], tuple[dict | None, str | None]],
+                 announce: Callable[[TrainJob, dict], None], stage: Path | None = None, out: Path | None = None,
+                 mark: bool = True, force: bool = False, no_promote: bool = False, stopped: str | None = None,
+                 **given) -> TrainingOutcome:
+    """One training run, for the nightly job and `reverser train` alike: the queue's training lock, a clean
+    staging folder (registry's; stage for a run that writes out instead), a report folder, the plan (given:
+    TrainJob fields; without start, the champion now, under the lock), announce(job, the pairs' counts),
+    train(job) -> (result.json's dict or None, why it failed or None), the decision (promotion.conclude;
+    error == stopped: the service was stopping), and the pairs marked trained (mark) when a model was
+    registered."""
+    pairs_dir = cfg.state_dir("pairs", queue)
+    counts = read_counts(pairs_dir)
+    with training_lock(registry.root if registry is not None else cfg.state_dir("models", queue)):
+        if registry is not None:
+            registry.clean_staging()
+            stage = registry.staging()
+            if "start" not in given:   # the champion as it is now, under the lock: what the run fine-tunes
+                given.update(start=registry.champion_dir(), parent=registry.champion_version())
+        started = now_iso()
+        report = new_report_dir(cfg.state_dir("reports", queue))
+        job = plan(cfg, queue, out=stage, report=report, **given)
+        announce(job, counts)
+        result, error = train(job)
+        outcome = conclude(cfg, queue, job, result, who=who, started=started, registry=registry, out=out,
+                           force=force, no_promote=no_promote, error=error,
+                           stopped=stopped is not None and error == stopped)
+        if mark and outcome.decision in ("promoted", "rejected"):
+            mark_trained(pairs_dir, cfg.queues[queue].task == "colorize", counts["new"])
+        return outcome
+
+
 class Retrainer:
     """The service's training runs: one at a time, each in a child process; stop() kills it."""
 
@@ -125,32 +159,23 @@ class Retrainer:
              who: str) -> TrainingOutcome:
         cfg, rc = self.cfg, self.cfg.retrain
         log = logger.bind(queue=queue)
-        pairs_dir = cfg.state_dir("pairs", queue)
-        counts = read_counts(pairs_dir)
+        counts = read_counts(cfg.state_dir("pairs", queue))
         if check_new and counts["new"] < rc.min_new_pairs:
             why = (f"{counts['new']} new pairs since the last training, fewer than min_new_pairs = "
                    f"{rc.min_new_pairs}")
             log.info("retrain {}: skipped: {}", queue, why)
             return TrainingOutcome(queue, "skipped", why)
         registry = open_registry(cfg, queue, who)
-        with training_lock(registry.root):
-            registry.clean_staging()
-            started = now_iso()
-            report = new_report_dir(cfg.state_dir("reports", queue))
-            job = plan(cfg, queue, out=registry.staging(), report=report, start=registry.champion_dir(),
-                       parent=registry.champion_version(),
-                       **({"minutes": minutes} if minutes is not None else {}),
-                       **({"epochs": epochs} if epochs is not None else {}))
+
+        def announce(job: TrainJob, counts: dict) -> None:
             log.info("retrain {}: training a challenger from version {} on {} pairs ({} new), at most {:g} min{}, "
                      "in a child process ({} thread(s), nice {}); report in {}", queue, job.parent,
                      counts["pairs"], counts["new"], job.minutes, f" or {job.epochs} epochs" if job.epochs else "",
-                     job.threads, job.nice, report)
-            result, error = self._run_child(job)
-            outcome = conclude(cfg, queue, job, result, who=who, started=started, registry=registry, error=error,
-                               stopped=error == STOPPED)
-            if outcome.decision in ("promoted", "rejected"):
-                mark_trained(pairs_dir, cfg.queues[queue].task == "colorize", counts["new"])
-            return outcome
+                     job.threads, job.nice, job.report)
+
+        return training_run(cfg, queue, registry, who=who, train=self._run_child, announce=announce, stopped=STOPPED,
+                            **({"minutes": minutes} if minutes is not None else {}),
+                            **({"epochs": epochs} if epochs is not None else {}))
 
     def _run_child(self, job: TrainJob) -> tuple[dict | None, str | None]:
         """Run the child to its end or its deadline; (result.json or None, why it failed or None)."""
