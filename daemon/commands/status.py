@@ -6,7 +6,7 @@ import json
 import sys
 
 from ..core.config import load_config
-from ..ops.status import NOT_RUNNING, STATUS_FILE, liveness, render
+from ..ops.status import NOT_RUNNING, STATUS_FILE, liveness, read_status, render
 
 
 def main(args) -> int:
@@ -14,7 +14,7 @@ def main(args) -> int:
     cfg = load_config(args.config)
     path = cfg.paths.state / STATUS_FILE
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = read_status(cfg.paths.state)
     except FileNotFoundError:
         print(f"reverser: not running here: no status file at {path}. Start the service with "
               f"`reverser run --config {cfg.file}`.", file=sys.stderr)

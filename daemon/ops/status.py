@@ -99,6 +99,12 @@ class StatusBoard:
                      writer=writer)
 
 
+def read_status(state_dir: Path) -> dict:
+    """<state>/status.json as the service last wrote it (OSError when there is none, ValueError when it is
+    not JSON): what `reverser status` and the web's /api/status read."""
+    return json.loads((Path(state_dir) / STATUS_FILE).read_text(encoding="utf-8"))
+
+
 def iso_time(t: float) -> str:
     """A time.time() as status.json writes times."""
     return local_iso(t)

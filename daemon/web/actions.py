@@ -23,7 +23,7 @@ from ..core.config import Config
 from ..learning.counts import read_counts
 from ..learning.registry import Registry, RegistryError, open_registry
 from ..learning.retrain import Busy, Retrainer
-from ..ops.status import STATUS_FILE
+from ..ops.status import STATUS_FILE, read_status
 from .ondisk import Refused
 
 RUN_NAME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d(-\d+)?$")   # a report folder: report.new_report_dir()
@@ -31,11 +31,10 @@ RUN_NAME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d(-\d+)?$")   # a report f
 
 def status(cfg: Config) -> dict:
     """<state>/status.json: what `reverser status --json` prints."""
-    path = cfg.paths.state / STATUS_FILE
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return read_status(cfg.paths.state)
     except (OSError, ValueError) as e:
-        raise Refused(503, f"no status yet ({path}: {e}); the service writes it every "
+        raise Refused(503, f"no status yet ({cfg.paths.state / STATUS_FILE}: {e}); the service writes it every "
                            f"{cfg.status.interval_seconds:g} s") from None
 
 

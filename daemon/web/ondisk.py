@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.fs import numbered
-from ..core.names import IMAGE_EXTS, NAME_MAX, name_bytes
+from ..core.names import IMAGE_EXTS, NAME_MAX, input_name, name_bytes
 
 _UNSAFE = re.compile(r"[^\w.-]+")                 # anything but letters, digits, _ . -
 _NUMBERED_BEFORE = re.compile(r"^(.+_before)-\d+$", re.IGNORECASE)   # x_before-1 (failed/, done/ numbering)
@@ -28,8 +28,8 @@ class Refused(Exception):
 
 def upload_name(filename: str) -> str:
     """The inbox name of an uploaded file: its base name with every character but letters, digits, '_', '.'
-    and '-' made '_', no leading dot, and '_before' put before the extension when it is not there
-    ('Scan 3.JPG' -> 'Scan_3_before.JPG'). Refused (415) when the extension is not an image's."""
+    and '-' made '_', no leading dot, then core.names.input_name's rule, as for a file dropped into the
+    inbox ('Scan 3.JPG' -> 'Scan_3_before.JPG'). Refused (415) when the extension is not an image's."""
     base = re.split(r"[/\\]", filename or "")[-1]          # some browsers send a path
     stem, dot, ext = _UNSAFE.sub("_", base).rpartition(".")
     stem, ext = stem.lstrip("._-"), dot + ext
@@ -38,9 +38,7 @@ def upload_name(filename: str) -> str:
                            f"{', '.join(sorted(IMAGE_EXTS))}")
     numbered_before = _NUMBERED_BEFORE.match(stem)
     stem = numbered_before.group(1) if numbered_before else (stem or "upload")
-    if not stem.lower().endswith(_BEFORE):
-        stem += _BEFORE
-    return stem[:-len(_BEFORE)] + _BEFORE + ext
+    return input_name(stem + ext)   # the inbox's own rule: NAME_before.EXT, fitted to the name limit
 
 
 def inbox_names(name: str):

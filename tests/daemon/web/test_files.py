@@ -26,6 +26,7 @@ from daemon.web.ondisk import Refused, inbox_names, upload_name
     (".hidden.png", "hidden_before.png"),
     ("grand-mère.heic", "grand-mère_before.heic"),
     ("x_before-2.jpg", "x_before.jpg"),           # a numbered name from failed/ gets its input name back
+    ("x_after.png", "x_before.png"),              # as the inbox renames it (core.names.input_name)
     (".png", "upload_before.png"),
 ])
 def test_an_upload_name_is_a_safe_input_name(given, name):
