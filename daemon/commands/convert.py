@@ -21,9 +21,6 @@ from ..errors import EX_CONFIG, EX_DATAERR, EX_OK, UsageError
 from ..learning.serving import model_dir
 from ..ops.logs import setup_logging
 
-AUTO_MEASURE_FROM = 32   # inputs; fewer run at batch 1 when max_batch is "auto"
-
-
 def find_inputs(paths: list[Path]) -> list[Path]:
     """Files as given; folders contribute their image files (not recursively, not hidden ones, not hints)."""
     found = []
@@ -88,9 +85,8 @@ def convert_files(predictor: Predictor, inputs: list[Path], cfg: Config, out_dir
     from tqdm import tqdm
 
     max_batch = cfg.runtime.max_batch
-    if max_batch == "auto":
-        # Measuring costs a few forward passes: worth it for a folder, not for a handful of files.
-        max_batch = autobatch.measure(predictor)[0] if len(inputs) >= AUTO_MEASURE_FROM else 1
+    if max_batch == "auto":   # as the service decides it, and with its kept choice (autobatch.for_files)
+        max_batch = autobatch.for_files(predictor, len(inputs), cfg.paths.state / autobatch.KEPT_FILE).size
     terminal = sys.stderr.isatty()
     bar = tqdm(total=len(inputs), unit="img", disable=not terminal)
     failures = []

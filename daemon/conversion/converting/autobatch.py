@@ -38,6 +38,7 @@ CLEARLY = 1.10           # a kept choice is given up only for a size this much f
 NEAR_BEST = 0.95         # a fresh choice: the smallest size within 5% of the best (lower latency)
 KEPT_FILE = "autobatch.json"
 KEPT_MAX = 32            # machines-and-models kept in it, the most recent
+MEASURE_FROM = 32        # files: a run over fewer (reverser convert) is not worth measuring for
 
 
 class Choice(NamedTuple):
@@ -132,6 +133,18 @@ class BatchSizes:
             choice = self._chosen[_key(predictor)] = measure(predictor, budget=self.BUDGET, kept_file=self.kept_file)
             logger.info("queue {}: batch size {}, measured again while idle: {}", queue, choice.size, choice.why)
             self.measured(queue, predictor, choice)
+
+
+def for_files(predictor: Predictor, files: int, kept_file: Path) -> Choice:
+    """max_batch = "auto" for a run over some files (reverser convert): the service's kept choice for this
+    network on this device where there is one; else measured and kept, unless the files are too few
+    (under MEASURE_FROM) for measuring to pay: then 1."""
+    kept = kept_choice(predictor, kept_file)
+    if kept is not None:
+        return kept
+    if files < MEASURE_FROM:
+        return Choice(1, f"1: {files} file(s), too few to measure for", measured=False)
+    return measure(predictor, kept_file=kept_file)
 
 
 def on_a_thread(fn, *args):

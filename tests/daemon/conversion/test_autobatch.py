@@ -57,3 +57,15 @@ def test_the_choice_is_kept_in_the_state_folder_and_read_back_at_the_next_start(
         assert rig.stop() == 0, rig.current.log()[-2000:]
     finally:
         rig.close()
+
+
+def test_a_run_over_files_takes_the_services_kept_choice_and_does_not_measure_for_a_few(tmp_path, tiny_models):
+    from unet import Predictor
+
+    predictor = Predictor(tiny_models["colorize"], device="cpu", max_batch=1)
+    kept = tmp_path / autobatch.KEPT_FILE
+    few = autobatch.for_files(predictor, 3, kept)
+    assert few.size == 1 and "too few to measure" in few.why and not kept.exists()
+    autobatch._keep(kept, autobatch._key(predictor), 4, {1: 10.0, 4: 12.0})   # as a service's start keeps it
+    assert autobatch.for_files(predictor, 3, kept).size == 4
+    assert autobatch.for_files(predictor, 500, kept).size == 4                # kept: not measured again
