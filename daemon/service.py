@@ -164,7 +164,7 @@ class Service:
         self.board.state = "running"
         self.write_status()
         logger.info("Ready: drop NAME_before.jpg into {}/<queue>/ ({}); results appear in {}/<queue>/.",
-                    cfg.paths.inbox, ", ".join(cfg.queues), cfg.paths.outbox)
+                    _near(cfg, cfg.paths.inbox), ", ".join(cfg.queues), _near(cfg, cfg.paths.outbox))
         self.notifier.ready(self.status_line())  # systemd: models loaded, device chosen, watchers running
         self.batch_sizes.start()
 
