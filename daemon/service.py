@@ -20,7 +20,9 @@ rebuilt in reload() and is shut down first in shutdown(). systemd and metrics
 (lines marked "systemd:" and "metrics:"): READY=1 at the end of start-up,
 STATUS= with the status file, WATCHDOG=1 from the main loop only while
 _stall() finds nothing (notify.Watchdog), RELOADING=1 around SIGHUP and
-STOPPING=1 at shutdown; the optional Prometheus endpoint counts in self.metrics.
+STOPPING=1 at shutdown; the optional Prometheus endpoint serves self.metrics. What happens (a model set,
+a file finished, a batch, a training run's outcome, a queue's depth) is told once, to self.observe
+(ops/observer.py), which keeps both the status board and the metrics.
 The optional web server (lines marked "web:", daemon/web/, run by webhost.py)
 takes its port first in startup(), serves once the service is up, moves in
 reload() when [web]'s address changes, and stops in shutdown(); the feed tells
@@ -61,6 +63,7 @@ from .learning.serving import load_predictor, load_serving, model_dir
 from .ops.health import Health
 from .ops.logs import setup_logging
 from .ops.notify import Notifier, Watchdog, status_text
+from .ops.observer import Observer
 from .ops.prometheus import Metrics, MetricsServer
 from .ops.status import STATUS_FILE, StatusBoard
 from .preflight import require_valid
@@ -97,6 +100,7 @@ class Service:
         self.waiting: dict[str, int] = {}
         self.status_file = StatusFile()   # status.json, a failed write said once
         self.metrics = Metrics(cfg.queues)   # metrics: always counted (cheap), served only when [metrics] enabled
+        self.observe = Observer(self.metrics)   # what happens, to the status board and the metrics at once
         self.metrics_server: MetricsServer | None = None
         # web: the dashboard and API ([web]), with /metrics; its context holds the file index the feed tells.
         self.web = WebHost(self.metrics)
@@ -149,12 +153,12 @@ class Service:
         self.web.context(cfg)       # web: the file index, before the feed that tells it
         predictors = load_serving(cfg)
         device = str(next(iter(predictors.values())).device)
-        self.board = StatusBoard(list(cfg.queues), device)
+        self.board = self.observe.board = StatusBoard(list(cfg.queues), device)
         logger.info("reverser starting, pid {}: device {} (torch {}, {} CPU thread(s))",
                     os.getpid(), device, torch.__version__, torch.get_num_threads())
         self._bring_up(cfg, predictors)
         self.retrainer = Retrainer(cfg)
-        self.retrainer.on_outcome = self._trained  # metrics: each run's outcome
+        self.retrainer.on_outcome = self.observe.trained
         self.scheduler = RetrainScheduler(cfg, self.retrainer.run_due)
         self.scheduler.start()      # a night missed while the service was down runs now, once
         if cfg.metrics.enabled:  # metrics:
@@ -172,7 +176,7 @@ class Service:
         """A kept batch size measured again while idle (autobatch.BatchSizes): used from the next batch on."""
         if self.pipeline.predictor(q) is predictor and choice.size != self.pipeline.max_batch.get(q):
             self.pipeline.max_batch[q] = choice.size   # read at each batch
-            self.board.set_model(q, predictor.model.path, predictor.version, choice.size, choice.why)
+            self.observe.model(q, predictor.model.path, predictor.version, choice.size, choice.why)
 
     def _idle(self) -> bool:
         cfg = self.cfg
@@ -190,8 +194,7 @@ class Service:
             choice = self.batch_sizes.choose(q, p) if auto else (cfg.runtime.max_batch, "configured")
             n, why = choice[0], choice[1]
             batches[q] = n
-            self.board.set_model(q, p.model.path, p.version, n, why)
-            self.metrics.model_version(q, p.version)  # metrics:
+            self.observe.model(q, p.model.path, p.version, n, why)
             # Lines that fit a terminal: paths as the config names them, max_batch auto's figures on their own.
             logger.info("queue {} ({}): model version {} from {}; batch size {} ({})", q, p.task.name, p.version,
                         _near(cfg, p.model.path), n, "configured" if why == "configured" else
@@ -205,7 +208,7 @@ class Service:
         self.pipeline = Pipeline(predictors, batches, PipelineSettings.from_config(cfg, writer=self.owner.id),
                                  before_batch=self._batch_started,   # systemd: watchdog health; metrics
                                  after_batch=self.health.batch_finished)
-        self.feed = InboxFeed(cfg, self.spools, self.pipeline, self._counted_file)
+        self.feed = InboxFeed(cfg, self.spools, self.pipeline, self.observe.file)
         self.feed.on_placed = self.web.ctx.index.placed if self.web.ctx else None  # web: where each file went
         self.feed.on_recovered = self.web.ctx.index.settle if self.web.ctx else None  # web: and those a kill hid
         if self.web.ctx:
@@ -239,16 +242,7 @@ class Service:
         self.sweeper = DoneSweeper(cfg.state_dir("done"), o.done_keep_days, o.done_max_mb).start()
 
     def _swapped(self, q: str, p) -> None:
-        self.board.set_model(q, p.model.path, p.version)
-        self.metrics.model_version(q, p.version)  # metrics:
-
-    def _counted_file(self, q: str, ok: bool, seconds: float | None) -> None:
-        """The feed's report of one finished input: the status board, and metrics."""
-        self.board.record(q, ok)
-        if ok:
-            self.metrics.file_processed(q, seconds)  # metrics:
-        else:
-            self.metrics.file_failed(q)  # metrics:
+        self.observe.model(q, p.model.path, p.version)
 
     # -- main loop ----------------------------------------------------------------------------
 
@@ -291,12 +285,8 @@ class Service:
         """Pipeline hook before each forward pass: a token for the watchdog's health, and the batch size
         for metrics once the pipeline passes (queue, size)."""
         if queue is not None:
-            self.metrics.batch(queue, size)
+            self.observe.batch(queue, size)
         return self.health.batch_started()
-
-    def _trained(self, outcome) -> None:
-        """metrics: each training run's decision."""
-        self.metrics.training(outcome.queue, outcome.decision, outcome.psnr_gain_db)
 
     def _serve_metrics(self, cfg: Config) -> MetricsServer:
         """metrics: the endpoint, or a ConfigError (exit 78) when it cannot listen."""
@@ -314,7 +304,7 @@ class Service:
         waiting = {}
         for q in cfg.queues:
             waiting[q] = count_waiting(cfg.inbox(q))
-            self.metrics.queue_depth(q, waiting[q] + self.pipeline.inflight.get(q, 0))  # metrics:
+            self.observe.depth(q, waiting[q] + self.pipeline.inflight.get(q, 0))
         self.waiting = waiting
         extra = {q: {"pairs": read_counts(cfg.state_dir("pairs", q))} for q in cfg.queues}
         add_seen(cfg, (self.watcher, self.pairs_watcher), self.intakes, extra,

@@ -124,7 +124,7 @@ def test_the_service_sets_the_last_runs_psnr_gain(tmp_path, tiny_models):
     from tests.support.config import write_config
 
     service = Service(load_config(write_config(tmp_path, {"colorize": tiny_models["colorize"]})))
-    service._trained(TrainingOutcome("colorize", "promoted", "better", psnr_gain_db=0.25))   # Retrainer.on_outcome
+    service.observe.trained(TrainingOutcome("colorize", "promoted", "better", psnr_gain_db=0.25))   # on_outcome
     text = service.metrics.render()
     assert sample(text, "reverser_last_training_psnr_gain_db", queue="colorize") == 0.25
     assert sample(text, "reverser_last_training_timestamp_seconds", queue="colorize", result="promoted") > 0
