@@ -8,7 +8,6 @@ user reads it, and the pipeline decides (fail, wait, retry, on to the batcher, o
 
 from __future__ import annotations
 
-import mmap
 import os
 import stat
 from dataclasses import dataclass
@@ -26,10 +25,8 @@ from .jobs import Job, PipelineSettings
 from .workers import Named
 
 
-def read(job: Job, s: PipelineSettings) -> bytes | mmap.mmap:
-    """The job's file, whole; ImageError when it is no regular file or over the size limit (OSError: retry).
-    A document's next page maps the file instead: only that page's bytes are read, as they are decoded (a
-    16-page book's file is not read into memory 16 times, beside each page)."""
+def read(job: Job, s: PipelineSettings) -> bytes:
+    """The job's file, whole; ImageError when it is no regular file or over the size limit (OSError: retry)."""
     st = os.stat(job.path)
     job.size = st.st_size
     if not stat.S_ISREG(st.st_mode):
@@ -37,23 +34,7 @@ def read(job: Job, s: PipelineSettings) -> bytes | mmap.mmap:
     if st.st_size > s.max_file_bytes:
         raise ImageError(f"the file is {st.st_size / 1e6:.1f} MB, over the limit of "
                          f"{s.max_file_bytes / 1e6:g} MB; raise limits.max_file_mb if it is wanted")
-    if job.doc is not None and st.st_size:
-        with open(job.path, "rb") as f:
-            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     return job.path.read_bytes()
-
-
-class _Mapped:
-    """A mapped file as open_image takes a document's page from it (its getvalue(), not a copy)."""
-
-    def __init__(self, data: mmap.mmap, name: str):
-        self._data, self.shown = data, name
-
-    def getvalue(self) -> mmap.mmap:
-        return self._data
-
-    def __repr__(self) -> str:
-        return repr(self.shown)
 
 
 @dataclass
@@ -105,9 +86,8 @@ def prepare(job: Job, held: list[bytes], predictor: Predictor, s: PipelineSettin
     data, doc = held.pop(), job.doc
     where = f"{doc.where()}: " if doc else ""
     try:
-        named = (_Mapped if isinstance(data, mmap.mmap) else Named)(data, job.label or job.path.name)
-        source = open_image(named, s.max_pixels, doc.page if doc else 0, s.max_pages)
-        del named
+        source = open_image(Named(data, job.label or job.path.name), s.max_pixels, doc.page if doc else 0,
+                            s.max_pages)
         color = "" if doc else color_choice(job, predictor, source)   # a color picture: keep it?
         kept = data if color == "keep" else None
         del data
