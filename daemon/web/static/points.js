@@ -29,11 +29,13 @@ function colorPoints(root) {
       if (shown) URL.revokeObjectURL(shown);
       shown = url;
       fit();
-      said.textContent = points.length ? points.length + " point" + (points.length > 1 ? "s" : "") + " · " +
-        (r.headers.get("Server-Timing") || "") : "the automatic colors";
+      const ms = (r.headers.get("Server-Timing") || "").split(",")
+        .reduce((sum, part) => sum + (parseFloat(part.split("dur=")[1]) || 0), 0);
+      said.textContent = (points.length ? points.length + " point" + (points.length > 1 ? "s" : "")
+        : "the automatic colors") + " · re-colored in " + Math.round(ms) + " ms";
     } finally {
       inflight = false;
-      if (again) { again = false; render(); } else root.dataset.state = "ready";
+      if (again) { again = false; render(); } else if (pending === null) root.dataset.state = "ready";
     }
   }
   // The working-size picture shown as large as fits: 640 px wide at most, and within the window's height.
@@ -42,7 +44,13 @@ function colorPoints(root) {
     if (w && h) live.style.width = Math.floor(w * Math.min(640 / w, 0.8 * window.innerHeight / h, 6)) + "px";
   };
   window.addEventListener("resize", fit);
-  const soon = () => { clearTimeout(pending); pending = setTimeout(render, 120); apply.disabled = !points.length; };
+  // A change re-renders 120 ms after the last one; "ready" means every change so far is in the picture.
+  const soon = () => {
+    clearTimeout(pending);
+    root.dataset.state = "changed";
+    pending = setTimeout(() => { pending = null; render(); }, 120);
+    apply.disabled = !points.length;
+  };
 
   // The color the live picture has at (x, y): where a new point's picker starts.
   function colorAt(x, y) {
@@ -91,7 +99,7 @@ function colorPoints(root) {
   clear.addEventListener("click", () => { for (const p of points.splice(0)) p.el.remove(); list.replaceChildren(); soon(); });
 
   apply.addEventListener("click", async () => {
-    apply.disabled = true; said.textContent = "colouring the full-size picture again…";
+    apply.disabled = true; said.textContent = "coloring the full-size picture again…";
     const r = await post("/api/files/" + encodeURIComponent(id) + "/hints", body());
     const got = await r.json().catch(() => ({}));
     if (r.status !== 202) { said.textContent = "refused: " + (got.error || r.status); apply.disabled = false; return; }
