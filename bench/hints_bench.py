@@ -1,6 +1,7 @@
 """Color points on real pairs: how much a few points buy, and what they cost against a conversion without.
 
     python bench/hints_bench.py [--pairs DIR] [--points 0,3,10] [--limit N] [--model DIR] [--speed-only]
+                                [--pipeline N]
 
 The simulated user is the one of docs/color-points.md: at 192 px on the long
 side, in Lab, the ab error of the automatic result box-filtered 5x5 with the
@@ -112,6 +113,47 @@ def speed(predictor: Predictor, before: Path, after: Path, repeat: int = 20) -> 
     return statistics.median(plain[2:]), statistics.median(hinted[2:])
 
 
+def through_pipeline(predictor: Predictor, found, rounds: int = 4) -> tuple[float, float]:
+    """Seconds (medians, the first round left out) for the pairs' grays through reverser convert's pipeline
+    (decode and encode threads beside the forward pass, results written), without points and with the
+    simulated user's 3 beside each (NAME_hints.json), interleaved round by round."""
+    import json
+    import shutil
+    import tempfile
+
+    from loguru import logger
+
+    from daemon.commands.convert import convert_files
+    from daemon.core.config import parse_config
+
+    logger.remove()   # the pipeline's own lines; each file's line still goes to stderr
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        queue = {"task": "colorize", "model": str(predictor.model.path)}
+        cfg = parse_config({"runtime": {"max_batch": 1}, "queues": {"colorize": queue}}, base=tmp)
+        folders = {"plain": tmp / "plain", "hinted": tmp / "hinted"}
+        for d in folders.values():
+            d.mkdir()
+        for before, after in found:
+            for d in folders.values():
+                shutil.copy(before, d / before.name)
+            auto = predictor.predict([Image.open(before)])[0]
+            stem = before.name.rsplit("_before", 1)[0]
+            said = simulated_points(auto, Image.open(after), 3)
+            (folders["hinted"] / f"{stem}_hints.json").write_text(json.dumps(said))
+        times = {name: [] for name in folders}
+        for _ in range(rounds):
+            for name, d in folders.items():
+                out = tmp / f"out-{name}-{len(times[name])}"
+                out.mkdir()
+                inputs = sorted(p for p in d.iterdir() if "_before" in p.name)
+                t = time.perf_counter()
+                convert_files(predictor, inputs, cfg, out, "colorize")
+                times[name].append(time.perf_counter() - t)
+    return statistics.median(times["plain"][1:]), statistics.median(times["hinted"][1:])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pairs", type=Path, default=ROOT.parent / "shared" / "data" / "plates" / "val")
@@ -120,6 +162,8 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=0, help="the first N pairs only")
     ap.add_argument("--speed-only", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--pipeline", type=int, default=0, metavar="N",
+                    help="also time N pairs through reverser convert's pipeline, with 3 points each and without")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     found = pairs(args.pairs, args.limit)
@@ -134,6 +178,10 @@ def main() -> None:
     plain, hinted = speed(predictor, *found[0])
     w, h = Image.open(found[0][0]).size
     print(f"one {w}x{h} picture, in-process: {plain:.1f} ms without points, {hinted:.1f} ms with 3")
+    if args.pipeline:
+        alone, with_points = through_pipeline(predictor, found[:args.pipeline])
+        print(f"{args.pipeline} pairs through the pipeline: {alone:.2f} s without points, {with_points:.2f} s "
+              f"with 3 each ({with_points / alone:.2f}x)")
     print(f"{len(found)} pairs: " + "; ".join(said) + (", " if said else "")
           + f"with 3 points {hinted / plain:.2f}x a conversion ({w}x{h})")
 
