@@ -168,7 +168,7 @@ class Service:
         self.board.state = "running"
         self.write_status()
         logger.info("Ready: drop NAME_before.jpg into {}/<queue>/ ({}); results appear in {}/<queue>/.",
-                    _near(cfg, cfg.paths.inbox), ", ".join(cfg.queues), _near(cfg, cfg.paths.outbox))
+                    cfg.near(cfg.paths.inbox), ", ".join(cfg.queues), cfg.near(cfg.paths.outbox))
         self.notifier.ready(self.status_line())  # systemd: models loaded, device chosen, watchers running
         self.batch_sizes.start()
 
@@ -197,9 +197,9 @@ class Service:
             self.observe.model(q, p.model.path, p.version, n, why)
             # Lines that fit a terminal: paths as the config names them, max_batch auto's figures on their own.
             logger.info("queue {} ({}): model version {} from {}; batch size {} ({})", q, p.task.name, p.version,
-                        _near(cfg, p.model.path), n, "configured" if why == "configured" else
+                        cfg.near(p.model.path), n, "configured" if why == "configured" else
                         "kept" if not getattr(choice, "measured", True) else "measured")
-            logger.info("queue {}: {} -> {}", q, _near(cfg, cfg.inbox(q)), _near(cfg, cfg.outbox(q)))
+            logger.info("queue {}: {} -> {}", q, cfg.near(cfg.inbox(q)), cfg.near(cfg.outbox(q)))
             if why != "configured":
                 logger.info("queue {}: {}", q, why)
         budget, why = memory.budget(cfg.runtime.memory_budget_mb)
@@ -233,7 +233,7 @@ class Service:
         how = ("inotify: files are taken at close-after-write or rename" if self.watcher.close_events
                else f"{w.observer} observer: files are taken once unchanged for {w.settle_seconds:g} s")
         logger.info("watching {} inbox folder(s) with {}; full scan every {:g} s; status in {}",
-                    len(cfg.queues), how, w.rescan_seconds, _near(cfg, cfg.paths.state / STATUS_FILE))
+                    len(cfg.queues), how, w.rescan_seconds, cfg.near(cfg.paths.state / STATUS_FILE))
         self.champions = ChampionWatch(self.pipeline, list(cfg.queues), partial(model_dir, cfg),
                                        lambda q, folder: load_predictor(cfg, folder, cfg.queues[q].task),
                                        on_swap=self._swapped)
@@ -379,12 +379,3 @@ class Service:
         c = {q: (x.processed, x.failed) for q, x in self.board.queues.items()}
         logger.info("Stopped: {}.{}", ", ".join(f"{q} {p} converted, {f} failed" for q, (p, f) in c.items()),
                     f" {left} claimed file(s) stay in work/ and go through first at the next start." if left else "")
-
-
-def _near(cfg: Config, path) -> str:
-    """A path as a user reads it at start-up: relative to the config's folder when inside it."""
-    base = cfg.file.parent.resolve() if cfg.file else Path.cwd()
-    try:
-        return str(Path(path).resolve().relative_to(base))
-    except ValueError:
-        return str(path)

@@ -260,10 +260,10 @@ class InboxFeed:
         log = logger.bind(queue=spool.queue, file=item.name)
         if short:
             log.warning("{}: {} was not converted now: {}; it went back to {} and is taken again in {:g} s",
-                        spool.queue, item.name, why, spool.inbox, wait)
+                        spool.queue, item.name, why, self.cfg.near(spool.inbox), wait)
             return
         log.info("{}: {} is not complete yet: {}; it went back to {} and is taken again once unchanged for {:g} s",
-                 spool.queue, item.name, why, spool.inbox, wait)
+                 spool.queue, item.name, why, self.cfg.near(spool.inbox), wait)
 
     @staticmethod
     def _move_done(spool: Spool, item: Claimed) -> Path | None:
@@ -291,7 +291,7 @@ class InboxFeed:
         self.on_result(spool.queue, False, 0.0)
         self._placed(spool.queue, item.name, None, dest, problem)
         log.warning("{}: {} failed: {}; moved to {} with {}.reason.txt beside it", spool.queue, item.name,
-                    problem, dest.parent, dest.name)
+                    problem, self.cfg.near(dest.parent), dest.name)
 
 
 def _size(n: int) -> str:

@@ -89,7 +89,7 @@ class PairIntake:
         self.lone_color = cfg.queues[queue].task == "colorize"
         self.max_pixels = cfg.limits.max_pixels
         self.max_bytes = cfg.limits.max_file_mb * 1e6
-        self.clock = clock
+        self.clock, self.near = clock, cfg.near   # near: a path as the log shows it (relative to the config)
         self.writer = writer   # the service instance's id, for temporary names
         self.log = log or logger.bind(queue=queue)
         self._waiting: dict[str, dict[str, tuple[Path, float]]] = {}  # NAME -> half -> (path, since)
@@ -152,7 +152,7 @@ class PairIntake:
             log = self.log if isinstance(error, OSError) else self.log.opt(exception=error)
             log.warning("training file {} cannot be filed now: {}. It stays in {} and is tried again in {:g} s, "
                         "then after longer pauses (the same failure again is counted, not logged)",
-                        " and ".join(p.name for p in paths), why, self.inbox, pause)
+                        " and ".join(p.name for p in paths), why, self.near(self.inbox), pause)
         else:
             self.log.debug("training file {}: {} again (try {}); next try in {:g} s", paths[0].name, why, tries,
                            pause)
@@ -384,5 +384,5 @@ class PairIntake:
                 continue
             dst = quarantine(path, self.failed, path.name, reason, queue=self.queue, inbox=self.inbox,
                              training=True, writer=self.writer)
-            self.log.warning("training file {} refused: {} (moved to {})", path.name, reason, dst)
+            self.log.warning("training file {} refused: {} (moved to {})", path.name, reason, self.near(dst))
             self.refusals.note(path, dst, reason)

@@ -121,6 +121,9 @@ def test_a_bad_file_among_good_ones_fails_alone(svc):
     assert "cannot decode image" in reason and "what to do" in reason
     assert (failed / "bad_before.jpg").read_bytes().startswith(b"\xff\xd8")
     assert not [n for n in names(failed) if n.startswith("good")]
+    # Its line names the folder as the config does, relative to the config's own folder.
+    wait_for(lambda: "bad_before.jpg" in svc.log() and "moved to outbox/colorize/failed with" in svc.log(), 20,
+             "the failure's line", log=svc.log)
 
 
 def test_names_the_service_does_not_take_are_left_alone_and_logged_once(svc):
