@@ -339,6 +339,7 @@ class Pipeline:
     def _next_page(self, item: Item) -> None:
         """A document's page is in its result: give its memory back and decode the next page."""
         item.source = item.prepared = item.kept = None
+        memory.trim()   # the page's freed arrays go back to the system before the next page is decoded
         self.memory.give(item.job.memory)
         item.job.memory = 0
         self._decoders.submit(self._decode, item.job, 1)
