@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-from pathlib import Path
 import signal
 import threading
 import time
@@ -53,6 +52,7 @@ from .conversion.watching.watcher import Watcher
 from .core import memory
 from .core.config import Config, ConfigError, load_config
 from .core.fs import sweep_temp
+from .core.namebytes import near
 from .core.names import input_name, is_inbox_file, is_pair_file
 from .errors import EX_OK
 from .learning.counts import read_counts
@@ -168,7 +168,7 @@ class Service:
         self.board.state = "running"
         self.write_status()
         logger.info("Ready: drop NAME_before.jpg into {}/<queue>/ ({}); results appear in {}/<queue>/.",
-                    cfg.near(cfg.paths.inbox), ", ".join(cfg.queues), cfg.near(cfg.paths.outbox))
+                    near(cfg.paths.inbox, cfg.file), ", ".join(cfg.queues), near(cfg.paths.outbox, cfg.file))
         self.notifier.ready(self.status_line())  # systemd: models loaded, device chosen, watchers running
         self.batch_sizes.start()
 
@@ -197,9 +197,9 @@ class Service:
             self.observe.model(q, p.model.path, p.version, n, why)
             # Lines that fit a terminal: paths as the config names them, max_batch auto's figures on their own.
             logger.info("queue {} ({}): model version {} from {}; batch size {} ({})", q, p.task.name, p.version,
-                        cfg.near(p.model.path), n, "configured" if why == "configured" else
+                        near(p.model.path, cfg.file), n, "configured" if why == "configured" else
                         "kept" if not getattr(choice, "measured", True) else "measured")
-            logger.info("queue {}: {} -> {}", q, cfg.near(cfg.inbox(q)), cfg.near(cfg.outbox(q)))
+            logger.info("queue {}: {} -> {}", q, near(cfg.inbox(q), cfg.file), near(cfg.outbox(q), cfg.file))
             if why != "configured":
                 logger.info("queue {}: {}", q, why)
         budget, why = memory.budget(cfg.runtime.memory_budget_mb)
@@ -233,7 +233,7 @@ class Service:
         how = ("inotify: files are taken at close-after-write or rename" if self.watcher.close_events
                else f"{w.observer} observer: files are taken once unchanged for {w.settle_seconds:g} s")
         logger.info("watching {} inbox folder(s) with {}; full scan every {:g} s; status in {}",
-                    len(cfg.queues), how, w.rescan_seconds, cfg.near(cfg.paths.state / STATUS_FILE))
+                    len(cfg.queues), how, w.rescan_seconds, near(cfg.paths.state / STATUS_FILE, cfg.file))
         self.champions = ChampionWatch(self.pipeline, list(cfg.queues), partial(model_dir, cfg),
                                        lambda q, folder: load_predictor(cfg, folder, cfg.queues[q].task),
                                        on_swap=self._swapped)

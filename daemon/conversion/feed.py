@@ -31,6 +31,7 @@ from unet.hints import HintError
 
 from ..core.config import Config
 from ..core.fs import passing
+from ..core.namebytes import near
 from ..core.names import hints_stem, is_hints, is_input, is_partial, output_name
 from .claims.leftovers import Leftovers
 from .claims.sidecar import Waiting, claim_hints, kept_picture, merged_hints, picture_waits
@@ -260,10 +261,10 @@ class InboxFeed:
         log = logger.bind(queue=spool.queue, file=item.name)
         if short:
             log.warning("{}: {} was not converted now: {}; it went back to {} and is taken again in {:g} s",
-                        spool.queue, item.name, why, self.cfg.near(spool.inbox), wait)
+                        spool.queue, item.name, why, near(spool.inbox, self.cfg.file), wait)
             return
         log.info("{}: {} is not complete yet: {}; it went back to {} and is taken again once unchanged for {:g} s",
-                 spool.queue, item.name, why, self.cfg.near(spool.inbox), wait)
+                 spool.queue, item.name, why, near(spool.inbox, self.cfg.file), wait)
 
     @staticmethod
     def _move_done(spool: Spool, item: Claimed) -> Path | None:
@@ -291,7 +292,7 @@ class InboxFeed:
         self.on_result(spool.queue, False, 0.0)
         self._placed(spool.queue, item.name, None, dest, problem)
         log.warning("{}: {} failed: {}; moved to {} with {}.reason.txt beside it", spool.queue, item.name,
-                    problem, self.cfg.near(dest.parent), dest.name)
+                    problem, near(dest.parent, self.cfg.file), dest.name)
 
 
 def _size(n: int) -> str:

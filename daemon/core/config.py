@@ -187,15 +187,6 @@ class Config:
         """<state>/<kind>[/<queue>] for kind in work, done, pairs, models, reports."""
         return self.paths.state / kind / q if q else self.paths.state / kind
 
-    def near(self, path) -> str:
-        """A path as a user reads it in the log: relative to the config's folder when inside it, as the
-        config names its folders (inbox/colorize, not /srv/reverser/inbox/colorize); else as it is."""
-        base = Path(self.file).parent.resolve() if self.file else Path.cwd()
-        try:
-            return str(Path(path).resolve().relative_to(base))
-        except (ValueError, OSError):
-            return str(path)
-
 
 SECTIONS = {f.name: f.type for f in fields(Config) if f.name not in ("queues", "file")}
 QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

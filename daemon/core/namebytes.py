@@ -3,13 +3,14 @@
 Names are bytes on Linux, not always UTF-8 and free to hold control
 characters. They travel as Python's str with surrogate escapes (os.fsdecode),
 and lengths are counted in bytes; shown() is how one is printed, in a log or
-a note, without raw bytes or escape sequences. No torch here: ops/ prints names.
+a note, without raw bytes or escape sequences, and near() how a path is. No torch here: ops/ prints names.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 
 NAME_MAX = 255   # bytes in one file name, on every filesystem Linux mounts for this
 # C0 controls, DEL, C1 controls (a terminal obeys ESC and CSI) and lone surrogates (bytes that are not UTF-8).
@@ -41,3 +42,13 @@ def shown(text, keep: str = "") -> str:
         n = ord(c)
         return f"\\x{n - 0xdc00:02x}" if 0xdc80 <= n <= 0xdcff else f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}"
     return _UNPRINTABLE.sub(escape, os.fsdecode(text) if isinstance(text, bytes) else str(text))
+
+
+def near(path, config_file=None) -> str:
+    """A path as a user reads it in the log: relative to the config's folder when inside it, as the config
+    names its folders (inbox/colorize, not /srv/reverser/inbox/colorize); else as it is."""
+    base = Path(config_file).parent.resolve() if config_file else Path.cwd()
+    try:
+        return str(Path(path).resolve().relative_to(base))
+    except (ValueError, OSError):
+        return str(path)

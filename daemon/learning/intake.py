@@ -36,6 +36,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from loguru import logger
@@ -45,6 +46,7 @@ from unet.images import ImageError, open_image
 
 from ..core.config import Config
 from ..core.fs import append_jsonl, local_iso, move, now_iso, numbered, read_jsonl, sha256_file
+from ..core.namebytes import near
 from ..core.names import EXT_FORMAT, NAME_MAX, fitted, is_pair_file, name_bytes, pair_half, shown
 from ..core.quarantine import quarantine
 from .counts import COUNTS, update_counts
@@ -89,7 +91,7 @@ class PairIntake:
         self.lone_color = cfg.queues[queue].task == "colorize"
         self.max_pixels = cfg.limits.max_pixels
         self.max_bytes = cfg.limits.max_file_mb * 1e6
-        self.clock, self.near = clock, cfg.near   # near: a path as the log shows it (relative to the config)
+        self.clock, self.near = clock, partial(near, config_file=cfg.file)   # a path as the log shows it
         self.writer = writer   # the service instance's id, for temporary names
         self.log = log or logger.bind(queue=queue)
         self._waiting: dict[str, dict[str, tuple[Path, float]]] = {}  # NAME -> half -> (path, since)
